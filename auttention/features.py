@@ -1,0 +1,107 @@
+"""Feature sets: one row per clip (file_name, partition, label, feature columns), and their fusion.
+
+Fusion is early fusion by concatenation, joined on file_name, never on row order.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .errors import UserError
+
+KEYS = ["file_name", "partition", "label"]
+FILE = "features.parquet"
+
+
+def feature_frame(file_name: Sequence[str], partition: Sequence[str], label: Sequence[float],
+                  features: np.ndarray, name: str) -> pd.DataFrame:
+    """A feature set: key columns plus columns name_0000 ... for the (N, D) feature matrix."""
+    cols = [f"{name}_{i:04d}" for i in range(features.shape[1])]
+    frame = pd.DataFrame(np.asarray(features, dtype=np.float32), columns=cols)
+    frame.insert(0, "label", np.asarray(label, dtype=float))
+    frame.insert(0, "partition", list(partition))
+    frame.insert(0, "file_name", list(file_name))
+    return frame
+
+
+def feature_columns(frame: pd.DataFrame) -> list[str]:
+    """The feature columns of a set (everything but the keys)."""
+    return [c for c in frame.columns if c not in KEYS]
+
+
+def write_features(frame: pd.DataFrame, out: str | os.PathLike, csv: bool = False) -> Path:
+    """Write out/features.parquet (and out/features.csv when asked), atomically."""
+    from .io import atomic_path, write_csv
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / FILE) as tmp:
+        frame.to_parquet(tmp, index=False)
+    if csv:
+        write_csv(out / "features.csv", frame)
+    return out
+
+
+def read_features(folder: str | os.PathLike) -> pd.DataFrame:
+    """Read a feature set written by `write_features` (a folder, or the .parquet/.csv file itself)."""
+    path = Path(folder)
+    if path.is_dir():
+        path = path / FILE
+    if not path.is_file():
+        raise UserError(f"{path}: feature file not found; create it with `auttention-search features`")
+    try:
+        frame = pd.read_parquet(path) if path.suffix != ".csv" else pd.read_csv(path)
+    except Exception as exc:  # pyarrow/pandas raise many types for a damaged file
+        raise UserError(f"{path}: cannot read features ({str(exc).splitlines()[0]})") from None
+    missing = [k for k in KEYS if k not in frame.columns]
+    if missing:
+        raise UserError(f"{path}: missing column(s) {', '.join(missing)}; not a feature set of this tool")
+    if frame["file_name"].duplicated().any():
+        raise UserError(f"{path}: file name {frame['file_name'][frame['file_name'].duplicated()].iloc[0]!r} "
+                        f"appears twice; re-extract the features")
+    return frame
+
+
+def fuse(frames: Sequence[pd.DataFrame], sources: Sequence[str] | None = None) -> pd.DataFrame:
+    """Concatenate feature sets column-wise, joined on file_name; refuse sets over different files."""
+    if len(frames) < 2:
+        raise UserError("fusion needs at least two feature sets")
+    sources = list(sources or [f"set {i + 1}" for i in range(len(frames))])
+    base = frames[0][KEYS].set_index("file_name")
+    names = set(base.index)
+    fused = frames[0].set_index("file_name")
+    seen = set(feature_columns(frames[0]))
+    for frame, source in zip(frames[1:], sources[1:]):
+        other = set(frame["file_name"])
+        if other != names:
+            only_a, only_b = sorted(names - other), sorted(other - names)
+            example = (only_a or only_b)[0]
+            raise UserError(f"{source} does not cover the same files as {sources[0]} "
+                            f"({len(only_a)} missing, {len(only_b)} extra, e.g. {example}); "
+                            f"extract both from the same spectrograms")
+        indexed = frame.set_index("file_name").loc[base.index]
+        if not (indexed["partition"] == base["partition"]).all():
+            raise UserError(f"{source} assigns some files to other partitions than {sources[0]}")
+        same = (indexed["label"] == base["label"]) | (indexed["label"].isna() & base["label"].isna())
+        if not same.all():
+            raise UserError(f"{source} has other labels than {sources[0]} for some files")
+        cols = feature_columns(frame)
+        clash = seen.intersection(cols)
+        if clash:
+            raise UserError(f"{source} has feature columns that {sources[0]} also has (e.g. {sorted(clash)[0]}); "
+                            f"fuse features of different networks")
+        seen.update(cols)
+        fused = fused.join(indexed[cols])
+    return fused.reset_index()
+
+
+def matrix(frame: pd.DataFrame, partition: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(X, y, file_names) of one partition, rows in file_name order."""
+    part = frame[frame["partition"] == partition].sort_values("file_name", kind="stable")
+    x = part[feature_columns(frame)].to_numpy(dtype=np.float64)
+    return x, part["label"].to_numpy(dtype=float), part["file_name"].to_numpy()

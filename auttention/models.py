@@ -1,0 +1,254 @@
+"""The two recurrent autoencoders of the paper (seq2seq and attention), built with Keras 3.
+
+Every model takes only the spectrogram frames x, shaped (batch, frames, mel bands) and scaled
+to [-1, 1], and reconstructs x reversed in time. The decoder's teacher-forcing input (the
+reversed x shifted right by one step, as auDeep does) is computed inside the model, so
+training and feature extraction need nothing but x.
+
+- seq2seq: (bi)GRU/LSTM encoder; the final states of all its layers and directions through a
+  tanh Dense layer are the feature; a (bi)directional decoder starts from the feature.
+- attention: the same encoder; the feature is the top layer's final states; the decoder attends
+  over the encoder outputs, either step by step (`bahdanau`, the paper) or over all decoder
+  steps at once (`luong`, "general" scoring, fully parallel and much faster).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+from .config import ModelConfig
+
+PACKAGE = "auttention"
+
+
+def feature_size(cfg: ModelConfig) -> int:
+    """Length of the feature vector the encoder of `cfg` produces."""
+    if cfg.network == "seq2seq":
+        return cfg.feature_units or cfg.units
+    return cfg.units * (2 if cfg.encoder_bidirectional else 1)
+
+
+def decoder_inputs(x):
+    """Teacher-forcing input: x reversed in time, shifted right by one step (first step zeros).
+
+    Step t of the result is reversed x at step t - 1, i.e. the frame the decoder produced
+    (should have produced) just before; works on NumPy arrays and tensors alike.
+    """
+    rev = ops.flip(x, axis=1)
+    return ops.concatenate([ops.zeros_like(rev[:, :1]), rev[:, :-1]], axis=1)
+
+
+def targets(x: np.ndarray) -> np.ndarray:
+    """The reconstruction target: x reversed in time (a contiguous float32 copy)."""
+    return np.ascontiguousarray(np.asarray(x, dtype=np.float32)[:, ::-1])
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class DecoderInputs(layers.Layer):
+    """Layer form of `decoder_inputs` (reverse in time, shift right by one step)."""
+
+    def call(self, x):
+        return decoder_inputs(x)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+def _cell(kind: str, units: int, name: str) -> layers.Layer:
+    """One GRU/LSTM cell with Keras' default (cuDNN-compatible) activations."""
+    return layers.GRUCell(units, name=name) if kind == "gru" else layers.LSTMCell(units, name=name)
+
+
+def _rnn(cfg: ModelConfig, bidirectional: bool, name: str) -> layers.Layer:
+    """A sequence-returning, state-returning GRU/LSTM layer, optionally bidirectional.
+
+    Default activations, no recurrent dropout and no unrolling keep the cuDNN kernel on GPU.
+    """
+    rnn_cls = layers.GRU if cfg.cell == "gru" else layers.LSTM
+    rnn = rnn_cls(cfg.units, return_sequences=True, return_state=True, name=name)
+    # Bidirectional flips the backward outputs back into forward time order before concatenating.
+    return layers.Bidirectional(rnn, name=name) if bidirectional else rnn
+
+
+def _states_per_direction(cfg: ModelConfig) -> int:
+    return 2 if cfg.cell == "lstm" else 1
+
+
+def _encoder(cfg: ModelConfig, x, seed: int):
+    """Input dropout + stacked RNN layers; returns (top outputs, [per layer: its final states])."""
+    h = x
+    if cfg.dropout > 0:
+        h = layers.Dropout(cfg.dropout, seed=seed, name="encoder_dropout")(h)
+    all_states = []
+    for i in range(cfg.layers):
+        out = _rnn(cfg, cfg.encoder_bidirectional, f"encoder_{i}")(h)
+        h, states = out[0], list(out[1:])
+        all_states.append(states)  # GRU: [h] or [h_fw, h_bw]; LSTM: [h, c] or [h_fw, c_fw, h_bw, c_bw]
+    return h, all_states
+
+
+def _decoder_stack(cfg: ModelConfig, inputs, init, bidirectional: bool):
+    """Stacked teacher-forced decoder RNN layers, each starting from `init` (every state tensor)."""
+    n_states = _states_per_direction(cfg) * (2 if bidirectional else 1)
+    h = inputs
+    for i in range(cfg.layers):
+        h = _rnn(cfg, bidirectional, f"decoder_{i}")(h, initial_state=[init] * n_states)[0]
+    return h
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class BahdanauDecoder(layers.Layer):
+    """Step-wise decoder with additive (Bahdanau) attention over the encoder outputs.
+
+    Inputs: [encoder outputs (B, Te, De), teacher-forcing frames (B, T, F), initial state (B, units)].
+    At step t: e = v^T tanh(W1 h_enc + W2 s_{t-1}); a_t = softmax over encoder time;
+    c_t = a_t . h_enc; the stacked cells update on [c_t ; previous frame]. Outputs:
+    [s_t ; c_t] for every step (B, T, units + De) and the attention weights (B, T, Te).
+    The loop over time is a compiled `keras.ops.scan`; W1 h_enc is computed once outside it.
+    """
+
+    def __init__(self, cell: str = "gru", units: int = 256, layers: int = 1,
+                 attention_units: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.cell_kind = cell
+        self.units = int(units)
+        self.n_layers = int(layers)
+        self.attention_units = int(attention_units or units)
+        self.cells = [_cell(cell, self.units, f"cell_{i}") for i in range(self.n_layers)]
+        self.w_enc = keras.layers.Dense(self.attention_units, name="w_enc")  # W1 (+ the one bias)
+        self.w_dec = keras.layers.Dense(self.attention_units, use_bias=False, name="w_dec")  # W2
+        self.v = keras.layers.Dense(1, use_bias=False, name="v")
+
+    def build(self, input_shape):
+        enc_shape, dec_shape, _ = input_shape
+        enc_dim, frame_dim = enc_shape[-1], dec_shape[-1]
+        self.w_enc.build((None, None, enc_dim))
+        self.w_dec.build((None, self.units))
+        self.v.build((None, None, self.attention_units))
+        in_dim = enc_dim + frame_dim
+        for cell in self.cells:
+            cell.build((None, in_dim))
+            in_dim = self.units
+        self.built = True
+
+    def _n_state(self) -> int:
+        return 2 if self.cell_kind == "lstm" else 1
+
+    def call(self, inputs, training=None):
+        enc, frames, init = inputs
+        keys = self.w_enc(enc)  # (B, Te, A): W1 h_enc + b, once for all steps
+        batch = ops.shape(enc)[0]
+        # Carry: every layer's states (each starting at `init`), the context, the weights.
+        states0 = tuple(init for _ in range(self.n_layers * self._n_state()))
+        context0 = ops.zeros((batch, enc.shape[-1]), dtype=enc.dtype)
+        weights0 = ops.zeros((batch, enc.shape[1]), dtype=enc.dtype)
+        n_state = self._n_state()
+
+        def step(carry, frame):
+            states, _, _ = carry
+            s_prev = states[(self.n_layers - 1) * n_state]  # top layer's h
+            scores = ops.squeeze(self.v(ops.tanh(keys + ops.expand_dims(self.w_dec(s_prev), 1))), -1)
+            weights = ops.softmax(scores, axis=-1)  # over encoder time
+            context = ops.einsum("bt,btd->bd", weights, enc)
+            h = ops.concatenate([context, frame], axis=-1)
+            new_states = []
+            for i, cell in enumerate(self.cells):
+                layer_states = list(states[i * n_state:(i + 1) * n_state])
+                h, out_states = cell(h, layer_states, training=training)
+                new_states.extend(out_states if isinstance(out_states, (list, tuple)) else [out_states])
+            new = (tuple(new_states), context, weights)
+            return new, new  # keras.ops.scan wants per-step outputs shaped like the carry
+
+        xs = ops.transpose(frames, (1, 0, 2))  # time-major for the scan
+        _, (states_seq, context_seq, weights_seq) = ops.scan(step, (states0, context0, weights0), xs)
+        top = states_seq[(self.n_layers - 1) * n_state]  # (T, B, units)
+        out = ops.transpose(ops.concatenate([top, context_seq], axis=-1), (1, 0, 2))
+        return out, ops.transpose(weights_seq, (1, 0, 2))
+
+    def compute_output_shape(self, input_shape):
+        enc_shape, dec_shape, _ = input_shape
+        return ((dec_shape[0], dec_shape[1], self.units + enc_shape[-1]),
+                (dec_shape[0], dec_shape[1], enc_shape[1]))
+
+    def get_config(self):
+        return {**super().get_config(), "cell": self.cell_kind, "units": self.units,
+                "layers": self.n_layers, "attention_units": self.attention_units}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class LuongAttention(layers.Layer):
+    """Global "general" attention of all decoder steps at once: softmax((s W) h_enc^T) . h_enc.
+
+    Inputs: [decoder outputs s (B, T, U), encoder outputs (B, Te, De)]. Outputs: the context
+    vectors (B, T, De) and the attention weights (B, T, Te).
+    """
+
+    def build(self, input_shape):
+        dec_shape, enc_shape = input_shape
+        self.kernel = self.add_weight(shape=(dec_shape[-1], enc_shape[-1]), initializer="glorot_uniform",
+                                      name="kernel")
+        self.built = True
+
+    def call(self, inputs):
+        dec, enc = inputs
+        scores = ops.einsum("btd,bsd->bts", ops.matmul(dec, self.kernel), enc)
+        weights = ops.softmax(scores, axis=-1)  # over encoder time
+        return ops.einsum("bts,bsd->btd", weights, enc), weights
+
+    def compute_output_shape(self, input_shape):
+        dec_shape, enc_shape = input_shape
+        return ((dec_shape[0], dec_shape[1], enc_shape[-1]), (dec_shape[0], dec_shape[1], enc_shape[1]))
+
+
+def build_autoencoder(cfg: ModelConfig, n_frames: int, n_mels: int, seed: int = 0) -> tuple[keras.Model, keras.Model]:
+    """(autoencoder: x -> reconstruction of reversed x, encoder: x -> feature vector), sharing layers.
+
+    Initialisation is deterministic in `seed` (this calls keras.utils.set_random_seed(seed)).
+    """
+    keras.utils.set_random_seed(seed)
+    x = keras.Input((n_frames, n_mels), name="frames")
+    dec_in = DecoderInputs(name="decoder_inputs")(x)
+    enc_out, enc_states = _encoder(cfg, x, seed)
+
+    if cfg.network == "seq2seq":
+        flat = [s for layer_states in enc_states for s in layer_states]
+        final = flat[0] if len(flat) == 1 else layers.Concatenate(name="encoder_states")(flat)
+        feature = layers.Dense(feature_size(cfg), activation="tanh", name="feature")(final)
+        init = feature
+        if feature_size(cfg) != cfg.units:
+            init = layers.Dense(cfg.units, name="decoder_init")(feature)  # linear projection
+        dec = _decoder_stack(cfg, dec_in, init, cfg.decoder_bidirectional)
+        recon = layers.Dense(n_mels, activation="tanh", name="reconstruction")(dec)
+    else:
+        top = enc_states[-1]
+        per_dir = _states_per_direction(cfg)
+        hs = top[::per_dir]  # the h state of each direction (LSTM: skip c)
+        feature = hs[0] if len(hs) == 1 else layers.Concatenate(name="feature")(hs)
+        init = layers.Dense(cfg.units, activation="tanh", name="decoder_init")(feature)
+        if cfg.attention == "bahdanau":
+            out, _ = BahdanauDecoder(cfg.cell, cfg.units, cfg.layers, cfg.attention_units,
+                                     name="bahdanau_decoder")([enc_out, dec_in, init])
+        else:
+            dec = _decoder_stack(cfg, dec_in, init, bidirectional=False)
+            context, _ = LuongAttention(name="luong_attention")([dec, enc_out])
+            out = layers.Concatenate(name="attentional")([context, dec])
+            out = layers.Dense(cfg.units, activation="tanh", name="attentional_hidden")(out)
+        recon = layers.Dense(n_mels, activation="tanh", name="reconstruction")(out)
+
+    autoencoder = keras.Model(x, recon, name=f"{cfg.network}_autoencoder")
+    encoder = keras.Model(x, feature, name=f"{cfg.network}_encoder")
+    return autoencoder, encoder
+
+
+def attention_weights(autoencoder: keras.Model, x: np.ndarray) -> np.ndarray:
+    """Attention weights (N, decoder steps, encoder steps) of an attention autoencoder, inference mode."""
+    for name in ("bahdanau_decoder", "luong_attention"):
+        try:
+            layer = autoencoder.get_layer(name)
+        except ValueError:
+            continue
+        probe = keras.Model(autoencoder.inputs, layer.output[1])
+        return np.asarray(probe.predict(np.asarray(x, dtype=np.float32), verbose=0))
+    raise ValueError(f"{autoencoder.name} has no attention layer")

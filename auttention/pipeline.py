@@ -1,0 +1,89 @@
+"""The published pipeline end to end: corpus -> spectrograms -> two autoencoders -> features ->
+fusion -> SVR scoring -> the paper's table and test predictions.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from . import spectrogram as spectro
+from .config import ModelConfig, PipelineConfig, TrainingConfig, to_dict
+from .features import feature_frame, fuse, write_features
+from .io import write_json, write_yaml
+from .scoring import Evaluation, evaluate, write_predictions
+
+NETWORKS = ("attention", "seq2seq")
+FIT_ON = {"train": ("train",), "train+devel": ("train", "devel"), "all": ("train", "devel", "test")}
+
+
+def training_set(spec: spectro.Spectrograms, cfg: TrainingConfig) -> spectro.Spectrograms:
+    """The clips the autoencoders learn from (unsupervised), per training.fit_on."""
+    return spec.select(FIT_ON[cfg.fit_on])
+
+
+def train_network(spec: spectro.Spectrograms, model_cfg: ModelConfig, train_cfg: TrainingConfig, out: str | Path,
+                  on_epoch_end: Callable[[int, float], None] | None = None):
+    """Train one autoencoder on the training set of `spec`, checkpointing into `out` (resumes if present)."""
+    from .training import train
+
+    return train(model_cfg, train_cfg, training_set(spec, train_cfg).x, out, on_epoch_end=on_epoch_end)
+
+
+def network_features(trainer, spec: spectro.Spectrograms, name: str) -> pd.DataFrame:
+    """The feature set of every clip of `spec` from a trained autoencoder."""
+    return feature_frame(spec.file_name, spec.partition, spec.label, trainer.features(spec.x), name)
+
+
+def table(results: dict[str, Evaluation]) -> str:
+    """The paper's table: devel and test Spearman per branch (test only where labels are known)."""
+    lines = [f"{'':<10} {'devel':>7} {'test':>7}   C"]
+    for name, ev in results.items():
+        test = f"{ev.test_rho:7.3f}" if ev.test_rho is not None else f"{'n/a':>7}"
+        lines.append(f"{name:<10} {ev.devel_rho:7.3f} {test}   {ev.c:g}")
+    if any(ev.test_rho is None for ev in results.values()):
+        lines.append("(test: labels unknown, e.g. '?' as ComParE ships them)")
+    return "\n".join(lines)
+
+
+def run(corpus: pd.DataFrame, cfg: PipelineConfig, out: str | os.PathLike, jobs: int | None = None,
+        log: Callable[[str], None] = print) -> dict[str, Evaluation]:
+    """Run every step into `out`; return the evaluation of attention, seq2seq and fusion."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_yaml(out / "config.yaml", to_dict(cfg))
+    started = time.perf_counter()
+    spec_dir = out / "spectrograms"
+    if (spec_dir / spectro.FILE).is_file() and spectro.read(spec_dir).settings["settings"] == to_dict(cfg.spectrogram):
+        log(f"spectrograms: reusing {spec_dir}")
+    else:
+        log(f"spectrograms: extracting {len(corpus)} clips ...")
+        spectro.extract(corpus, cfg.spectrogram, spec_dir, jobs=jobs)
+    spec = spectro.read(spec_dir)
+    log(f"spectrograms: {spec.x.shape[0]} clips x {spec.x.shape[1]} frames x {spec.x.shape[2]} mel bands "
+        f"({time.perf_counter() - started:.1f} s)")
+
+    frames = {}
+    for name in NETWORKS:
+        model_cfg = getattr(cfg, name)
+        t0 = time.perf_counter()
+        trainer = train_network(spec, model_cfg, cfg.training, out / name,
+                                on_epoch_end=lambda e, loss, n=name: log(f"{n}: epoch {e} loss {loss:.4f}"))
+        frames[name] = network_features(trainer, spec, name)
+        write_features(frames[name], out / "features" / name)
+        log(f"{name}: trained and features extracted ({time.perf_counter() - t0:.1f} s)")
+    frames["fusion"] = fuse([frames["attention"], frames["seq2seq"]], ["attention", "seq2seq"])
+    write_features(frames["fusion"], out / "features" / "fusion")
+
+    results = {name: evaluate(frame, cfg.scoring) for name, frame in frames.items()}
+    for name, ev in results.items():
+        write_predictions(out / "predictions" / f"{name}.devel.csv", ev.devel, cfg.scoring)
+        write_predictions(out / "predictions" / f"{name}.test.csv", ev.test, cfg.scoring)
+    write_predictions(out / "predictions.test.csv", results["fusion"].test, cfg.scoring)
+    write_json(out / "metrics.json", {**{name: ev.metrics() for name, ev in results.items()},
+                                      "wall_seconds": round(time.perf_counter() - started, 1)})
+    return results

@@ -1,0 +1,161 @@
+"""The paper's scoring: min-max scaling fit on train, linear SVR with C chosen on devel by
+Spearman's rho of rounded and clipped predictions, refit on train+devel, predictions for test.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .config import ScoringConfig
+from .errors import UserError
+from .features import matrix
+
+
+def spearman(truth: np.ndarray, pred: np.ndarray) -> float:
+    """Spearman's rho; 0.0 where it is undefined (constant predictions or labels)."""
+    from scipy.stats import spearmanr
+
+    truth, pred = np.asarray(truth, float), np.asarray(pred, float)
+    if len(truth) < 2 or np.ptp(truth) == 0 or np.ptp(pred) == 0:
+        return 0.0
+    rho = spearmanr(truth, pred).statistic
+    return 0.0 if not np.isfinite(rho) else float(rho)
+
+
+def postprocess(pred: np.ndarray, cfg: ScoringConfig) -> np.ndarray:
+    """Round (if cfg.round) and clip predictions to [label_min, label_max]."""
+    pred = np.round(pred) if cfg.round else np.asarray(pred, float)
+    return np.clip(pred, cfg.label_min, cfg.label_max)
+
+
+def fit_predict(x_fit: np.ndarray, y_fit: np.ndarray, x_pred: np.ndarray, c: float, cfg: ScoringConfig) -> np.ndarray:
+    """Min-max scaler + LinearSVR(C=c) fit on (x_fit, y_fit); post-processed predictions for x_pred."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.preprocessing import MinMaxScaler
+    from sklearn.svm import LinearSVR
+
+    scaler = MinMaxScaler().fit(x_fit)
+    svr = LinearSVR(C=c, random_state=0, max_iter=cfg.max_iter, dual="auto")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        svr.fit(scaler.transform(x_fit), y_fit)
+    return postprocess(svr.predict(scaler.transform(x_pred)), cfg)
+
+
+@dataclass
+class DevelScore:
+    """The outcome of choosing C on devel."""
+
+    c: float
+    rho: float
+    predictions: np.ndarray
+    rho_per_c: dict[float, float] = field(default_factory=dict)
+
+
+def select_c(x_train: np.ndarray, y_train: np.ndarray, x_devel: np.ndarray, y_devel: np.ndarray,
+             cfg: ScoringConfig) -> DevelScore:
+    """Fit on train for every C of the grid; keep the C with the best devel rho (first on ties)."""
+    best: DevelScore | None = None
+    rhos: dict[float, float] = {}
+    for c in cfg.complexities:
+        pred = fit_predict(x_train, y_train, x_devel, c, cfg)
+        rho = spearman(y_devel, pred)
+        rhos[float(c)] = rho
+        if best is None or rho > best.rho:
+            best = DevelScore(float(c), rho, pred)
+    best.rho_per_c = rhos
+    return best
+
+
+@dataclass
+class Evaluation:
+    """Devel choice of C, and test predictions of the scaler+SVR refit on train+devel."""
+
+    c: float
+    devel_rho: float
+    devel: pd.DataFrame
+    test: pd.DataFrame
+    test_rho: float | None
+    rho_per_c: dict[float, float]
+
+    def metrics(self) -> dict:
+        """Plain figures for metrics.json."""
+        return {"c": self.c, "devel_rho": self.devel_rho, "test_rho": self.test_rho,
+                "devel_rho_per_c": {f"{c:g}": r for c, r in self.rho_per_c.items()},
+                "n_train_devel": int(len(self.devel)), "n_test": int(len(self.test))}
+
+
+def evaluate(features: pd.DataFrame, cfg: ScoringConfig) -> Evaluation:
+    """The paper's protocol on one feature set (labels in its label column)."""
+    x_tr, y_tr, _ = matrix(features, "train")
+    x_dv, y_dv, f_dv = matrix(features, "devel")
+    x_te, y_te, f_te = matrix(features, "test")
+    for name, y in (("train", y_tr), ("devel", y_dv)):
+        if len(y) == 0:
+            raise UserError(f"the feature set has no {name} clips; the SVR needs train and devel")
+        if np.isnan(y).any():
+            raise UserError(f"{int(np.isnan(y).sum())} {name} clip(s) have no label; train and devel need labels")
+    chosen = select_c(x_tr, y_tr, x_dv, y_dv, cfg)
+    test_pred = np.empty(0)
+    if len(x_te):
+        test_pred = fit_predict(np.vstack([x_tr, x_dv]), np.concatenate([y_tr, y_dv]), x_te, chosen.c, cfg)
+    known = ~np.isnan(y_te)
+    test_rho = spearman(y_te[known], test_pred[known]) if known.any() else None
+    return Evaluation(chosen.c, chosen.rho,
+                      pd.DataFrame({"file_name": f_dv, "prediction": chosen.predictions}),
+                      pd.DataFrame({"file_name": f_te, "prediction": test_pred}), test_rho, chosen.rho_per_c)
+
+
+def attach_labels(features: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    """Replace a feature set's labels by those of a label table (file_name, label), joined on file_name."""
+    table = labels.set_index("file_name")["label"]
+    missing = sorted(set(features["file_name"]) - set(table.index))
+    if missing:
+        raise UserError(f"the label file has no row for {len(missing)} clip(s) of the features, e.g. {missing[0]}")
+    out = features.copy()
+    out["label"] = table.loc[out["file_name"]].to_numpy(dtype=float)
+    return out
+
+
+def write_predictions(path: str | os.PathLike, predictions: pd.DataFrame, cfg: ScoringConfig) -> Path:
+    """Write ComParE-style predictions (file_name,prediction), atomically."""
+    from .io import write_csv
+
+    out = predictions[["file_name", "prediction"]].copy()
+    if cfg.round:
+        out["prediction"] = out["prediction"].round().astype(int)
+    write_csv(path, out)
+    return Path(path)
+
+
+def read_predictions(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a predictions CSV (file_name,prediction)."""
+    path = Path(path)
+    try:
+        table = pd.read_csv(path)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such predictions file") from None
+    except Exception as exc:
+        raise UserError(f"{path}: cannot read it as CSV ({str(exc).splitlines()[0]})") from None
+    if not {"file_name", "prediction"} <= set(table.columns):
+        raise UserError(f"{path}: expected columns file_name,prediction")
+    if not np.isfinite(pd.to_numeric(table["prediction"], errors="coerce")).all():
+        raise UserError(f"{path}: some predictions are not numbers")
+    return table
+
+
+def score_predictions(predictions: pd.DataFrame, labels: pd.DataFrame) -> tuple[float, int]:
+    """Spearman's rho of predictions against known labels; (rho, number of clips scored)."""
+    merged = predictions.merge(labels[["file_name", "label"]], on="file_name", how="left")
+    unknown = merged["label"].isna()
+    if unknown.all():
+        raise UserError("none of the predicted clips has a known label (ComParE ships test labels as '?'); "
+                        "nothing to score")
+    scored = merged[~unknown]
+    return spearman(scored["label"].to_numpy(), scored["prediction"].to_numpy()), int(len(scored))

@@ -1,0 +1,282 @@
+"""The `auttention-search` command line: the pipeline's steps one by one, the whole pipeline, the search.
+
+Flags carry the same names as the YAML keys (`--n-fft` is spectrogram.n_fft). Precedence:
+defaults < --config YAML < flags. A user's mistake ends in one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import sys
+import typing
+from pathlib import Path
+from typing import Any, Callable
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter is not for users
+
+import click
+import yaml
+
+from auttention.config import (ModelConfig, ScoringConfig, SpectrogramConfig, TrainingConfig, build,
+                               field_types, load_yaml)
+from auttention.errors import UserError
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def config_options(cls: type, exclude: tuple[str, ...] = ()) -> Callable:
+    """Add one flag per field of config class `cls` (named like the YAML key) to a click command."""
+
+    def decorate(func: Callable) -> Callable:
+        types = field_types(cls)
+        for f in reversed(dataclasses.fields(cls)):
+            if f.name in exclude:
+                continue
+            doc = f.metadata.get("doc") or ""
+            choices = f.metadata.get("choices")
+            if types[f.name] is bool:
+                func = click.option(f"{_flag(f.name)}/--no-{f.name.replace('_', '-')}", f.name, default=None,
+                                    help=doc or f"{cls.__name__}.{f.name}")(func)
+            else:
+                hint = "|".join(choices) if choices else ("a,b,..." if types[f.name] is list else "VALUE")
+                func = click.option(_flag(f.name), f.name, default=None, metavar=hint,
+                                    help=f"{doc} (default {f.default if f.default is not dataclasses.MISSING else '...'})".strip())(func)
+        return func
+
+    return decorate
+
+
+def _parse_flag(value: Any) -> Any:
+    """A flag's text as a YAML scalar (numbers, null, true/false) or a comma list."""
+    if not isinstance(value, str):
+        return value
+    if "," in value:
+        return [yaml.safe_load(v) for v in value.split(",")]
+    return yaml.safe_load(value)
+
+
+def make_config(cls: type, section: str, config_path: str | None, flags: dict[str, Any], **fixed: Any) -> Any:
+    """A config from the --config YAML's section, overridden by the flags that were given."""
+    data: dict[str, Any] = {}
+    if config_path:
+        loaded = load_yaml(config_path) or {}
+        if not isinstance(loaded, dict):
+            raise UserError(f"{config_path}: the top level must be a mapping of sections")
+        data = dict(loaded.get(section) or {})
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key, value in flags.items():
+        if key in names and value is not None:
+            data[key] = _parse_flag(value)
+    if cls is SpectrogramConfig and flags.get("preset"):
+        data["preset"] = flags["preset"]
+    return build(cls, data, section, **fixed)
+
+
+def user_errors(func: Callable) -> Callable:
+    """Turn a UserError into one line on stderr and exit status 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except UserError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="auttention-search")
+def main() -> None:
+    """Find the recurrent autoencoder configuration that best predicts a continuous speech label."""
+
+
+@main.command("demo-corpus")
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--clips", "n_clips", default=600, show_default=True, help="number of clips")
+@click.option("--speakers", "n_speakers", default=30, show_default=True, help="number of speakers (>= 24)")
+@click.option("--seed", default=0, show_default=True, help="random seed (same seed, same corpus)")
+@click.option("--jobs", type=int, default=None, help="processes (default: all CPUs)")
+@user_errors
+def demo_corpus(out: str, n_clips: int, n_speakers: int, seed: int, jobs: int | None) -> None:
+    """Synthesise the German demo corpus (eSpeak NG) in ComParE layout into OUT."""
+    from auttention.democorpus import build_demo_corpus
+
+    path = build_demo_corpus(out, n_clips=n_clips, n_speakers=n_speakers, seed=seed, jobs=jobs)
+    click.echo(f"demo corpus: {path}")
+
+
+@main.command()
+@click.option("--data", required=True, type=click.Path(), help="corpus folder (wav/, lab/labels.csv) or manifest CSV")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="output folder")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML with a spectrogram section")
+@click.option("--preset", type=click.Choice(["paper", "audeep"]), help="start from published settings")
+@click.option("--jobs", type=int, default=None, help="processes (default: all CPUs)")
+@config_options(SpectrogramConfig)
+@user_errors
+def extract(data: str, out: str, config_path: str | None, jobs: int | None, **flags: Any) -> None:
+    """Compute the corpus' mel spectrograms (Parquet)."""
+    from auttention import spectrogram
+    from auttention.corpus import read_corpus
+
+    cfg = make_config(SpectrogramConfig, "spectrogram", config_path, flags)
+    corpus = read_corpus(data)
+    spectrogram.extract(corpus, cfg, out, jobs=jobs)
+    spec = spectrogram.read(out)
+    click.echo(f"spectrograms: {len(spec.x)} clips x {spec.x.shape[1]} frames x {spec.x.shape[2]} bands -> {out}")
+
+
+@main.command()
+@click.option("--network", required=True, type=click.Choice(["seq2seq", "attention"]))
+@click.option("--spectrograms", required=True, type=click.Path(file_okay=False), help="folder written by extract")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="model folder (resumes if present)")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML with seq2seq/attention and training sections")
+@config_options(ModelConfig, exclude=("network",))
+@config_options(TrainingConfig)
+@user_errors
+def train(network: str, spectrograms: str, out: str, config_path: str | None, **flags: Any) -> None:
+    """Train a seq2seq or attention autoencoder on the spectrograms."""
+    from auttention import spectrogram
+    from auttention.config import _not_for
+    from auttention.pipeline import train_network
+
+    bad = [k for k in _not_for(network) if flags.get(k) is not None]
+    if bad:
+        raise UserError(f"{_flag(bad[0])} does not apply to --network {network}")
+    model_cfg = make_config(ModelConfig, network, config_path, flags, network=network)
+    train_cfg = make_config(TrainingConfig, "training", config_path, flags)
+    spec = spectrogram.read(spectrograms)
+    train_network(spec, model_cfg, train_cfg, out,
+                  on_epoch_end=lambda e, loss: click.echo(f"{network}: epoch {e} loss {loss:.4f}"))
+    click.echo(f"model: {out}")
+
+
+@main.command()
+@click.option("--model", required=True, type=click.Path(file_okay=False), help="folder written by train")
+@click.option("--spectrograms", required=True, type=click.Path(file_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.option("--csv", is_flag=True, help="also write features.csv")
+@user_errors
+def features(model: str, spectrograms: str, out: str, csv: bool) -> None:
+    """Extract every clip's feature vector with a trained autoencoder."""
+    from auttention import spectrogram
+    from auttention.features import write_features
+    from auttention.pipeline import network_features
+    from auttention.training import Trainer
+
+    checkpoint = Path(model) / "checkpoint"
+    if not checkpoint.is_dir():
+        raise UserError(f"{model}: no trained model here (no checkpoint/); run `auttention-search train --out {model}`")
+    trainer = Trainer.load(checkpoint)
+    spec = spectrogram.read(spectrograms)
+    frame = network_features(trainer, spec, trainer.model_cfg.network)
+    write_features(frame, out, csv=csv)
+    click.echo(f"features: {len(frame)} clips x {frame.shape[1] - 3} -> {out}")
+
+
+@main.command()
+@click.argument("sets", nargs=-1, required=True, type=click.Path())
+@click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.option("--csv", is_flag=True, help="also write features.csv")
+@user_errors
+def fuse(sets: tuple[str, ...], out: str, csv: bool) -> None:
+    """Early fusion: concatenate feature sets, joined on file_name."""
+    from auttention.features import fuse as fuse_sets, read_features, write_features
+
+    frame = fuse_sets([read_features(s) for s in sets], list(sets))
+    write_features(frame, out, csv=csv)
+    click.echo(f"fused: {len(frame)} clips x {frame.shape[1] - 3} -> {out}")
+
+
+@main.command()
+@click.option("--features", "features_path", required=True, type=click.Path(), help="feature folder")
+@click.option("--labels", type=click.Path(dir_okay=False), help="labels.csv (default: labels stored with the features)")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="test predictions CSV")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML with a scoring section")
+@config_options(ScoringConfig)
+@user_errors
+def evaluate(features_path: str, labels: str | None, out: str, config_path: str | None, **flags: Any) -> None:
+    """Linear SVR: C chosen on devel, refit on train+devel, test predictions written."""
+    from auttention.corpus import read_labels
+    from auttention.features import read_features
+    from auttention.io import write_json
+    from auttention.scoring import attach_labels, evaluate as run_evaluation, write_predictions
+
+    cfg = make_config(ScoringConfig, "scoring", config_path, flags)
+    frame = read_features(features_path)
+    if labels:
+        frame = attach_labels(frame, read_labels(labels))
+    ev = run_evaluation(frame, cfg)
+    write_predictions(out, ev.test, cfg)
+    base = Path(out)
+    write_predictions(base.with_name(base.name.replace(".test", "") .removesuffix(".csv") + ".devel.csv"), ev.devel, cfg)
+    write_json(base.with_suffix(".metrics.json"), ev.metrics())
+    test = f"{ev.test_rho:.3f}" if ev.test_rho is not None else "n/a (labels unknown)"
+    click.echo(f"C={ev.c:g}  devel rho={ev.devel_rho:.3f}  test rho={test}  -> {out}")
+
+
+@main.command()
+@click.option("--predictions", required=True, type=click.Path(dir_okay=False))
+@click.option("--labels", required=True, type=click.Path(dir_okay=False))
+@user_errors
+def score(predictions: str, labels: str) -> None:
+    """Spearman's rho of a predictions CSV against a label file."""
+    from auttention.corpus import read_labels
+    from auttention.scoring import read_predictions, score_predictions
+
+    rho, n = score_predictions(read_predictions(predictions), read_labels(labels))
+    click.echo(f"Spearman rho = {rho:.4f} over {n} clips")
+
+
+@main.command()
+@click.option("--data", required=True, type=click.Path(), help="corpus folder or manifest CSV")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="pipeline YAML (sections spectrogram, seq2seq, attention, training, scoring)")
+@click.option("--out", type=click.Path(file_okay=False), help="output folder (default runs/pipeline-<config name>)")
+@click.option("--jobs", type=int, default=None, help="extraction processes (default: all CPUs)")
+@user_errors
+def pipeline(data: str, config_path: str | None, out: str | None, jobs: int | None) -> None:
+    """All steps in one: spectrograms, both autoencoders, features, fusion, scoring; prints the table."""
+    import time
+
+    from auttention import pipeline as pipe
+    from auttention.config import load_pipeline_config
+    from auttention.corpus import read_corpus
+
+    cfg = load_pipeline_config(config_path)
+    corpus = read_corpus(data)
+    out = out or f"runs/pipeline-{Path(config_path).stem if config_path else 'default'}"
+    t0 = time.perf_counter()
+    results = pipe.run(corpus, cfg, out, jobs=jobs, log=click.echo)
+    click.echo("")
+    click.echo(pipe.table(results))
+    click.echo(f"\n{len(corpus)} clips, {time.perf_counter() - t0:.0f} s; outputs in {out} "
+               f"(predictions.test.csv, metrics.json)")
+
+
+@main.command()
+@click.option("--data", required=True, type=click.Path(), help="corpus folder or manifest CSV")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML with a scoring section")
+@click.option("--sample-rate", default=16000, show_default=True)
+@click.option("--jobs", type=int, default=None)
+@user_errors
+def baseline(data: str, config_path: str | None, sample_rate: int, jobs: int | None) -> None:
+    """A reference: MFCC statistics + the same SVR (devel and test rho)."""
+    from auttention.baseline import evaluate_baseline
+    from auttention.corpus import read_corpus
+
+    cfg = make_config(ScoringConfig, "scoring", config_path, {})
+    ev = evaluate_baseline(read_corpus(data), cfg, sample_rate=sample_rate, jobs=jobs)
+    test = f"{ev.test_rho:.3f}" if ev.test_rho is not None else "n/a"
+    click.echo(f"MFCC functionals + SVR: C={ev.c:g}  devel rho={ev.devel_rho:.3f}  test rho={test}")
+
+
+if __name__ == "__main__":
+    main()

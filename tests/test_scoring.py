@@ -1,0 +1,84 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from auttention.config import ScoringConfig
+from auttention.errors import UserError
+from auttention.features import feature_frame, fuse
+from auttention.scoring import evaluate, postprocess, score_predictions, select_c, spearman
+
+
+def test_spearman_hand_computed_and_constant():
+    # ranks of pred: 1,3,2,4 vs truth 1,2,3,4: d^2 = 0+1+1+0 = 2 -> 1 - 6*2/(4*15) = 0.8
+    assert spearman([1, 2, 3, 4], [10, 30, 20, 40]) == pytest.approx(0.8)
+    assert spearman([1, 2, 3], [5, 5, 5]) == 0.0
+
+
+def test_postprocess_round_clip():
+    cfg = ScoringConfig()
+    assert postprocess(np.array([-3.0, 1.4, 4.6, 12.0]), cfg).tolist() == [1, 1, 5, 9]
+
+
+def _frame(seed=0, n=30, name="a"):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(1, 10, size=3 * n).astype(float)
+    x = np.c_[y + rng.normal(0, 1.0, 3 * n), rng.normal(size=(3 * n, 3))]
+    parts = ["train"] * n + ["devel"] * n + ["test"] * n
+    names = [f"{p}_{i:04d}.wav" for i, p in enumerate(parts)]
+    return feature_frame(names, parts, y, x, name)
+
+
+def test_select_c_matches_manual_grid():
+    from sklearn.preprocessing import MinMaxScaler
+    from sklearn.svm import LinearSVR
+    frame = _frame()
+    cfg = ScoringConfig(complexities=[1e-3, 1.0])
+    tr, dv = frame[frame.partition == "train"], frame[frame.partition == "devel"]
+    cols = [c for c in frame.columns if c.startswith("a_")]
+    chosen = select_c(tr[cols].to_numpy(), tr.label.to_numpy(), dv[cols].to_numpy(), dv.label.to_numpy(), cfg)
+    for c in cfg.complexities:
+        scaler = MinMaxScaler().fit(tr[cols])
+        svr = LinearSVR(C=c, random_state=0, max_iter=10000).fit(scaler.transform(tr[cols]), tr.label)
+        pred = np.clip(np.round(svr.predict(scaler.transform(dv[cols]))), 1, 9)
+        assert chosen.rho_per_c[c] == pytest.approx(spearman(dv.label, pred))
+    assert chosen.c == max(chosen.rho_per_c, key=chosen.rho_per_c.get)
+    assert chosen.rho > 0.5
+
+
+def test_evaluate_refits_on_train_and_devel():
+    ev = evaluate(_frame(), ScoringConfig())
+    assert len(ev.test) == 30 and ev.test.prediction.between(1, 9).all()
+    assert ev.test_rho is not None and ev.test_rho > 0.5
+    frame = _frame()
+    frame.loc[frame.partition == "test", "label"] = np.nan
+    assert evaluate(frame, ScoringConfig()).test_rho is None
+
+
+def test_fusion_joins_on_file_name_not_row_order():
+    a, b = _frame(0, name="a"), _frame(0, name="b")
+    b_shuffled = b.sample(frac=1.0, random_state=3).reset_index(drop=True)
+    fused = fuse([a, b_shuffled])
+    for _, row in fused.iterrows():
+        assert row["a_0000"] == pytest.approx(row["b_0000"])
+    assert fused.shape[1] == 3 + 4 + 4
+
+
+def test_fusion_refuses_different_files_or_labels():
+    a, b = _frame(0, name="a"), _frame(0, name="b")
+    with pytest.raises(UserError, match="does not cover the same files"):
+        fuse([a, b.iloc[1:]])
+    b2 = b.copy()
+    b2.loc[0, "label"] = b2.loc[0, "label"] + 1
+    with pytest.raises(UserError, match="other labels"):
+        fuse([a, b2])
+    with pytest.raises(UserError, match="feature columns"):
+        fuse([a, a.copy()])
+
+
+def test_score_predictions():
+    preds = pd.DataFrame({"file_name": ["x", "y", "z"], "prediction": [1, 2, 3]})
+    labels = pd.DataFrame({"file_name": ["x", "y", "z"], "label": [1.0, 3.0, 2.0]})
+    rho, n = score_predictions(preds, labels)
+    assert n == 3 and rho == pytest.approx(0.5)
+    with pytest.raises(UserError, match="labels as '\\?'"):
+        score_predictions(preds, labels.assign(label=np.nan))

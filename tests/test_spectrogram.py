@@ -1,0 +1,76 @@
+import numpy as np
+import pytest
+
+from auttention import spectrogram as spectro
+from auttention.config import SpectrogramConfig
+from auttention.corpus import read_corpus
+
+CFG = SpectrogramConfig(sample_rate=16000, n_fft=512, hop_length=256, n_mels=40, frames=20)
+
+
+def test_values_and_shape():
+    t = np.arange(16000) / 16000
+    spec = spectro.mel_spectrogram(np.sin(2 * np.pi * 1000 * t).astype(np.float32), CFG)
+    assert spec.shape == (1 + 16000 // 256, 40)
+    assert spec.max() == pytest.approx(1.0) and spec.min() >= -1.0
+    # a 1 kHz tone: the loudest band is the one containing 1 kHz
+    import librosa
+    centres = librosa.mel_frequencies(n_mels=42, fmin=0, fmax=8000)[1:-1]
+    assert abs(centres[spec.mean(axis=0).argmax()] - 1000) < 150
+
+
+def test_power_not_complex_and_db_re_max():
+    """Doubling the amplitude changes nothing (dB re max); the mel filterbank sees |X|^2."""
+    rng = np.random.default_rng(0)
+    audio = rng.standard_normal(8000).astype(np.float32)
+    a = spectro.mel_spectrogram(audio, CFG)
+    b = spectro.mel_spectrogram(2 * audio, CFG)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    import librosa
+    ref = librosa.power_to_db(librosa.feature.melspectrogram(y=audio, sr=16000, n_fft=512, hop_length=256,
+                                                              n_mels=40, window="hamming", pad_mode="constant"),
+                              ref=np.max, top_db=None)
+    ref = np.maximum(ref, -80.0)
+    np.testing.assert_allclose(a, (2 * (ref + 80) / 80 - 1).T, atol=1e-4)
+
+
+def test_silence_and_tiny_clips_are_finite():
+    silent = spectro.mel_spectrogram(np.zeros(4000, np.float32), CFG)
+    assert np.all(silent == -1.0)
+    tiny = spectro.mel_spectrogram(np.ones(10, np.float32) * 0.1, CFG)
+    assert np.isfinite(tiny).all() and tiny.shape[1] == 40
+
+
+def test_clip_below():
+    rng = np.random.default_rng(1)
+    audio = (rng.standard_normal(8000) * np.linspace(0, 1, 8000) ** 4).astype(np.float32)
+    cfg = SpectrogramConfig(n_fft=512, hop_length=256, n_mels=40, clip_below=-40.0)
+    spec = spectro.mel_spectrogram(audio, cfg)
+    assert spec.min() == -1.0 and (spec == -1.0).mean() > 0.05
+
+
+def test_fix_length():
+    spec = np.arange(10, dtype=np.float32)[:, None].repeat(3, axis=1)
+    assert spectro.fix_length(spec, 4, "start")[:, 0].tolist() == [0, 1, 2, 3]
+    assert spectro.fix_length(spec, 4, "center")[:, 0].tolist() == [3, 4, 5, 6]
+    padded = spectro.fix_length(spec, 12, "start")
+    assert padded.shape == (12, 3) and padded[-1, 0] == -1.0
+
+
+def test_extract_train_min_ignores_test(tone_corpus, tmp_path):
+    import soundfile as sf
+    # make one test clip very short: the common length must still come from train
+    sf.write(tone_corpus / "wav" / "test_0001.wav", np.zeros(800, np.float32), 16000)
+    corpus = read_corpus(tone_corpus)
+    cfg = SpectrogramConfig(n_fft=512, hop_length=256, n_mels=32, frames="train_min")
+    out = spectro.extract(corpus, cfg, tmp_path / "spec", jobs=2)
+    spec = spectro.read(out)
+    train_lengths = [1 + int(16000 * 0.6 * (1 + 0.1 * (i % 3))) // 256 for i in range(1, 7)]
+    assert spec.x.shape == (18, min(train_lengths), 32)
+    assert list(spec.file_name) == sorted(corpus.file_name)
+    assert spec.config == cfg
+    assert set(spec.select("train").partition) == {"train"}
+    # the stored labels are the corpus labels
+    lab = dict(zip(corpus.file_name, corpus.label))
+    assert all(lab[f] == y for f, y in zip(spec.file_name, spec.label))
+    assert not list(out.glob(".*tmp"))
