@@ -157,5 +157,28 @@ def load_audio(path: str | os.PathLike, sample_rate: int, max_seconds: float | N
     if native != sample_rate:
         import soxr
 
+        target = resampled_length(len(mono), native, sample_rate)
         mono = soxr.resample(mono, native, sample_rate, quality="HQ").astype(np.float32, copy=False)
+        # pin the length so it can be known from the header alone (see resampled_length)
+        mono = mono[:target] if len(mono) >= target else np.pad(mono, (0, target - len(mono)))
     return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def resampled_length(n_samples: int, native_rate: int, sample_rate: int) -> int:
+    """Samples after resampling n_samples from native_rate to sample_rate."""
+    return int(round(n_samples * sample_rate / native_rate))
+
+
+def audio_length(path: str | os.PathLike, sample_rate: int, max_seconds: float | None = None) -> int:
+    """Samples `load_audio(path, sample_rate, max_seconds)` will return, read from the header only."""
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, OSError, TypeError, ValueError) as exc:
+        raise UserError(f"{path}: cannot decode audio ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+                        f"check the file or remove it from the labels") from None
+    frames = info.frames
+    if max_seconds is not None:
+        frames = min(frames, int(math.ceil(max_seconds * info.samplerate)))
+    return frames if info.samplerate == sample_rate else resampled_length(frames, info.samplerate, sample_rate)

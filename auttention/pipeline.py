@@ -58,7 +58,7 @@ def run(corpus: pd.DataFrame, cfg: PipelineConfig, out: str | os.PathLike, jobs:
     write_yaml(out / "config.yaml", to_dict(cfg))
     started = time.perf_counter()
     spec_dir = out / "spectrograms"
-    if (spec_dir / spectro.FILE).is_file() and spectro.read(spec_dir).settings["settings"] == to_dict(cfg.spectrogram):
+    if spectro.is_complete(spec_dir) and spectro.read(spec_dir).settings["settings"] == to_dict(cfg.spectrogram):
         log(f"spectrograms: reusing {spec_dir}")
     else:
         log(f"spectrograms: extracting {len(corpus)} clips ...")

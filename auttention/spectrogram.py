@@ -2,6 +2,9 @@
 
 Values: mel power in dB relative to the clip's maximum, clipped at `clip_below` dB, then mapped
 linearly from [clip_below, 0] dB to [-1, 1]. Shape of one clip: (frames, n_mels).
+
+A spectrogram folder holds parquet/*.parquet (columns file_name, partition, label, n_frames,
+spectrogram) and settings.json, written last: a folder without settings.json is incomplete.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from .config import SpectrogramConfig, build, to_dict
 from .errors import UserError
 
 AMIN = 1e-10  # power floor before the log, as librosa.power_to_db
-FILE = "spectrograms.parquet"
+SETTINGS = "settings.json"
+PARQUET = "parquet"
 
 
 @functools.lru_cache(maxsize=16)
@@ -54,6 +58,11 @@ def mel_spectrogram(audio: np.ndarray, cfg: SpectrogramConfig) -> np.ndarray:
     return np.ascontiguousarray(scaled.T, dtype=np.float32)
 
 
+def n_frames(n_samples: int, cfg: SpectrogramConfig) -> int:
+    """Frames `mel_spectrogram` makes of n_samples samples (centred framing)."""
+    return 1 + max(n_samples, cfg.n_fft) // cfg.hop_length
+
+
 def fix_length(spec: np.ndarray, frames: int, crop: str = "start") -> np.ndarray:
     """Crop or pad (with -1, the floor) a (T, F) spectrogram to exactly `frames` frames."""
     t = spec.shape[0]
@@ -71,64 +80,81 @@ def max_seconds(cfg: SpectrogramConfig) -> float | None:
     return None
 
 
-def spectrogram_of_file(path: str, cfg: SpectrogramConfig) -> np.ndarray:
-    """Decode one clip and compute its (variable-length) spectrogram."""
-    from .corpus import load_audio
+def clip_frames(path: str, cfg: SpectrogramConfig) -> int:
+    """The clip's frame count before fixing its length, from the audio header alone."""
+    from .corpus import audio_length
 
-    return mel_spectrogram(load_audio(path, cfg.sample_rate, max_seconds(cfg)), cfg)
+    return n_frames(audio_length(path, cfg.sample_rate), cfg)
 
 
-def common_frames(lengths: pd.Series, partitions: pd.Series, cfg: SpectrogramConfig) -> int:
+def common_frames(corpus: pd.DataFrame, cfg: SpectrogramConfig) -> int:
     """The fixed length: cfg.frames, or the shortest *training* clip (never decided by test files)."""
     if isinstance(cfg.frames, int):
         return cfg.frames
-    return int(lengths[partitions == "train"].min())
+    return min(clip_frames(p, cfg) for p in corpus.loc[corpus["partition"] == "train", "path"])
 
 
-def _worker(args: tuple[str, dict]) -> np.ndarray:
-    path, settings = args
-    return spectrogram_of_file(path, SpectrogramConfig(**settings))
+def spectrogram_batch(paths: Iterable[str], cfg: SpectrogramConfig, frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """Decode clips and compute their fixed-length spectrograms: (B, frames, n_mels), original lengths (B,)."""
+    from .corpus import load_audio
+
+    specs, lengths = [], []
+    for path in paths:
+        spec = mel_spectrogram(load_audio(path, cfg.sample_rate, max_seconds(cfg)), cfg)
+        lengths.append(spec.shape[0])
+        specs.append(fix_length(spec, frames, cfg.crop))
+    if not specs:
+        return np.zeros((0, frames, cfg.n_mels), np.float32), np.zeros(0, np.int32)
+    return np.stack(specs), np.asarray(lengths, np.int32)
+
+
+def to_table(rows: pd.DataFrame, x: np.ndarray, lengths: np.ndarray):
+    """An Arrow table of spectrograms with their keys (file_name, partition, label)."""
+    import pyarrow as pa
+
+    n, frames, n_mels = x.shape
+    flat = pa.array(np.ascontiguousarray(x, dtype=np.float32).reshape(-1))
+    return pa.table({
+        "file_name": pa.array(rows["file_name"].tolist(), pa.string()),
+        "partition": pa.array(rows["partition"].tolist(), pa.string()),
+        "label": pa.array(rows["label"].to_numpy(dtype=float), pa.float64(), from_pandas=True),
+        "n_frames": pa.array(lengths, pa.int32()),
+        "spectrogram": pa.FixedSizeListArray.from_arrays(flat, frames * n_mels),
+    })
+
+
+def settings(cfg: SpectrogramConfig, frames: int) -> dict[str, Any]:
+    """What settings.json records: the spectrogram settings and the resulting shape of one clip."""
+    return {"settings": to_dict(cfg), "frames": frames, "n_mels": cfg.n_mels}
+
+
+def _chunk_worker(args: tuple[pd.DataFrame, dict, int]):
+    rows, cfg_dict, frames = args
+    x, lengths = spectrogram_batch(rows["path"], SpectrogramConfig(**cfg_dict), frames)
+    return to_table(rows, x, lengths)
 
 
 def extract(corpus: pd.DataFrame, cfg: SpectrogramConfig, out: str | os.PathLike, jobs: int | None = None) -> Path:
-    """Compute every clip's spectrogram in `jobs` processes and write them to out/spectrograms.parquet."""
-    jobs = jobs or os.cpu_count() or 1
-    tasks = [(p, to_dict(cfg)) for p in corpus["path"]]
-    if jobs == 1:
-        specs = [_worker(t) for t in tasks]
-    else:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
-            specs = list(pool.map(_worker, tasks, chunksize=max(1, len(tasks) // (jobs * 8))))
-    lengths = pd.Series([s.shape[0] for s in specs], index=corpus.index)
-    frames = common_frames(lengths, corpus["partition"], cfg)
-    fixed = np.stack([fix_length(s, frames, cfg.crop) for s in specs])
-    return write(out, corpus, fixed, lengths.to_numpy(), cfg)
-
-
-def write(out: str | os.PathLike, corpus: pd.DataFrame, x: np.ndarray, lengths: Iterable[int],
-          cfg: SpectrogramConfig) -> Path:
-    """Write spectrograms (N, T, F) with file_name, partition, label to out/spectrograms.parquet, atomically."""
+    """Compute every clip's spectrogram in `jobs` processes; write the folder `out` atomically."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from .io import atomic_path, write_json
+    from .io import atomic_dir, write_json
 
-    out = Path(out)
-    n, frames, n_mels = x.shape
-    flat = pa.array(np.ascontiguousarray(x, dtype=np.float32).reshape(-1))
-    meta = {"settings": to_dict(cfg), "frames": frames, "n_mels": n_mels}
-    table = pa.table({
-        "file_name": pa.array(corpus["file_name"].tolist(), pa.string()),
-        "partition": pa.array(corpus["partition"].tolist(), pa.string()),
-        "label": pa.array(corpus["label"].to_numpy(dtype=float), pa.float64(), from_pandas=True),
-        "n_frames": pa.array(np.asarray(list(lengths), dtype=np.int32)),
-        "spectrogram": pa.FixedSizeListArray.from_arrays(flat, frames * n_mels),
-    }).replace_schema_metadata({"auttention": json.dumps(meta)})
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / FILE) as tmp:
-        pq.write_table(table, tmp)
-    write_json(out / "settings.json", meta)
-    return out
+    jobs = jobs or os.cpu_count() or 1
+    frames = common_frames(corpus, cfg)
+    chunk = max(1, min(64, len(corpus) // (jobs * 4) or 1))
+    tasks = [(corpus.iloc[i:i + chunk], to_dict(cfg), frames) for i in range(0, len(corpus), chunk)]
+    if jobs == 1:
+        tables = [_chunk_worker(t) for t in tasks]
+    else:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            tables = list(pool.map(_chunk_worker, tasks))
+    with atomic_dir(out) as tmp:
+        (tmp / PARQUET).mkdir()
+        pq.write_table(pa.concat_tables(tables), tmp / PARQUET / "part-00000.parquet")
+        write_json(tmp / SETTINGS, settings(cfg, frames))
+    return Path(out)
 
 
 @dataclass
@@ -153,31 +179,28 @@ class Spectrograms:
         return build(SpectrogramConfig, self.settings["settings"], "spectrogram")
 
 
-def from_table(table) -> Spectrograms:
-    """Spectrograms from an Arrow table written by `write` (or by the Ray Data extraction)."""
-    meta_raw = (table.schema.metadata or {}).get(b"auttention")
-    if meta_raw is None:
-        raise UserError("the Parquet data carries no auttention metadata; re-run `auttention-search extract`")
-    meta = json.loads(meta_raw)
-    table = table.sort_by("file_name")
+def is_complete(folder: str | os.PathLike) -> bool:
+    """Whether `folder` holds a finished extraction."""
+    return (Path(folder) / SETTINGS).is_file() and (Path(folder) / PARQUET).is_dir()
+
+
+def read(folder: str | os.PathLike) -> Spectrograms:
+    """Read a spectrogram folder written by `extract` (or by the Ray Data extraction)."""
+    import pyarrow.parquet as pq
+
+    folder = Path(folder)
+    if not is_complete(folder):
+        raise UserError(f"{folder}: no finished spectrograms here; create them with "
+                        f"`auttention-search extract --out {folder}`")
+    try:
+        meta = json.loads((folder / SETTINGS).read_text())
+        table = pq.read_table(folder / PARQUET).sort_by("file_name")
+    except Exception as exc:  # json/pyarrow raise several types for a damaged file
+        raise UserError(f"{folder}: cannot read the spectrograms ({str(exc).splitlines()[0]}); "
+                        f"delete the folder and extract again") from None
     frames, n_mels = meta["frames"], meta["n_mels"]
     values = table.column("spectrogram").combine_chunks().flatten().to_numpy(zero_copy_only=False)
     x = values.astype(np.float32, copy=False).reshape(len(table), frames, n_mels)
     label = table.column("label").to_numpy(zero_copy_only=False).astype(float)
     return Spectrograms(np.asarray(table.column("file_name").to_pylist(), dtype=object),
                         np.asarray(table.column("partition").to_pylist(), dtype=object), label, x, meta)
-
-
-def read(folder: str | os.PathLike) -> Spectrograms:
-    """Read spectrograms written by `extract` from a folder."""
-    import pyarrow.parquet as pq
-
-    folder = Path(folder)
-    path = folder / FILE
-    if not path.is_file():
-        raise UserError(f"{folder}: no {FILE} here; create it with `auttention-search extract --out {folder}`")
-    try:
-        table = pq.read_table(path)
-    except Exception as exc:  # pyarrow raises several types for a damaged file
-        raise UserError(f"{path}: cannot read it ({str(exc).splitlines()[0]}); re-run the extraction") from None
-    return from_table(table)

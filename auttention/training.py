@@ -1,0 +1,267 @@
+"""Training one recurrent autoencoder epoch by epoch, with exact checkpoint/resume.
+
+A `Trainer` owns a model, its Adam optimizer and the epoch count. Each epoch is one compiled
+`model.fit` pass (XLA when `training.jit_compile` and the model allows it) over the data
+shuffled with a seed derived from (seed, epoch), so a run is reproducible on CPU and a
+checkpointed run resumed after epoch k continues exactly as if it had never stopped.
+
+A checkpoint is a folder: `state.json` (configs, shapes, epoch, loss history) and two NumPy
+archives of plain arrays (every model variable, dropout seed state included, and every
+optimizer variable), read back with allow_pickle=False: nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import keras
+import numpy as np
+
+from .config import ModelConfig, TrainingConfig, build, to_dict
+from .errors import UserError
+from .io import atomic_dir
+from .models import build_autoencoder, feature_size, targets
+
+CHECKPOINT_FORMAT = 1
+STATE_FILE = "state.json"
+MODEL_FILE = "model.npz"
+OPTIMIZER_FILE = "optimizer.npz"
+# Settings that may differ between a checkpoint and the run resuming it.
+RESUMABLE_CHANGES = ("epochs", "jit_compile")
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+class Trainer:
+    """One autoencoder being trained epoch by epoch (state: model, optimizer, epoch)."""
+
+    def __init__(self, model_cfg: ModelConfig, train_cfg: TrainingConfig, n_frames: int, n_mels: int,
+                 log_dir: str | Path | None = None):
+        self.model_cfg = model_cfg
+        self.train_cfg = train_cfg
+        self.n_frames = int(n_frames)
+        self.n_mels = int(n_mels)
+        self.log_dir = Path(log_dir) if log_dir is not None else None
+        self.epoch = 0
+        self.losses: list[float] = []
+        self._writer = None
+        # Seeds Python, NumPy, TensorFlow and Keras: initial weights and dropout masks.
+        keras.utils.set_random_seed(train_cfg.seed)
+        self.autoencoder, self.encoder = build_autoencoder(model_cfg, self.n_frames, self.n_mels,
+                                                           seed=train_cfg.seed)
+        self.optimizer = keras.optimizers.Adam(learning_rate=train_cfg.learning_rate,
+                                               clipvalue=train_cfg.clip_value)
+        with warnings.catch_warnings():
+            # With cuDNN RNN layers on a GPU, Keras turns XLA off (cuDNN ops do not compile)
+            # and warns; cuDNN is the faster choice there, so the fallback is silent.
+            warnings.filterwarnings("ignore", message=".*jit_compile.*")
+            self.autoencoder.compile(optimizer=self.optimizer, loss="mse", jit_compile=train_cfg.jit_compile)
+            self.encoder.compile(jit_compile=train_cfg.jit_compile)
+        self.jit_compile = bool(self.autoencoder.jit_compile)  # what is actually used
+
+    @property
+    def feature_size(self) -> int:
+        """Length of the feature vector."""
+        return feature_size(self.model_cfg)
+
+    def _check(self, x: np.ndarray, what: str = "x") -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim != 3 or x.shape[1:] != (self.n_frames, self.n_mels):
+            raise ValueError(f"{what} must be shaped (N, {self.n_frames}, {self.n_mels}), got {x.shape}")
+        if len(x) == 0:
+            raise ValueError(f"{what} is empty")
+        return x
+
+    def fit_epoch(self, x: np.ndarray) -> float:
+        """Train one epoch (Adam on MSE(reconstruction, reversed x)); return the mean training loss."""
+        x = self._check(x)
+        if not np.isfinite(x).all():
+            raise TrainingDiverged("the training frames contain NaN or Inf values, so the loss would be NaN; "
+                                   "check the spectrogram cache")
+        order = np.random.default_rng([self.train_cfg.seed, self.epoch]).permutation(len(x))
+        xs = x[order]
+        history = self.autoencoder.fit(xs, targets(xs), batch_size=self.train_cfg.batch_size, epochs=1,
+                                       shuffle=False, verbose=0)
+        loss = float(history.history["loss"][-1])
+        if not math.isfinite(loss):
+            raise TrainingDiverged(f"training diverged in epoch {self.epoch + 1}: the loss is {loss}; "
+                                   "lower training.learning_rate or set training.clip_value")
+        self.epoch += 1
+        self.losses.append(loss)
+        self._log("loss", loss)
+        return loss
+
+    def reconstruction_loss(self, x: np.ndarray) -> float:
+        """Mean reconstruction MSE of x without training (inference mode)."""
+        x = self._check(x)
+        return float(self.autoencoder.evaluate(x, targets(x), batch_size=self._eval_batch(None), verbose=0))
+
+    def reconstruct(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+        """The reconstruction of reversed x, (N, frames, mels), inference mode."""
+        x = self._check(x)
+        return np.asarray(self.autoencoder.predict(x, batch_size=self._eval_batch(batch_size), verbose=0))
+
+    def features(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+        """Feature vectors (N, feature_size) float32 of x, inference mode (no dropout)."""
+        x = self._check(x)
+        out = self.encoder.predict(x, batch_size=self._eval_batch(batch_size), verbose=0)
+        return np.asarray(out, dtype=np.float32)
+
+    def _eval_batch(self, batch_size: int | None) -> int:
+        # Inference needs no gradients: larger batches amortise per-step overhead.
+        return int(batch_size) if batch_size else max(self.train_cfg.batch_size, 256)
+
+    def _log(self, name: str, value: float) -> None:
+        """Write one TensorBoard scalar at the current epoch (if a log folder was given)."""
+        if self.log_dir is None:
+            return
+        import tensorflow as tf  # TensorBoard event files need tf.summary
+
+        if self._writer is None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            self._writer = tf.summary.create_file_writer(str(self.log_dir))
+        with self._writer.as_default():
+            tf.summary.scalar(name, value, step=self.epoch)
+        self._writer.flush()
+
+    # -- checkpoints ---------------------------------------------------------------------
+
+    def save(self, folder: str | Path) -> None:
+        """Write a checkpoint (configs, epoch, weights, optimizer state) to `folder` atomically."""
+        if not self.optimizer.built:
+            self.optimizer.build(self.autoencoder.trainable_variables)
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "epoch": self.epoch,
+            "losses": self.losses,
+            "n_frames": self.n_frames,
+            "n_mels": self.n_mels,
+            "model": to_dict(self.model_cfg),
+            "training": to_dict(self.train_cfg),
+        }
+        with atomic_dir(folder) as tmp:
+            _save_variables(tmp / MODEL_FILE, self.autoencoder.variables)
+            _save_variables(tmp / OPTIMIZER_FILE, self.optimizer.variables)
+            (tmp / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, folder: str | Path, log_dir: str | Path | None = None) -> "Trainer":
+        """Rebuild a Trainer from a checkpoint (a training output folder also works) to continue exactly."""
+        folder = checkpoint_folder(folder)
+        state = read_state(folder)
+        trainer = cls(state["model_cfg"], state["train_cfg"], state["n_frames"], state["n_mels"], log_dir=log_dir)
+        trainer._restore(folder, state)
+        return trainer
+
+    def _restore(self, folder: Path, state: dict) -> None:
+        """Load weights, dropout seed state, optimizer state and epoch from a checkpoint folder."""
+        if not self.optimizer.built:
+            self.optimizer.build(self.autoencoder.trainable_variables)
+        _load_variables(folder / MODEL_FILE, self.autoencoder.variables)
+        _load_variables(folder / OPTIMIZER_FILE, self.optimizer.variables)
+        self.epoch = state["epoch"]
+        self.losses = list(state["losses"])
+
+
+def checkpoint_folder(folder: str | Path) -> Path:
+    """The checkpoint folder itself, given it or a training output folder containing `checkpoint/`."""
+    folder = Path(folder)
+    if not (folder / STATE_FILE).exists() and (folder / "checkpoint" / STATE_FILE).exists():
+        folder = folder / "checkpoint"
+    return folder
+
+
+def read_state(folder: str | Path) -> dict:
+    """A checkpoint's state.json with the configs rebuilt (`model_cfg`, `train_cfg`)."""
+    folder = Path(folder)
+    path = folder / STATE_FILE
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"unknown checkpoint format {state.get('format')!r}")
+        state["model_cfg"] = build(ModelConfig, state["model"], "model")
+        state["train_cfg"] = build(TrainingConfig, state["training"], "training")
+        for key in ("epoch", "n_frames", "n_mels"):
+            state[key] = int(state[key])
+        state["losses"] = [float(v) for v in state.get("losses", [])]
+    except FileNotFoundError:
+        raise UserError(f"{folder}: not a model checkpoint (no {STATE_FILE}); "
+                        "point to a training output folder or its checkpoint/ folder") from None
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, UserError) as exc:
+        raise UserError(f"{path}: unreadable checkpoint ({exc.__class__.__name__}: {exc}); "
+                        "delete the folder and train again") from None
+    return state
+
+
+def _save_variables(path: Path, variables: list) -> None:
+    arrays = {f"v{i:05d}": np.asarray(keras.ops.convert_to_numpy(v)) for i, v in enumerate(variables)}
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def _load_variables(path: Path, variables: list) -> None:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = [data[f"v{i:05d}"] for i in range(len(data.files))]
+    except (OSError, ValueError, KeyError) as exc:
+        raise UserError(f"{path}: unreadable checkpoint ({exc}); delete the folder and train again") from None
+    if len(arrays) != len(variables) or any(a.shape != tuple(v.shape) for a, v in zip(arrays, variables)):
+        raise UserError(f"{path}: the saved variables do not match the model its configs describe; "
+                        "delete the folder and train again")
+    for v, a in zip(variables, arrays):
+        v.assign(a)
+
+
+def train(model_cfg: ModelConfig, train_cfg: TrainingConfig, x: np.ndarray, out: str | Path,
+          on_epoch_end: Callable[[int, float], None] | None = None) -> Trainer:
+    """Train for train_cfg.epochs, checkpointing to out/checkpoint after every epoch and resuming from it.
+
+    TensorBoard logs go to out/tensorboard; the final model is out/checkpoint
+    (Trainer.load(out) finds it). on_epoch_end(epoch, loss) runs after each epoch's checkpoint.
+    """
+    out = Path(out)
+    ckpt = out / "checkpoint"
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim != 3:
+        raise ValueError(f"x must be shaped (N, frames, mels), got {x.shape}")
+    if (ckpt / STATE_FILE).exists():
+        state = _resumable_state(ckpt, model_cfg, train_cfg, x.shape[1], x.shape[2])
+        # Built from the new configs: settings allowed to change (more epochs, XLA) take effect.
+        trainer = Trainer(model_cfg, train_cfg, x.shape[1], x.shape[2], log_dir=out / "tensorboard")
+        trainer._restore(ckpt, state)
+    else:
+        trainer = Trainer(model_cfg, train_cfg, x.shape[1], x.shape[2], log_dir=out / "tensorboard")
+    while trainer.epoch < train_cfg.epochs:
+        loss = trainer.fit_epoch(x)
+        trainer.save(ckpt)
+        if on_epoch_end is not None:
+            on_epoch_end(trainer.epoch, loss)
+    return trainer
+
+
+def _resumable_state(ckpt: Path, model_cfg: ModelConfig, train_cfg: TrainingConfig, n_frames: int,
+                     n_mels: int) -> dict:
+    """The checkpoint's state; refuse to resume a checkpoint written for another model, training setup or data shape."""
+    state = read_state(ckpt)
+    problems = []
+    if state["model_cfg"] != model_cfg:
+        problems.append("the model settings")
+    ignore = set(RESUMABLE_CHANGES)
+    old = {k: v for k, v in dataclasses.asdict(state["train_cfg"]).items() if k not in ignore}
+    new = {k: v for k, v in dataclasses.asdict(train_cfg).items() if k not in ignore}
+    if old != new:
+        problems.append("the training settings")
+    if (state["n_frames"], state["n_mels"]) != (n_frames, n_mels):
+        problems.append(f"the data shape ({state['n_frames']}x{state['n_mels']} frames x mels "
+                        f"vs {n_frames}x{n_mels})")
+    if problems:
+        raise UserError(f"{ckpt}: this checkpoint was written with different {', '.join(problems)}; "
+                        "use a new output folder or delete it to start over")
+    return state
