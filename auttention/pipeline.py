@@ -12,7 +12,7 @@ from typing import Callable
 import pandas as pd
 
 from . import spectrogram as spectro
-from .config import ModelConfig, PipelineConfig, TrainingConfig, to_dict
+from .config import ModelConfig, PipelineConfig, ScoringConfig, TrainingConfig, to_dict
 from .features import feature_frame, fuse, write_features
 from .io import write_json, write_yaml
 from .scoring import Evaluation, evaluate, write_predictions
@@ -37,6 +37,15 @@ def train_network(spec: spectro.Spectrograms, model_cfg: ModelConfig, train_cfg:
 def network_features(trainer, spec: spectro.Spectrograms, name: str) -> pd.DataFrame:
     """The feature set of every clip of `spec` from a trained autoencoder."""
     return feature_frame(spec.file_name, spec.partition, spec.label, trainer.features(spec.x), name)
+
+
+def evaluate_trainers(attention, seq2seq, spec: spectro.Spectrograms, scoring: ScoringConfig
+                      ) -> tuple[dict[str, pd.DataFrame], dict[str, Evaluation]]:
+    """Features of every clip from both trained autoencoders, their fusion, and each one's evaluation."""
+    frames = {"attention": network_features(attention, spec, "attention"),
+              "seq2seq": network_features(seq2seq, spec, "seq2seq")}
+    frames["fusion"] = fuse([frames["attention"], frames["seq2seq"]], ["attention", "seq2seq"])
+    return frames, {name: evaluate(frame, scoring) for name, frame in frames.items()}
 
 
 def table(results: dict[str, Evaluation]) -> str:
@@ -67,19 +76,15 @@ def run(corpus: pd.DataFrame, cfg: PipelineConfig, out: str | os.PathLike, jobs:
     log(f"spectrograms: {spec.x.shape[0]} clips x {spec.x.shape[1]} frames x {spec.x.shape[2]} mel bands "
         f"({time.perf_counter() - started:.1f} s)")
 
-    frames = {}
+    trainers = {}
     for name in NETWORKS:
-        model_cfg = getattr(cfg, name)
         t0 = time.perf_counter()
-        trainer = train_network(spec, model_cfg, cfg.training, out / name,
-                                on_epoch_end=lambda e, loss, n=name: log(f"{n}: epoch {e} loss {loss:.4f}"))
-        frames[name] = network_features(trainer, spec, name)
-        write_features(frames[name], out / "features" / name)
-        log(f"{name}: trained and features extracted ({time.perf_counter() - t0:.1f} s)")
-    frames["fusion"] = fuse([frames["attention"], frames["seq2seq"]], ["attention", "seq2seq"])
-    write_features(frames["fusion"], out / "features" / "fusion")
-
-    results = {name: evaluate(frame, cfg.scoring) for name, frame in frames.items()}
+        trainers[name] = train_network(spec, getattr(cfg, name), cfg.training, out / name,
+                                       on_epoch_end=lambda e, loss, n=name: log(f"{n}: epoch {e} loss {loss:.4f}"))
+        log(f"{name}: trained ({time.perf_counter() - t0:.1f} s)")
+    frames, results = evaluate_trainers(trainers["attention"], trainers["seq2seq"], spec, cfg.scoring)
+    for name, frame in frames.items():
+        write_features(frame, out / "features" / name)
     for name, ev in results.items():
         write_predictions(out / "predictions" / f"{name}.devel.csv", ev.devel, cfg.scoring)
         write_predictions(out / "predictions" / f"{name}.test.csv", ev.test, cfg.scoring)

@@ -278,5 +278,26 @@ def baseline(data: str, config_path: str | None, sample_rate: int, jobs: int | N
     click.echo(f"MFCC functionals + SVR: C={ev.c:g}  devel rho={ev.devel_rho:.3f}  test rho={test}")
 
 
+@main.command()
+@click.argument("space", type=click.Path(dir_okay=False))
+@click.option("--data", type=click.Path(), help="corpus folder or manifest CSV (default: the built-in demo corpus)")
+@click.option("--address", help="Ray cluster address, e.g. auto or 10.0.0.1:6379 (default: start Ray here)")
+@click.option("--name", help="experiment name (default: experiment.name of the space)")
+@click.option("--runs", default="runs", show_default=True, type=click.Path(file_okay=False), help="folder of run folders")
+@click.option("--cache", type=click.Path(file_okay=False), help="spectrogram/demo cache (default ~/.cache/auttention-search)")
+@click.option("--num-samples", type=int, help="number of trials (overrides experiment.num_samples)")
+@click.option("--time-budget", help="stop starting trials after this long, e.g. 6h (overrides experiment.time_budget)")
+@click.option("--resume", is_flag=True, help="continue an interrupted search of this name")
+@click.option("--dashboard/--no-dashboard", default=True, show_default=True, help="start the Ray dashboard (local Ray only)")
+@user_errors
+def run(space: str, data: str | None, address: str | None, name: str | None, runs: str, cache: str | None,
+        num_samples: int | None, time_budget: str | None, resume: bool, dashboard: bool) -> None:
+    """Search SPACE (YAML) with Ray Tune + Optuna; export the best configuration's test predictions."""
+    from search.runner import run_search
+
+    run_search(space, data=data, address=address, name=name, runs=runs, cache=cache, num_samples=num_samples,
+               time_budget=time_budget, resume=resume, dashboard=dashboard, echo=click.echo)
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,82 @@
+"""Spectrograms with Ray Data: read, decode and extract in parallel tasks, write Parquet; cached per
+(corpus, spectrogram settings) so a setting is extracted once and reused by every trial and run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from auttention import spectrogram as spectro
+from auttention.config import SpectrogramConfig, to_dict
+from auttention.io import atomic_dir, write_json
+
+
+def corpus_fingerprint(corpus: pd.DataFrame) -> str:
+    """A short hash of the corpus: names, partitions, labels, and each file's size and mtime."""
+    digest = hashlib.sha256()
+    for name, path, part, label in corpus[["file_name", "path", "partition", "label"]].itertuples(index=False):
+        stat = os.stat(path)
+        digest.update(f"{name}\0{part}\0{label!r}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def cache_folder(cache: str | os.PathLike, corpus_hash: str, cfg: SpectrogramConfig) -> Path:
+    """Where the spectrograms of this corpus with these settings live."""
+    return Path(cache) / "spectrograms" / corpus_hash / cfg.hash()
+
+
+def _batch(batch: pd.DataFrame, settings: dict[str, Any], frames: int):
+    cfg = SpectrogramConfig(**settings)
+    x, lengths = spectro.spectrogram_batch(batch["path"].tolist(), cfg, frames)
+    return spectro.to_table(batch, x, lengths)
+
+
+def ray_extract(corpus: pd.DataFrame, cfg: SpectrogramConfig, out: str | os.PathLike,
+                parallelism: int | None = None, batch_size: int = 16) -> Path:
+    """Extract with Ray Data tasks (at most `parallelism` at once) into the folder `out`, atomically."""
+    import ray
+
+    frames = spectro.common_frames(corpus, cfg)
+    rows = corpus[["file_name", "path", "partition", "label"]].reset_index(drop=True)
+    n_blocks = max(1, min(len(rows) // batch_size, 4 * (parallelism or int(ray.cluster_resources().get("CPU", 1)))))
+    ds = ray.data.from_pandas(rows).repartition(n_blocks)
+    ds = ds.map_batches(_batch, fn_kwargs={"settings": to_dict(cfg), "frames": frames}, batch_size=batch_size,
+                        batch_format="pandas", compute=ray.data.TaskPoolStrategy(size=parallelism),
+                        num_cpus=1)
+    with atomic_dir(out) as tmp:
+        ds.write_parquet(str(tmp / spectro.PARQUET))
+        write_json(tmp / spectro.SETTINGS, spectro.settings(cfg, frames))
+    return Path(out)
+
+
+def ensure_spectrograms(corpus: pd.DataFrame, settings: list[dict[str, Any]], cache: str | os.PathLike,
+                        log=print, parallelism: int | None = None) -> dict[str, Path]:
+    """Every setting's spectrogram folder, extracting those not in the cache yet: {settings hash: folder}."""
+    from auttention.config import build
+
+    corpus_hash = corpus_fingerprint(corpus)
+    folders = {}
+    for values in settings:
+        cfg = build(SpectrogramConfig, values, "spectrogram")
+        folder = cache_folder(cache, corpus_hash, cfg)
+        if spectro.is_complete(folder):
+            log(f"spectrograms: cached {folder}")
+        else:
+            log(f"spectrograms: extracting {len(corpus)} clips with Ray Data -> {folder}")
+            ray_extract(corpus, cfg, folder, parallelism)
+        folders[cfg.hash()] = folder
+    return folders
+
+
+def check_shape(spec: spectro.Spectrograms) -> None:
+    """Refuse spectrograms that cannot train a model (no frames)."""
+    if spec.x.shape[1] < 1 or not np.isfinite(spec.x).all():
+        from auttention.errors import UserError
+
+        raise UserError("the spectrograms are empty or contain non-finite values; delete the cache folder")

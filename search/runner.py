@@ -1,0 +1,195 @@
+"""`auttention-search run`: corpus -> cached spectrograms (Ray Data) -> Tune trials -> export."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+from auttention.errors import UserError
+
+from .space import Space, load_space
+
+QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore::DeprecationWarning"}
+
+
+def default_cache() -> Path:
+    """The spectrogram and demo-corpus cache: $AUTTENTION_CACHE or ~/.cache/auttention-search."""
+    return Path(os.environ.get("AUTTENTION_CACHE") or Path.home() / ".cache" / "auttention-search")
+
+
+def override(space: Space, name: str | None, num_samples: int | None, time_budget: str | None) -> Space:
+    """The space with command-line overrides of the experiment section, validated like the YAML."""
+    from auttention.config import build, to_dict
+
+    values = to_dict(space.experiment)
+    for key, value in (("name", name), ("num_samples", num_samples), ("time_budget", time_budget)):
+        if value is not None:
+            values[key] = value
+    try:
+        experiment = build(type(space.experiment), values, "experiment")
+    except UserError as exc:
+        raise UserError(f"command line: {exc}") from None
+    return dataclasses.replace(space, experiment=experiment)
+
+
+def demo_corpus(cache: Path, seed: int, echo: Callable[[str], None]) -> Path:
+    """The built-in demo corpus, generated once into the cache and reused."""
+    from auttention.democorpus import build_demo_corpus
+
+    folder = cache / "demo-corpus" / f"seed{seed}"
+    if not (folder / "lab" / "labels.csv").is_file():
+        echo(f"demo corpus: synthesising into {folder} (once) ...")
+        t0 = time.perf_counter()
+        build_demo_corpus(folder, seed=seed)
+        echo(f"demo corpus: done in {time.perf_counter() - t0:.0f} s")
+    return folder
+
+
+def check_writable(folder: Path) -> None:
+    """Fail before any work when the run folder cannot be written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"{folder}: cannot write the run folder ({exc.strerror}); choose another --runs") from None
+    free = shutil.disk_usage(folder).free
+    if free < 200 * 2**20:
+        raise UserError(f"{folder}: only {free // 2**20} MiB free on this disk; free space or choose another --runs")
+
+
+def start_ray(address: str | None, dashboard: bool) -> str | None:
+    """Connect to a cluster (`address`) or start Ray here, token authentication on, dashboard on 127.0.0.1."""
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    runtime_env = {"env_vars": dict(QUIET_ENV)}
+    try:
+        if address:
+            context = ray.init(address=address, runtime_env=runtime_env, logging_level=logging.WARNING, log_to_driver=True)
+        else:
+            context = ray.init(include_dashboard=dashboard, dashboard_host="127.0.0.1", runtime_env=runtime_env,
+                     logging_level=logging.WARNING)
+    except ConnectionError as exc:
+        raise UserError(f"--address {address}: cannot connect to a Ray cluster ({str(exc).splitlines()[0]}); "
+                        f"is it running (`ray status`)?") from None
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    return getattr(context, "dashboard_url", None) or None
+
+
+def check_resources(space: Space) -> None:
+    """Fail fast when no node of the cluster can ever hold one trial."""
+    import ray
+
+    need = {"CPU": space.resources.cpu, "GPU": space.resources.gpu}
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if not any(all(n["Resources"].get(k, 0) >= v for k, v in need.items() if v) for n in nodes):
+        have = ", ".join(f"{n['Resources'].get('CPU', 0):g} CPU/{n['Resources'].get('GPU', 0):g} GPU" for n in nodes)
+        raise UserError(f"resources: a trial asks for {need['CPU']:g} CPU and {need['GPU']:g} GPU but no node has "
+                        f"that (nodes: {have}); lower resources.cpu/resources.gpu in the space")
+
+
+def _evaluate_checkpoint(checkpoint, spec, cfg):
+    """Features of all partitions from a trial checkpoint's two models; their evaluations."""
+    from auttention.pipeline import evaluate_trainers
+    from auttention.training import Trainer
+
+    with checkpoint.as_directory() as folder:
+        att = Trainer.load(Path(folder) / "attention")
+        s2s = Trainer.load(Path(folder) / "seq2seq")
+    frames, evaluations = evaluate_trainers(att, s2s, spec, cfg.scoring)
+    return evaluations, frames, s2s.epoch
+
+
+def run_search(space_path: str, *, data: str | None = None, address: str | None = None, name: str | None = None,
+               runs: str = "runs", cache: str | None = None, num_samples: int | None = None,
+               time_budget: str | None = None, resume: bool = False, dashboard: bool = True,
+               echo: Callable[[str], None] = print) -> Path:
+    """Run (or resume) a search; returns the run folder."""
+    from auttention.corpus import read_corpus
+    from auttention.io import write_csv, write_yaml
+
+    space = override(load_space(space_path), name, num_samples, time_budget)
+    exp = space.experiment
+    run_dir = Path(runs) / exp.name
+    exp_dir = run_dir / "tune"
+    if resume and not exp_dir.is_dir():
+        raise UserError(f"{run_dir}: no search to resume here; run without --resume to start it")
+    if not resume and exp_dir.exists():
+        raise UserError(f"{run_dir}: a search of this name exists; pass --resume to continue it, "
+                        f"or choose another --name")
+    check_writable(run_dir)
+    cache_dir = Path(cache) if cache else default_cache()
+    check_writable(cache_dir)
+    corpus = read_corpus(data if data else demo_corpus(cache_dir, 0, echo))
+    echo(f"corpus: {len(corpus)} clips ({', '.join(f'{p} {n}' for p, n in corpus['partition'].value_counts().items())})")
+
+    dash = start_ray(address, dashboard)
+    import ray
+    from ray import tune
+
+    from auttention import spectrogram as spectro
+
+    from .export import export_best, summary, trials_table
+    from .extract import ensure_spectrograms
+    from .trial import run_trial
+    from .tuning import make_tuner
+
+    try:
+        check_resources(space)
+        if dash:
+            echo(f"ray: dashboard at http://{dash}")
+        folders = ensure_spectrograms(corpus, space.spectrogram_settings(), cache_dir, echo)
+        refs = {h: ray.put(spectro.read(folder)) for h, folder in folders.items()}
+        trainable = tune.with_resources(tune.with_parameters(run_trial, space=space, spectrograms=refs),
+                                        {"cpu": space.resources.cpu, "gpu": space.resources.gpu})
+        write_yaml(run_dir / "space.yaml", _space_record(space_path, space))
+        if resume:
+            if not tune.Tuner.can_restore(str(exp_dir.resolve())):
+                raise UserError(f"{exp_dir}: the experiment state cannot be restored; start a new --name")
+            echo(f"search: resuming {exp.name}")
+            tuner = tune.Tuner.restore(str(exp_dir.resolve()), trainable=trainable, resume_errored=False)
+        else:
+            tuner = make_tuner(space, trainable, run_dir, echo)
+        echo(f"search: {exp.num_samples} trials, {exp.max_concurrent} at a time, "
+             f"{space.resources.cpu:g} CPU / {space.resources.gpu:g} GPU each; metric {exp.metric}; "
+             f"run folder {run_dir}")
+        t0 = time.perf_counter()
+        results = tuner.fit()
+        table = trials_table(results, exp.metric)
+        write_csv(run_dir / "trials.csv", table)
+        evaluations = None
+        ok = [r for r in results if r.error is None and r.metrics and exp.metric in r.metrics]
+        if ok:
+            best = results.get_best_result(exp.metric, "max", scope="all", filter_nan_and_inf=True)
+            checkpoint = best.get_best_checkpoint(exp.metric, "max") or best.checkpoint
+            cfg = space.trial_config(best.config)
+            task = ray.remote(_evaluate_checkpoint).options(num_cpus=space.resources.cpu,
+                                                             num_gpus=space.resources.gpu)
+            evaluations, frames, epoch = ray.get(task.remote(checkpoint, refs[cfg.spectrogram.hash()], cfg))
+            export_best(run_dir, cfg, epoch, evaluations, frames, Path(best.path).name)
+        echo("")
+        echo(summary(table, exp.metric, evaluations))
+        echo(f"\nsearch: {time.perf_counter() - t0:.0f} s; trials.csv and best/ in {run_dir}")
+        if not ok:
+            raise UserError(f"no trial finished an epoch; see the errors in {run_dir / 'trials.csv'}")
+    finally:
+        if not address:
+            ray.shutdown()
+    return run_dir
+
+
+def _space_record(path: str, space: Space) -> dict:
+    from auttention.config import load_yaml, to_dict
+
+    record = load_yaml(path) or {}
+    record["experiment"] = to_dict(space.experiment)
+    return record

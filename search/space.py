@@ -1,0 +1,343 @@
+"""Search-space YAML: the pipeline's sections with values fixed or drawn from distributions, plus
+the experiment, resources, scheduler and searcher sections. Validated whole before anything starts.
+
+A value is fixed (`units: 64`) or a distribution:
+  {choice: [a, b, ...]}            any type
+  {uniform: [lo, hi]}              float
+  {loguniform: [lo, hi]}           float, lo > 0
+  {int: [lo, hi], step: k}         int (step optional, default 1; `log: true` for a log scale)
+Any distribution may carry `when: {key: value | [values]}`: it is sampled only where that key of
+the same section takes one of those values (e.g. attention_units only for bahdanau attention).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from auttention.config import (SECTIONS, ModelConfig, PipelineConfig, _opt, _not_for, build, check_value,
+                               field_types, load_yaml, pipeline_config)
+from auttention.errors import UserError
+
+METRICS = ("fused_rho", "attention_rho", "seq2seq_rho")
+KINDS = ("choice", "uniform", "loguniform", "int")
+MAX_SPECTROGRAM_SETTINGS = 32
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """What the search optimises, how many trials, and for how long."""
+
+    name: str = _opt("search", doc="run folder name under --runs")
+    metric: str = _opt("fused_rho", choices=METRICS)
+    num_samples: int = _opt(8, lo=1, hi=100000, doc="trials")
+    max_concurrent: int = _opt(2, lo=1, hi=10000, doc="trials at once")
+    seed: int = _opt(0, lo=0)
+    time_budget: typing.Optional[typing.Union[int, str]] = _opt(None, doc="e.g. 900, 15m, 6h; null = none")
+    report_every: int = _opt(1, lo=1, doc="score the features every k epochs")
+    max_failures: int = _opt(2, lo=0, doc="retries of a failed trial (from its last checkpoint)")
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", self.name):
+            raise UserError(f"experiment.name {self.name!r} must be letters, digits, '.', '_' or '-'")
+        parse_duration(self.time_budget, "experiment.time_budget")
+
+    @property
+    def time_budget_s(self) -> float | None:
+        """The time budget in seconds (None: no budget)."""
+        return parse_duration(self.time_budget, "experiment.time_budget")
+
+
+@dataclass(frozen=True)
+class ResourcesConfig:
+    """What one trial reserves: CPUs and a (fractional) GPU."""
+
+    cpu: float = _opt(1.0, lo=0.0, lo_open=True, hi=1024.0)
+    gpu: float = _opt(0.0, lo=0.0, hi=1.0, doc="a fraction shares one GPU between trials (0.25: four trials)")
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """ASHA early stopping on the per-epoch metric."""
+
+    type: str = _opt("asha", choices=("asha", "none"))
+    max_epochs: int = _opt(10, lo=1, hi=10000, doc="epochs of a trial that is never stopped")
+    grace_period: int = _opt(1, lo=1, doc="epochs before a trial can be stopped")
+    reduction_factor: float = _opt(2.0, lo=1.0, lo_open=True)
+
+    def __post_init__(self) -> None:
+        if self.grace_period > self.max_epochs:
+            raise UserError(f"scheduler.grace_period ({self.grace_period}) is above scheduler.max_epochs "
+                            f"({self.max_epochs})")
+
+
+@dataclass(frozen=True)
+class SearcherConfig:
+    """Optuna's sampler."""
+
+    type: str = _opt("tpe", choices=("tpe", "random"))
+    n_startup_trials: int = _opt(4, lo=0, doc="random trials before TPE models the space")
+    multivariate: bool = _opt(True)
+    group: bool = _opt(True, doc="TPE groups conditional parameters (needs multivariate)")
+    points_to_evaluate: list = _opt([], doc="configurations to try first (section: {key: value})")
+
+
+CONTROL = {"experiment": ExperimentConfig, "resources": ResourcesConfig, "scheduler": SchedulerConfig,
+           "searcher": SearcherConfig}
+
+
+def parse_duration(value: Any, where: str) -> float | None:
+    """Seconds from 900, '900s', '15m', '6h' or '1d'; None stays None."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", str(value))
+        if not match:
+            raise UserError(f"{where} must be a duration like 900, 15m, 6h or 1d; got {value!r}")
+        seconds = float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+    if seconds <= 0:
+        raise UserError(f"{where} must be a positive duration, got {value!r}; omit it for no budget")
+    return seconds
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searched value: section.key drawn from a distribution, maybe only `when` a condition holds."""
+
+    section: str
+    key: str
+    kind: str
+    args: tuple
+    step: float | None = None
+    log: bool = False
+    when: tuple = ()  # ((key, (values...)), ...)
+
+    @property
+    def name(self) -> str:
+        """The Optuna parameter name: section/key (Ray unflattens it into the nested config)."""
+        return f"{self.section}/{self.key}"
+
+
+@dataclass
+class Space:
+    """A validated search space."""
+
+    fixed: dict[str, dict[str, Any]]
+    params: list[Param]
+    experiment: ExperimentConfig
+    resources: ResourcesConfig
+    scheduler: SchedulerConfig
+    searcher: SearcherConfig
+    source: str = "space"
+
+    def define_by_run(self, trial) -> dict[str, Any]:
+        """Optuna define-by-run: suggest each applicable parameter; return the fixed values."""
+        chosen: dict[str, dict[str, Any]] = {s: dict(v) for s, v in self.fixed.items()}
+        for p in self.params:
+            if not _applies(p, chosen[p.section]):
+                continue
+            if p.kind == "choice":
+                value = trial.suggest_categorical(p.name, list(p.args))
+            elif p.kind == "int":
+                value = trial.suggest_int(p.name, p.args[0], p.args[1], step=int(p.step or 1), log=p.log)
+            else:
+                value = trial.suggest_float(p.name, p.args[0], p.args[1], log=p.kind == "loguniform")
+            chosen[p.section][p.key] = value
+        return {f"{s}/{k}": v for s, values in self.fixed.items() for k, v in values.items()}
+
+    def spectrogram_settings(self) -> list[dict[str, Any]]:
+        """Every spectrogram setting a trial can ask for (fixed values x choices), to extract up front."""
+        choices = [p for p in self.params if p.section == "spectrogram"]
+        out = []
+        for combo in itertools.product(*(p.args for p in choices)):
+            values = dict(self.fixed.get("spectrogram", {}))
+            for p, v in zip(choices, combo):
+                if _applies(p, values):
+                    values[p.key] = v
+            if values not in out:
+                out.append(values)
+        return out
+
+    def trial_config(self, config: Mapping[str, Any]) -> PipelineConfig:
+        """The PipelineConfig of a trial's (nested) config; training runs scheduler.max_epochs epochs."""
+        data = {s: dict(config.get(s, {})) for s in SECTIONS}
+        data["training"]["epochs"] = self.scheduler.max_epochs
+        return pipeline_config(data, "trial configuration")
+
+
+def _applies(p: Param, values: Mapping[str, Any]) -> bool:
+    return all(values.get(k) in allowed for k, allowed in p.when)
+
+
+def _parse_param(section: str, key: str, spec: Mapping[str, Any], annotation: Any, meta: Mapping) -> Param:
+    where = f"{section}.{key}"
+    kinds = [k for k in KINDS if k in spec]
+    extra = set(spec) - set(KINDS) - {"step", "log", "when"}
+    if len(kinds) != 1 or extra:
+        raise UserError(f"{where}: a distribution has exactly one of {', '.join(KINDS)} "
+                        f"(plus optional step, log, when); got keys {', '.join(map(str, spec))}")
+    kind = kinds[0]
+    args = spec[kind]
+    base = _base_type(annotation)
+    if kind == "choice":
+        if not isinstance(args, list) or not args:
+            raise UserError(f"{where}.choice must be a non-empty list of values")
+        args = tuple(check_value(v, annotation, meta, f"{where}.choice[{i}]") for i, v in enumerate(args))
+        if len(set(map(repr, args))) != len(args):
+            raise UserError(f"{where}.choice lists a value twice")
+        if not all(isinstance(v, (str, int, float, bool, type(None))) for v in args):
+            raise UserError(f"{where}.choice values must be plain numbers, text, true/false or null")
+    else:
+        fits = {int: ("int",), float: ("uniform", "loguniform")}.get(base, ())
+        if kind not in fits:
+            raise UserError(f"{where}: {kind} does not fit this key; use {', '.join(('choice',) + fits)}")
+        if not (isinstance(args, list) and len(args) == 2):
+            raise UserError(f"{where}.{kind} must be [low, high]")
+        lo, hi = (check_value(v, annotation, meta, f"{where}.{kind}") for v in args)
+        if lo is None or hi is None or not lo < hi:
+            raise UserError(f"{where}.{kind}: bounds out of order ({args[0]} is not below {args[1]})")
+        if (kind == "loguniform" or spec.get("log")) and lo <= 0:
+            raise UserError(f"{where}.{kind}: a log scale needs a positive low bound, got {lo}")
+        args = (lo, hi)
+    step = spec.get("step")
+    if step is not None:
+        if kind != "int" or isinstance(step, bool) or not isinstance(step, int) or step < 1:
+            raise UserError(f"{where}.step must be a whole number >= 1, and only with int")
+        if spec.get("log") and step != 1:
+            raise UserError(f"{where}: step and log cannot be combined")
+    log = spec.get("log", False)
+    if not isinstance(log, bool) or (log and kind != "int"):
+        raise UserError(f"{where}.log must be true or false, and only with int (use loguniform for floats)")
+    when = spec.get("when") or {}
+    if not isinstance(when, dict):
+        raise UserError(f"{where}.when must map keys of section {section} to a value or list of values")
+    cond = tuple((k, tuple(v) if isinstance(v, list) else (v,)) for k, v in when.items())
+    return Param(section, key, kind, args, step, log, cond)
+
+
+def _base_type(annotation: Any) -> Any:
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    return args[0] if len(args) == 1 else annotation
+
+
+def _is_distribution(value: Any) -> bool:
+    return isinstance(value, dict) and any(k in value for k in KINDS)
+
+
+def parse_space(data: Any, source: str = "space") -> Space:
+    """Validate a search-space mapping; every problem is one line naming the key path."""
+    try:
+        return _parse_space(data, source)
+    except UserError as exc:
+        raise UserError(f"{source}: {exc}") from None
+
+
+def _parse_space(data: Any, source: str) -> Space:
+    if not isinstance(data, dict):
+        raise UserError(f"the top level must be a mapping with sections {', '.join([*CONTROL, *SECTIONS])}")
+    for key in data:
+        if key not in CONTROL and key not in SECTIONS:
+            raise UserError(f"unknown section '{key}'; allowed: {', '.join([*CONTROL, *SECTIONS])}")
+    control = {name: build(cls, data.get(name), name) for name, cls in CONTROL.items()}
+    fixed: dict[str, dict[str, Any]] = {}
+    params: list[Param] = []
+    for section, cls in SECTIONS.items():
+        values = data.get(section) or {}
+        if not isinstance(values, dict):
+            raise UserError(f"{section} must be a mapping of keys to values or distributions")
+        network = {"seq2seq": "seq2seq", "attention": "attention"}.get(section)
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        allowed = [n for n in names if n != "network" and (network is None or n not in _not_for(network))]
+        if section == "training":
+            allowed.remove("epochs")
+        fixed[section] = {}
+        if section == "spectrogram" and "preset" in values:
+            values = dict(values)
+            preset = values.pop("preset")
+            fixed[section].update(build(cls, {"preset": preset}, section).__dict__)
+        types = field_types(cls)
+        for key, value in values.items():
+            if section == "training" and key == "epochs":
+                raise UserError("training.epochs is set by scheduler.max_epochs in a search space")
+            if key not in allowed:
+                raise UserError(f"unknown key '{section}.{key}'; allowed: {', '.join(allowed)}")
+            if _is_distribution(value):
+                p = _parse_param(section, key, value, types[key], names[key].metadata)
+                if section == "spectrogram" and p.kind != "choice":
+                    raise UserError(f"spectrogram.{key}: spectrogram settings can be searched with choice only "
+                                    f"(each distinct setting is extracted once, up front)")
+                params.append(p)
+            else:
+                fixed[section][key] = check_value(value, types[key], names[key].metadata, f"{section}.{key}")
+        for p in params:
+            for k, allowed_values in p.when if p.section == section else ():
+                if k not in names:
+                    raise UserError(f"{section}.{p.key}.when: unknown key '{k}' of section {section}")
+                if k == p.key:
+                    raise UserError(f"{section}.{p.key}.when cannot depend on itself")
+        fixed[section].pop("network", None)
+    space = Space(fixed, params, control["experiment"], control["resources"], control["scheduler"],
+                  control["searcher"], source)
+    _check_points(space)
+    settings = space.spectrogram_settings()
+    if len(settings) > MAX_SPECTROGRAM_SETTINGS:
+        raise UserError(f"spectrogram: {len(settings)} distinct settings to extract (at most "
+                        f"{MAX_SPECTROGRAM_SETTINGS}); search fewer spectrogram choices")
+    _check_some_trial_is_valid(space)
+    return space
+
+
+def _check_points(space: Space) -> None:
+    """points_to_evaluate: nested {section: {key: value}} over searched keys, each value allowed."""
+    searched = {(p.section, p.key): p for p in space.params}
+    for i, point in enumerate(space.searcher.points_to_evaluate):
+        where = f"searcher.points_to_evaluate[{i}]"
+        if not isinstance(point, dict):
+            raise UserError(f"{where} must be a mapping of sections to {{key: value}}")
+        for section, values in point.items():
+            if not isinstance(values, dict):
+                raise UserError(f"{where}.{section} must be a mapping of keys to values")
+            for key, value in values.items():
+                p = searched.get((section, key))
+                if p is None:
+                    raise UserError(f"{where}: {section}.{key} is not a searched key of this space")
+                if p.kind == "choice" and value not in p.args:
+                    raise UserError(f"{where}: {section}.{key} = {value!r} is not one of the choices {list(p.args)}")
+                if p.kind != "choice" and not (p.args[0] <= value <= p.args[1]):
+                    raise UserError(f"{where}: {section}.{key} = {value!r} is outside [{p.args[0]}, {p.args[1]}]")
+
+
+def _check_some_trial_is_valid(space: Space) -> None:
+    """Sample configurations; fail now if none of them is a valid pipeline configuration."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    last: UserError | None = None
+    for _ in range(50):
+        trial = study.ask()
+        fixed = space.define_by_run(trial)
+        config: dict[str, dict[str, Any]] = {}
+        for name, value in {**trial.params, **fixed}.items():
+            section, key = name.split("/")
+            config.setdefault(section, {})[key] = value
+        try:
+            space.trial_config(config)
+            return
+        except UserError as exc:
+            last = exc
+        study.tell(trial, 0.0)
+    raise UserError(f"no valid trial in 50 samples of this space; for example {last}")
+
+
+def load_space(path: str | Path) -> Space:
+    """Read and validate a search-space YAML file (safe loading only)."""
+    return parse_space(load_yaml(path), str(path))

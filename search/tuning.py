@@ -1,0 +1,137 @@
+"""Ray Tune + Optuna: the searcher (TPE, honest about pruned and failed trials), ASHA, the Tuner."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+from ray.tune.search.optuna import OptunaSearch
+
+logger = logging.getLogger(__name__)
+
+
+class HonestOptunaSearch(OptunaSearch):
+    """OptunaSearch that records trials ASHA stopped as PRUNED and errored trials as FAIL.
+
+    Ray's OptunaSearch tells Optuna every trial that ends with a result as COMPLETE with its
+    last (possibly one-epoch) score, so TPE would learn from truncated scores as if final.
+    """
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        import optuna
+
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        ot_trial = self._ot_trials[trial_id]
+        value = (result or {}).get(self.metric)
+        finished = bool(result) and result.get("epoch", 0) >= result.get("max_epochs", math.inf)
+        if error or (value is not None and not math.isfinite(value)):
+            state, value = optuna.trial.TrialState.FAIL, None
+        elif value is None or not finished:
+            state, value = optuna.trial.TrialState.PRUNED, None
+        else:
+            state = optuna.trial.TrialState.COMPLETE
+        try:
+            self._ot_study.tell(ot_trial, value, state=state)
+        except Exception as exc:  # e.g. told already before a driver restart
+            logger.warning("optuna: could not record trial %s: %s", trial_id, exc)
+        self._completed_trials.add(trial_id)
+
+
+def make_sampler(space):
+    """The seeded Optuna sampler the searcher section asks for."""
+    import optuna
+
+    s = space.searcher
+    seed = space.experiment.seed
+    if s.type == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=s.n_startup_trials, multivariate=s.multivariate,
+                                      group=s.group and s.multivariate,
+                                      constant_liar=space.experiment.max_concurrent > 1)
+
+
+def optuna_storage_url(run_dir: Path) -> str:
+    """The SQLite study the search persists (optuna-dashboard can open it while the search runs)."""
+    return f"sqlite:///{(run_dir / 'optuna.db').resolve()}"
+
+
+def make_searcher(space, run_dir: Path):
+    """OptunaSearch (define-by-run, persisted study, the space's first points) behind a ConcurrencyLimiter."""
+    import optuna
+    from ray.tune.search import ConcurrencyLimiter
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.RDBStorage(optuna_storage_url(run_dir))
+    points = [{f"{s}/{k}": v for s, values in point.items() for k, v in values.items()}
+              for point in space.searcher.points_to_evaluate]
+    searcher = HonestOptunaSearch(space=space.define_by_run, metric=space.experiment.metric, mode="max",
+                                  sampler=make_sampler(space), storage=storage, study_name=space.experiment.name,
+                                  points_to_evaluate=points or None)
+    return ConcurrencyLimiter(searcher, max_concurrent=space.experiment.max_concurrent)
+
+
+def make_scheduler(space):
+    """ASHA on the per-epoch metric (or none)."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    sch = space.scheduler
+    if sch.type == "none":
+        return FIFOScheduler()
+    return ASHAScheduler(time_attr="epoch", max_t=sch.max_epochs, grace_period=sch.grace_period,
+                         reduction_factor=sch.reduction_factor)
+
+
+class ProgressLog(tune.Callback):
+    """One line per scored epoch and per finished trial, instead of Tune's wide tables."""
+
+    def __init__(self, metric: str, echo=print) -> None:
+        self.metric, self.echo, self.best = metric, echo, -math.inf
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info: Any) -> None:
+        value = result.get(self.metric, float("nan"))
+        self.best = max(self.best, value) if math.isfinite(value) else self.best
+        self.echo(f"  {trial.trial_id} epoch {result.get('epoch')}/{result.get('max_epochs')}: "
+                  f"{self.metric} {value:.3f} (attention {result.get('attention_rho', float('nan')):.3f}, "
+                  f"seq2seq {result.get('seq2seq_rho', float('nan')):.3f}; best so far {self.best:.3f})")
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
+        last = trial.last_result or {}
+        how = "completed" if last.get("epoch", 0) >= last.get("max_epochs", math.inf) else "stopped early"
+        self.echo(f"  {trial.trial_id} {how} after {last.get('epoch', 0)} epoch(s)")
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
+        self.echo(f"  {trial.trial_id} failed: {error_line(trial)}")
+
+
+def error_line(trial) -> str:
+    """The last line of a trial's error, for logs and trials.csv."""
+    text = ""
+    path = getattr(trial, "error_file", None)
+    if path and Path(path).is_file():
+        text = Path(path).read_text(errors="replace")
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else "unknown error"
+
+
+def make_tuner(space, trainable, run_dir: Path, echo=print):
+    """A Tuner for the space: searcher, scheduler, budget, checkpoints, retries, all under run_dir/tune."""
+    exp = space.experiment
+    tune_config = tune.TuneConfig(search_alg=make_searcher(space, run_dir), scheduler=make_scheduler(space),
+                                  num_samples=exp.num_samples, metric=exp.metric, mode="max",
+                                  time_budget_s=exp.time_budget_s)
+    return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config(space, run_dir, echo))
+
+
+def run_config(space, run_dir: Path, echo=print):
+    """Where Tune keeps the experiment, what it checkpoints, how it retries."""
+    exp = space.experiment
+    return tune.RunConfig(
+        name="tune", storage_path=str(run_dir.resolve()), verbose=0,
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=exp.metric,
+                                                checkpoint_score_order="max"),
+        failure_config=tune.FailureConfig(max_failures=exp.max_failures),
+        callbacks=[ProgressLog(exp.metric, echo)])
