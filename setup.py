@@ -12,6 +12,7 @@ setup(
     install_requires=[
         "tensorflow>=2.16",  # Keras 3
         "keras>=3.3",
+        "tensorboard>=2.16",  # TensorFlow no longer pulls it in; trials write TensorBoard scalars
         "ray[default,data,tune]>=2.40",
         "optuna>=4.0",
         "librosa>=0.10",

@@ -18,22 +18,24 @@ How a clip is made (all randomness from ``(seed, speaker, clip)``, never from wo
   (Krajewski et al. 2009; Vogel et al. 2010; Lajambe et al. 2010). Per-speaker offsets in the
   same cues, independent of KSS, and recording variation keep the task far from trivial.
 
-eSpeak NG keeps synthesis state in process-wide statics (flutter phase, random generator, ...):
-the same text synthesised twice in one process gives different samples. Every synthesis call
+eSpeak NG keeps synthesis state in process-wide statics (measured: the same text synthesised
+twice in one process gives different samples and lengths, even after espeak_Terminate and
+espeak_Initialize), and its noise generator is seeded from the clock. Every synthesis call
 therefore runs in a child forked from a small server process that has initialised eSpeak but
-never synthesised, so a clip's samples depend only on its own parameters.
+never synthesised, with espeak_ng_SetRandSeed set from the clip's seed, so a clip's samples
+depend only on its own parameters, whatever process renders it.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import json
 import math
-import multiprocessing
 import os
+import pickle
 import struct
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape
@@ -148,17 +150,19 @@ VOICES_FEMALE: tuple[str, ...] = (
 )
 
 # Effect of the latent sleepiness s (about -1 alert .. +1 very sleepy) on each cue. The
-# per-speaker spreads below are of the same order, so a speaker's habits mask a good part of it.
+# per-speaker spreads in _draw_speakers are of the same order, so a speaker's habits mask a good
+# part of it. Calibrated with bench/demo_baseline.py (MFCC functionals + linear SVR reach a devel
+# Spearman of about 0.5-0.7 on the default corpus).
 _EFFECT = {
-    "log_rate": -0.11,     # log words-per-minute: about -10 % at s = +1
-    "word_gap": 1.5,       # eSpeak word gap, 10 ms units
-    "pause_prob": 0.07,    # probability of an inserted pause between two words
-    "pause_ms": 110.0,     # mean inserted pause length
-    "pitch": -6.0,         # eSpeak pitch, 0..100 (about -6 % F0)
-    "range": -9.0,         # eSpeak pitch range, 0..100
-    "level_db": -2.5,      # speech level, dB
-    "tilt": -0.16,         # first-difference tilt coefficient (darker when negative)
-    "breath_db": 4.0,      # aspiration noise relative to speech, dB
+    "log_rate": -0.18,     # log words-per-minute: about -16 % at s = +1
+    "word_gap": 2.4,       # eSpeak word gap, 10 ms units
+    "pause_prob": 0.11,    # probability of an inserted pause between two words
+    "pause_ms": 180.0,     # mean inserted pause length
+    "pitch": -10.0,        # eSpeak pitch, 0..100 (about -10 % F0)
+    "range": -14.0,        # eSpeak pitch range, 0..100
+    "level_db": -4.0,      # speech level, dB
+    "tilt": -0.25,         # first-difference tilt coefficient (darker when negative)
+    "breath_db": 6.5,      # aspiration noise relative to speech, dB
 }
 _LATENT_NOISE = 0.30       # s = (KSS - 5) / 4 + N(0, this): the label is a noisy self-report
 _LABEL_NOISE = 0.9         # clip KSS = round(speaker mean + N(0, this))
@@ -218,14 +222,16 @@ def build_demo_corpus(out: str | os.PathLike, *, n_clips: int = 600, n_speakers:
         raise UserError(f"n_speakers must be at least 3 (one per partition), got {n_speakers}")
     if n_clips < n_speakers:
         raise UserError(f"n_clips ({n_clips}) must be at least n_speakers ({n_speakers})")
+    if seed < 0:
+        raise UserError(f"seed must be a non-negative integer, got {seed}")
     if not 8000 <= sample_rate <= 48000:
         raise UserError(f"sample_rate must be between 8000 and 48000 Hz, got {sample_rate}")
     jobs = (os.cpu_count() or 1) if jobs is None else jobs
     if jobs < 1:
         raise UserError(f"jobs must be at least 1, got {jobs}")
-    _check_espeak()
+    males, females = _voice_pools()
 
-    speakers = _draw_speakers(seed, n_speakers)
+    speakers = _draw_speakers(seed, n_speakers, males, females)
     clips = _plan_clips(seed, speakers, n_clips)
     with atomic_dir(out) as tmp:
         (tmp / "wav").mkdir()
@@ -238,23 +244,23 @@ def build_demo_corpus(out: str | os.PathLike, *, n_clips: int = 600, n_speakers:
 # ----------------------------------------------------------------------------- planning
 
 
-def _draw_speakers(seed: int, n_speakers: int) -> list[Speaker]:
+def _draw_speakers(seed: int, n_speakers: int, males: tuple[str, ...] = VOICES_MALE,
+                   females: tuple[str, ...] = VOICES_FEMALE) -> list[Speaker]:
     """Draw every speaker's voice, habits, channel and mean KSS, and assign partitions."""
     pool = np.random.default_rng([seed, 0])
-    females = pool.random(n_speakers) < 0.5
-    voices_f = list(pool.permutation(VOICES_FEMALE))
-    voices_m = list(pool.permutation(VOICES_MALE))
+    female = pool.random(n_speakers) < 0.5
+    voices_f = [str(v) for v in pool.permutation(females)]
+    voices_m = [str(v) for v in pool.permutation(males)]
     drawn = []
     for k in range(n_speakers):
         rng = np.random.default_rng([seed, 1, k])
-        names = voices_f if females[k] else voices_m
-        base = VOICES_FEMALE if females[k] else VOICES_MALE
+        names = voices_f if female[k] else voices_m
+        base = females if female[k] else males
         # each variant once while they last, then variants repeat (with other habits and channel)
         variant = names.pop(0) if names else str(base[rng.integers(len(base))])
         kss_mean = 1.0 + 8.0 * rng.beta(1.4, 1.4)
-        n_res = 2
         resonances = tuple((float(np.exp(rng.uniform(np.log(250.0), np.log(3500.0)))),
-                            float(rng.normal(0.0, 4.0)), float(rng.uniform(0.7, 2.5))) for _ in range(n_res))
+                            float(rng.normal(0.0, 4.0)), float(rng.uniform(0.7, 2.5))) for _ in range(2))
         has_hum = rng.random() < 0.3
         drawn.append(dict(
             index=k, name=f"spk{k + 1:03d}", voice=f"de+{variant}", kss_mean=float(kss_mean),
@@ -352,44 +358,57 @@ def _write_tables(folder: Path, clips: list[Clip], seed: int, sample_rate: int) 
 
 
 def _render_all(clips: list[Clip], wav_dir: Path, sample_rate: int, jobs: int) -> None:
-    """Render and write every clip, in this process (jobs=1) or in `jobs` spawned workers."""
+    """Render and write every clip, in this process (jobs=1) or in `jobs` worker processes."""
     if jobs == 1:
         with _EspeakServer() as synth:
             for clip in clips:
                 _write_clip(clip, wav_dir, sample_rate, synth)
         return
-    # spawn, not fork: the caller may hold threads (TensorFlow, Ray) that fork would break
-    ctx = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init) as pool:
-        args = [(clip, wav_dir, sample_rate) for clip in clips]
-        chunk = max(1, len(clips) // (jobs * 8))
-        for _ in pool.map(_worker_render, args, chunksize=chunk):
-            pass
+    # Plain subprocesses rather than multiprocessing: nothing forks the caller (which may hold
+    # TensorFlow or Ray threads) and nothing re-imports the caller's __main__. Which worker
+    # renders a clip does not matter: a clip depends only on its own parameters.
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
+                                                      env.get("PYTHONPATH")]))
+    workers = []
+    try:
+        for w in range(jobs):
+            log = tempfile.TemporaryFile()
+            proc = subprocess.Popen([sys.executable, "-c", "from auttention.democorpus import _worker_main; "
+                                     "_worker_main()"], stdin=subprocess.PIPE, stderr=log, env=env)
+            workers.append((proc, log))
+            proc.stdin.write(pickle.dumps((clips[w::jobs], str(wav_dir), sample_rate)))
+            proc.stdin.close()
+        for proc, log in workers:
+            if proc.wait() != 0:
+                log.seek(0)
+                lines = log.read().decode(errors="replace").strip().splitlines() or ["no message"]
+                raise RuntimeError(f"a demo corpus worker failed (exit code {proc.returncode}): {lines[-1]}")
+    finally:
+        for proc, log in workers:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            log.close()
 
 
-_WORKER_SYNTH: "_EspeakServer | None" = None
-
-
-def _worker_init() -> None:
-    global _WORKER_SYNTH
-    _WORKER_SYNTH = _EspeakServer().__enter__()  # ends with the worker: its stdin closes
-
-
-def _worker_render(args: tuple) -> None:
-    clip, wav_dir, sample_rate = args
-    assert _WORKER_SYNTH is not None
-    _write_clip(clip, wav_dir, sample_rate, _WORKER_SYNTH)
+def _worker_main() -> None:
+    """Entry point of a worker process: render the pickled clips from stdin."""
+    clips, wav_dir, sample_rate = pickle.load(sys.stdin.buffer)
+    with _EspeakServer() as synth:
+        for clip in clips:
+            _write_clip(clip, Path(wav_dir), sample_rate, synth)
 
 
 def _write_clip(clip: Clip, wav_dir: Path, sample_rate: int, synth: "_EspeakServer") -> None:
     import soundfile
 
-    audio = render_clip(clip, sample_rate, synth)
+    audio = _render_clip(clip, sample_rate, synth)
     pcm = np.clip(np.rint(audio * 32767.0), -32768, 32767).astype(np.int16)
     soundfile.write(wav_dir / clip.file_name, pcm, sample_rate, subtype="PCM_16", format="WAV")
 
 
-def render_clip(clip: Clip, sample_rate: int, synth: "_EspeakServer") -> np.ndarray:
+def _render_clip(clip: Clip, sample_rate: int, synth: "_EspeakServer") -> np.ndarray:
     """The clip's audio as float64 in [-1, 1] at `sample_rate`, 2-5 s long."""
     import soxr
 
@@ -518,12 +537,13 @@ def _colour(x: np.ndarray, spk: Speaker, s: float, sample_rate: int) -> np.ndarr
 
 def _breath(x: np.ndarray, level_db: float, rng: np.random.Generator, sample_rate: int) -> np.ndarray:
     """Aspiration noise: band-limited noise following the speech envelope, `level_db` below the speech."""
-    from scipy.signal import butter, sosfilt, sosfiltfilt
+    from scipy.signal import butter, sosfilt
 
     hi = min(6000.0, 0.45 * sample_rate)
     noise = sosfilt(butter(2, [1000.0, hi], "bandpass", fs=sample_rate, output="sos"), rng.standard_normal(len(x)))
-    envelope = sosfiltfilt(butter(2, 30.0, fs=sample_rate, output="sos"), np.abs(x), padlen=0)
-    breath = noise * np.maximum(envelope, 0.0)
+    rms, hop = _frame_rms(x, sample_rate)  # 10 ms envelope, interpolated between frame centres
+    envelope = np.interp(np.arange(len(x)), np.arange(len(rms)) * hop + hop / 2, rms)
+    breath = noise * envelope
     ref, got = _active_rms(x, sample_rate), _active_rms(breath, sample_rate)
     return breath * (ref * 10 ** (level_db / 20) / got) if got > 0 else breath
 
@@ -546,12 +566,20 @@ def _background(n: int, spk: Speaker, rng: np.random.Generator, sample_rate: int
 # ----------------------------------------------------------------------------- eSpeak NG
 
 
-def _check_espeak() -> None:
+def _voice_pools() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The male and female variants that this espeakng-loader's data folder has."""
     try:
-        import espeakng_loader  # noqa: F401
+        import espeakng_loader
     except ImportError:
         raise UserError("the demo corpus needs eSpeak NG from the espeakng-loader wheel; "
                         "run: pip install espeakng-loader") from None
+    # eSpeak silently falls back to the plain voice for an unknown variant, so check the files
+    folder = Path(espeakng_loader.get_data_path()) / "voices" / "!v"
+    males = tuple(v for v in VOICES_MALE if (folder / v).is_file())
+    females = tuple(v for v in VOICES_FEMALE if (folder / v).is_file())
+    if not males or not females:
+        raise UserError(f"no eSpeak NG voice variants found in {folder}; reinstall espeakng-loader")
+    return males, females
 
 
 # The server: a lean Python process (ctypes only, so forking it is cheap) that initialises eSpeak
@@ -650,9 +678,15 @@ class _EspeakServer:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._proc.stdin:
-            self._proc.stdin.close()
-        self._proc.wait()
+        try:
+            self._proc.stdin.close()  # the server ends when its stdin does
+        except OSError:
+            pass
+        try:
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
         self._proc.stdout.close()
 
     def _read(self) -> bytes:

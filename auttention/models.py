@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import layers, ops
 
 from .config import ModelConfig
@@ -106,7 +107,7 @@ class BahdanauDecoder(layers.Layer):
     At step t: e = v^T tanh(W1 h_enc + W2 s_{t-1}); a_t = softmax over encoder time;
     c_t = a_t . h_enc; the stacked cells update on [c_t ; previous frame]. Outputs:
     [s_t ; c_t] for every step (B, T, units + De) and the attention weights (B, T, Te).
-    The loop over time is a compiled `keras.ops.scan`; W1 h_enc is computed once outside it.
+    The loop over time is a compiled `tf.scan`; W1 h_enc is computed once outside it.
     """
 
     def __init__(self, cell: str = "gru", units: int = 256, layers: int = 1,
@@ -158,11 +159,12 @@ class BahdanauDecoder(layers.Layer):
                 layer_states = list(states[i * n_state:(i + 1) * n_state])
                 h, out_states = cell(h, layer_states, training=training)
                 new_states.extend(out_states if isinstance(out_states, (list, tuple)) else [out_states])
-            new = (tuple(new_states), context, weights)
-            return new, new  # keras.ops.scan wants per-step outputs shaped like the carry
+            return tuple(new_states), context, weights
 
         xs = ops.transpose(frames, (1, 0, 2))  # time-major for the scan
-        _, (states_seq, context_seq, weights_seq) = ops.scan(step, (states0, context0, weights0), xs)
+        # tf.scan, unlike keras.ops.scan (TF backend), bounds its while loop (maximum_iterations),
+        # which XLA needs to compile the gradient; the loop runs in the compiled graph either way.
+        states_seq, context_seq, weights_seq = tf.scan(step, xs, initializer=(states0, context0, weights0))
         top = states_seq[(self.n_layers - 1) * n_state]  # (T, B, units)
         out = ops.transpose(ops.concatenate([top, context_seq], axis=-1), (1, 0, 2))
         return out, ops.transpose(weights_seq, (1, 0, 2))
@@ -249,6 +251,6 @@ def attention_weights(autoencoder: keras.Model, x: np.ndarray) -> np.ndarray:
             layer = autoencoder.get_layer(name)
         except ValueError:
             continue
-        probe = keras.Model(autoencoder.inputs, layer.output[1])
+        probe = keras.Model(autoencoder.input, layer.output[1])
         return np.asarray(probe.predict(np.asarray(x, dtype=np.float32), verbose=0))
     raise ValueError(f"{autoencoder.name} has no attention layer")

@@ -21,6 +21,7 @@ import yaml
 
 from auttention.config import (ModelConfig, ScoringConfig, SpectrogramConfig, TrainingConfig, build,
                                field_types, load_yaml)
+from auttention import import_tensorflow_quietly
 from auttention.errors import UserError
 
 
@@ -144,6 +145,7 @@ def extract(data: str, out: str, config_path: str | None, jobs: int | None, **fl
 @user_errors
 def train(network: str, spectrograms: str, out: str, config_path: str | None, **flags: Any) -> None:
     """Train a seq2seq or attention autoencoder on the spectrograms."""
+    import_tensorflow_quietly()
     from auttention import spectrogram
     from auttention.config import _not_for
     from auttention.pipeline import train_network
@@ -167,6 +169,7 @@ def train(network: str, spectrograms: str, out: str, config_path: str | None, **
 @user_errors
 def features(model: str, spectrograms: str, out: str, csv: bool) -> None:
     """Extract every clip's feature vector with a trained autoencoder."""
+    import_tensorflow_quietly()
     from auttention import spectrogram
     from auttention.features import write_features
     from auttention.pipeline import network_features
@@ -244,6 +247,7 @@ def score(predictions: str, labels: str) -> None:
 @user_errors
 def pipeline(data: str, config_path: str | None, out: str | None, jobs: int | None) -> None:
     """All steps in one: spectrograms, both autoencoders, features, fusion, scoring; prints the table."""
+    import_tensorflow_quietly()
     import time
 
     from auttention import pipeline as pipe
@@ -289,14 +293,15 @@ def baseline(data: str, config_path: str | None, sample_rate: int, jobs: int | N
 @click.option("--time-budget", help="stop starting trials after this long, e.g. 6h (overrides experiment.time_budget)")
 @click.option("--resume", is_flag=True, help="continue an interrupted search of this name")
 @click.option("--dashboard/--no-dashboard", default=True, show_default=True, help="start the Ray dashboard (local Ray only)")
+@click.option("--verbose", is_flag=True, help="show every trial worker's log lines too")
 @user_errors
 def run(space: str, data: str | None, address: str | None, name: str | None, runs: str, cache: str | None,
-        num_samples: int | None, time_budget: str | None, resume: bool, dashboard: bool) -> None:
+        num_samples: int | None, time_budget: str | None, resume: bool, dashboard: bool, verbose: bool) -> None:
     """Search SPACE (YAML) with Ray Tune + Optuna; export the best configuration's test predictions."""
     from search.runner import run_search
 
     run_search(space, data=data, address=address, name=name, runs=runs, cache=cache, num_samples=num_samples,
-               time_budget=time_budget, resume=resume, dashboard=dashboard, echo=click.echo)
+               time_budget=time_budget, resume=resume, dashboard=dashboard, verbose=verbose, echo=click.echo)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ from auttention.errors import UserError
 from .space import Space, load_space
 
 QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore::DeprecationWarning"}
+# Tune warns when syncing the experiment state takes seconds; trial checkpoints make that normal here
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "60")
 
 
 def default_cache() -> Path:
@@ -64,18 +66,23 @@ def check_writable(folder: Path) -> None:
         raise UserError(f"{folder}: only {free // 2**20} MiB free on this disk; free space or choose another --runs")
 
 
-def start_ray(address: str | None, dashboard: bool) -> str | None:
+def start_ray(address: str | None, dashboard: bool, verbose: bool = False) -> str | None:
     """Connect to a cluster (`address`) or start Ray here, token authentication on, dashboard on 127.0.0.1."""
     import ray
 
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    # Ray 2.60 turns token authentication on for a local ray.init() (creating ~/.ray/auth_token) and
+    # uses the token when connecting to a cluster; we only refuse to run with it switched off silently.
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
+        logging.getLogger(__name__).warning("RAY_AUTH_MODE=disabled: anyone who can reach this Ray cluster "
+                                            "can run code on it; unset it to keep token authentication on")
     runtime_env = {"env_vars": dict(QUIET_ENV)}
     try:
         if address:
-            context = ray.init(address=address, runtime_env=runtime_env, logging_level=logging.WARNING, log_to_driver=True)
+            context = ray.init(address=address, runtime_env=runtime_env, logging_level=logging.WARNING,
+                               log_to_driver=verbose)
         else:
             context = ray.init(include_dashboard=dashboard, dashboard_host="127.0.0.1", runtime_env=runtime_env,
-                     logging_level=logging.WARNING)
+                               logging_level=logging.WARNING, log_to_driver=verbose)
     except ConnectionError as exc:
         raise UserError(f"--address {address}: cannot connect to a Ray cluster ({str(exc).splitlines()[0]}); "
                         f"is it running (`ray status`)?") from None
@@ -99,6 +106,9 @@ def check_resources(space: Space) -> None:
 
 def _evaluate_checkpoint(checkpoint, spec, cfg):
     """Features of all partitions from a trial checkpoint's two models; their evaluations."""
+    from auttention import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
     from auttention.pipeline import evaluate_trainers
     from auttention.training import Trainer
 
@@ -112,7 +122,7 @@ def _evaluate_checkpoint(checkpoint, spec, cfg):
 def run_search(space_path: str, *, data: str | None = None, address: str | None = None, name: str | None = None,
                runs: str = "runs", cache: str | None = None, num_samples: int | None = None,
                time_budget: str | None = None, resume: bool = False, dashboard: bool = True,
-               echo: Callable[[str], None] = print) -> Path:
+               verbose: bool = False, echo: Callable[[str], None] = print) -> Path:
     """Run (or resume) a search; returns the run folder."""
     from auttention.corpus import read_corpus
     from auttention.io import write_csv, write_yaml
@@ -132,7 +142,7 @@ def run_search(space_path: str, *, data: str | None = None, address: str | None 
     corpus = read_corpus(data if data else demo_corpus(cache_dir, 0, echo))
     echo(f"corpus: {len(corpus)} clips ({', '.join(f'{p} {n}' for p, n in corpus['partition'].value_counts().items())})")
 
-    dash = start_ray(address, dashboard)
+    dash = start_ray(address, dashboard, verbose)
     import ray
     from ray import tune
 
@@ -175,7 +185,7 @@ def run_search(space_path: str, *, data: str | None = None, address: str | None 
             task = ray.remote(_evaluate_checkpoint).options(num_cpus=space.resources.cpu,
                                                              num_gpus=space.resources.gpu)
             evaluations, frames, epoch = ray.get(task.remote(checkpoint, refs[cfg.spectrogram.hash()], cfg))
-            export_best(run_dir, cfg, epoch, evaluations, frames, Path(best.path).name)
+            export_best(run_dir, cfg, epoch, evaluations, frames, best.metrics.get("trial_id", Path(best.path).name))
         echo("")
         echo(summary(table, exp.metric, evaluations))
         echo(f"\nsearch: {time.perf_counter() - t0:.0f} s; trials.csv and best/ in {run_dir}")

@@ -81,6 +81,9 @@ def run_trial(config: dict[str, Any], space=None, spectrograms: dict | None = No
     import ray
     from ray import tune
 
+    from auttention import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
     from auttention.pipeline import training_set
     from auttention.training import Trainer, TrainingDiverged
 

@@ -20,12 +20,24 @@ class HonestOptunaSearch(OptunaSearch):
     last (possibly one-epoch) score, so TPE would learn from truncated scores as if final.
     """
 
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        """Record the metric as an intermediate value at its epoch (what TPE ranks pruned trials by)."""
+        ot_trial = self._ot_trials.get(trial_id)
+        value = result.get(self.metric)
+        if ot_trial is None or trial_id in self._completed_trials or value is None or not math.isfinite(value):
+            return
+        step = int(result.get("epoch", result.get("training_iteration", 0)))
+        if step not in ot_trial.storage.get_trial(ot_trial._trial_id).intermediate_values:
+            ot_trial.report(value, step)
+
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         import optuna
 
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
         ot_trial = self._ot_trials[trial_id]
+        if result:
+            self.on_trial_result(trial_id, result)  # Tune hands the last result only to this method
         value = (result or {}).get(self.metric)
         finished = bool(result) and result.get("epoch", 0) >= result.get("max_epochs", math.inf)
         if error or (value is not None and not math.isfinite(value)):
@@ -117,12 +129,18 @@ def error_line(trial) -> str:
     return lines[-1] if lines else "unknown error"
 
 
+def trial_name(trial) -> str:
+    """Short, stable trial names (folders, dashboard) instead of Tune's config-laden ones."""
+    return f"trial_{trial.trial_id}"
+
+
 def make_tuner(space, trainable, run_dir: Path, echo=print):
     """A Tuner for the space: searcher, scheduler, budget, checkpoints, retries, all under run_dir/tune."""
     exp = space.experiment
     tune_config = tune.TuneConfig(search_alg=make_searcher(space, run_dir), scheduler=make_scheduler(space),
                                   num_samples=exp.num_samples, metric=exp.metric, mode="max",
-                                  time_budget_s=exp.time_budget_s)
+                                  time_budget_s=exp.time_budget_s, trial_name_creator=trial_name,
+                                  trial_dirname_creator=trial_name)
     return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config(space, run_dir, echo))
 
 

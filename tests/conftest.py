@@ -13,8 +13,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def write_tone_corpus(root: Path, n_per_part: int = 6, sample_rate: int = 16000, seconds: float = 0.6,
-                      test_labels_known: bool = True) -> Path:
-    """A ComParE-layout corpus of harmonic tones whose pitch falls with the label (1..9)."""
+                      test_labels_known: bool = True, pitch_noise: float = 0.0) -> Path:
+    """A ComParE-layout corpus of harmonic tones whose pitch falls with the label (1..9).
+
+    pitch_noise (Hz, standard deviation) blurs the cue so that scores differ between models.
+    """
     rng = np.random.default_rng(0)
     (root / "wav").mkdir(parents=True)
     (root / "lab").mkdir()
@@ -24,7 +27,7 @@ def write_tone_corpus(root: Path, n_per_part: int = 6, sample_rate: int = 16000,
             label = int(rng.integers(1, 10))
             n = int(sample_rate * seconds * (1 + 0.1 * (i % 3)))
             t = np.arange(n) / sample_rate
-            f0 = 300 - 20 * label
+            f0 = 300 - 20 * label + pitch_noise * rng.standard_normal()
             audio = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 5))
             audio = 0.3 * audio / np.abs(audio).max() + 0.01 * rng.standard_normal(n)
             name = f"{part}_{i:04d}.wav"

@@ -1,0 +1,43 @@
+"""The MFCC-functionals reference baseline: shape, names, units, validation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from auttention.baseline import mfcc_functional_names, mfcc_functionals
+
+
+def _tone(f0: float, seconds: float = 2.0, sample_rate: int = 16000) -> np.ndarray:
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    rng = np.random.default_rng(0)
+    return 0.2 * np.sign(np.sin(2 * np.pi * f0 * t)) + 0.005 * rng.standard_normal(len(t))
+
+
+def test_vector_shape_names_and_pitch():
+    names = mfcc_functional_names()
+    for f0 in (90.0, 220.0):
+        v = mfcc_functionals(_tone(f0), 16000)
+        assert v.dtype == np.float32 and v.shape == (len(names),) and np.all(np.isfinite(v))
+        stats = dict(zip(names, v))
+        assert stats["voiced_fraction"] > 0.9
+        assert stats["f0_st_median"] == pytest.approx(12 * np.log2(f0 / 100), abs=0.3)
+
+
+def test_noise_is_unvoiced_and_int16_matches_float():
+    rng = np.random.default_rng(1)
+    noise = 0.1 * rng.standard_normal(16000)
+    stats = dict(zip(mfcc_functional_names(), mfcc_functionals(noise, 16000)))
+    assert stats["voiced_fraction"] < 0.1
+    tone = _tone(150.0)
+    pcm = np.round(tone * 32768).astype(np.int16)
+    assert np.allclose(mfcc_functionals(pcm, 16000), mfcc_functionals(tone, 16000), atol=0.05)
+
+
+def test_rejects_bad_input():
+    with pytest.raises(ValueError, match="mono"):
+        mfcc_functionals(np.zeros((2, 16000)), 16000)
+    with pytest.raises(ValueError, match="fewer than one"):
+        mfcc_functionals(np.zeros(100), 16000)
+    with pytest.raises(ValueError, match="NaN"):
+        mfcc_functionals(np.full(16000, np.nan), 16000)

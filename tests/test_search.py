@@ -1,0 +1,169 @@
+"""A real tiny search on local Ray: Ray Data extraction, Tune + Optuna (TPE) + ASHA, export, resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import write_tone_corpus
+
+pytestmark = pytest.mark.timeout(900)
+
+SPACE = {
+    "experiment": {"name": "tiny", "num_samples": 4, "max_concurrent": 2, "seed": 0},
+    "resources": {"cpu": 1},
+    "spectrogram": {"n_fft": 256, "hop_length": 128, "n_mels": 16, "frames": 24},
+    "seq2seq": {"units": {"choice": [4, 8]}, "layers": 1, "dropout": 0.0},
+    "attention": {"units": 8, "layers": 1, "attention": {"choice": ["luong", "bahdanau"]}},
+    "training": {"batch_size": 8, "learning_rate": {"loguniform": [1e-3, 1e-2]}, "jit_compile": False},
+    "scheduler": {"type": "asha", "max_epochs": 3, "grace_period": 1, "reduction_factor": 2},
+    "searcher": {"type": "tpe", "n_startup_trials": 2},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("search")
+    corpus = write_tone_corpus(root / "corpus", n_per_part=10, seconds=0.5, pitch_noise=40.0)
+    space = root / "tiny.yaml"
+    space.write_text(yaml.safe_dump(SPACE))
+    return root, corpus, space
+
+
+@pytest.fixture(scope="module")
+def finished(tiny):
+    from search.runner import run_search
+
+    root, corpus, space = tiny
+    lines: list[str] = []
+    run_dir = run_search(str(space), data=str(corpus), runs=str(root / "runs"), cache=str(root / "cache"),
+                         dashboard=False, echo=lines.append)
+    return run_dir, lines
+
+
+def test_outputs_complete_and_consistent(finished, tiny):
+    run_dir, lines = finished
+    trials = pd.read_csv(run_dir / "trials.csv")
+    assert len(trials) == 4 and trials["trial_id"].is_unique
+    assert set(trials["status"]) <= {"completed", "stopped", "errored"}
+    assert (trials["status"] == "completed").any()
+    assert trials["epochs"].between(1, 3).all()
+    assert "config.seq2seq.units" in trials.columns and "node_ids" in trials.columns
+
+    metrics = yaml.safe_load((run_dir / "best" / "metrics.json").read_text())
+    best_row = trials.iloc[0]
+    assert metrics["trial_id"] == best_row["trial_id"]
+    # the export re-scores the best checkpoint: the same figure the trial reported
+    assert metrics["fusion"]["devel_rho"] == pytest.approx(best_row["best_fused_rho"], abs=1e-9)
+
+    preds = pd.read_csv(run_dir / "best" / "predictions.test.csv")
+    labels = pd.read_csv(tiny[1] / "lab" / "labels.csv")
+    assert sorted(preds["file_name"]) == sorted(labels[labels.file_name.str.startswith("test_")].file_name)
+    assert preds["prediction"].between(1, 9).all() and (preds["prediction"] % 1 == 0).all()
+
+    config = yaml.safe_load((run_dir / "best" / "config.yaml").read_text())
+    assert set(config) == {"spectrogram", "seq2seq", "attention", "training", "scoring"}
+    assert config["training"]["epochs"] == metrics["epoch"]
+    for part in ("train", "devel", "test"):
+        assert (run_dir / "best" / "features" / part / "features.parquet").is_file()
+    assert any("best configuration" in line for line in lines)
+    assert not list(run_dir.rglob(".*.tmp"))
+
+
+def test_optuna_history_is_honest(finished):
+    """Trials ASHA stopped are PRUNED in the persisted study, not COMPLETE with a truncated score."""
+    run_dir, _ = finished
+    trials = pd.read_csv(run_dir / "trials.csv")
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{run_dir / 'optuna.db'}")
+    states = [t.state for t in study.trials]
+    assert len(states) == 4
+    assert states.count(optuna.trial.TrialState.COMPLETE) == (trials["status"] == "completed").sum()
+    assert states.count(optuna.trial.TrialState.PRUNED) == (trials["status"] == "stopped").sum()
+    for t in study.trials:
+        if t.state == optuna.trial.TrialState.COMPLETE:
+            assert max(t.intermediate_values) == 3  # told only after all epochs
+
+
+def test_honest_searcher_states_directly():
+    """The searcher's bookkeeping for each way a trial can end."""
+    from search.tuning import HonestOptunaSearch
+
+    def space(trial):
+        trial.suggest_float("x", 0, 1)
+
+    searcher = HonestOptunaSearch(space=space, metric="m", mode="max", seed=0)
+    searcher.set_search_properties("m", "max", {})
+    endings = {"done": ({"m": 0.5, "epoch": 3, "max_epochs": 3}, False),
+               "asha": ({"m": 0.4, "epoch": 1, "max_epochs": 3}, False),
+               "crash": ({"m": 0.1, "epoch": 1, "max_epochs": 3}, True),
+               "nan": ({"m": float("nan"), "epoch": 3, "max_epochs": 3}, False)}
+    for trial_id in endings:
+        searcher.suggest(trial_id)
+    for trial_id, (result, error) in endings.items():
+        searcher.on_trial_result(trial_id, {**result, "training_iteration": result["epoch"]})
+        searcher.on_trial_complete(trial_id, result, error=error)
+    states = [t.state.name for t in searcher._ot_study.trials]
+    assert states == ["COMPLETE", "PRUNED", "FAIL", "FAIL"]
+
+
+def test_spectrogram_cache_reused(finished, tiny):
+    from search.runner import run_search
+
+    root, corpus, space = tiny
+    cached = list((root / "cache" / "spectrograms").glob("*/*/settings.json"))
+    assert len(cached) == 1
+    before = cached[0].stat().st_mtime_ns
+    lines: list[str] = []
+    run_search(str(space), data=str(corpus), runs=str(root / "runs"), cache=str(root / "cache"), name="again",
+               num_samples=1, dashboard=False, echo=lines.append)
+    assert any(line.startswith("spectrograms: cached") for line in lines)
+    assert cached[0].stat().st_mtime_ns == before
+
+
+def test_existing_name_needs_resume(finished, tiny):
+    from auttention.errors import UserError
+    from search.runner import run_search
+
+    root, corpus, space = tiny
+    with pytest.raises(UserError, match="pass --resume"):
+        run_search(str(space), data=str(corpus), runs=str(root / "runs"), cache=str(root / "cache"),
+                   dashboard=False)
+
+
+def test_resume_after_interruption(tiny):
+    """Interrupt the driver after the first scored epoch; --resume finishes without re-running trials."""
+    root, corpus, space = tiny
+    cmd = [sys.executable, "-m", "search.cli", "run", str(space), "--data", str(corpus), "--runs",
+           str(root / "runs"), "--cache", str(root / "cache"), "--name", "resumed", "--no-dashboard"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    seen = []
+    deadline = time.time() + 300
+    for line in proc.stdout:
+        seen.append(line)
+        if "completed after" in line or time.time() > deadline:
+            break
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert any("completed after" in line for line in seen), "".join(seen[-20:])
+    run_dir = root / "runs" / "resumed"
+    assert not (run_dir / "trials.csv").exists()
+
+    out = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "resuming" in out.stdout
+    trials = pd.read_csv(run_dir / "trials.csv")
+    assert len(trials) == 4 and trials["trial_id"].is_unique
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{run_dir / 'optuna.db'}")
+    finished_states = [t for t in study.trials if t.state.is_finished()]
+    assert len(finished_states) == 4
+    assert (run_dir / "best" / "predictions.test.csv").is_file()

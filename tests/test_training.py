@@ -1,0 +1,112 @@
+"""Training: learning, divergence, checkpoints, exact resume, determinism, XLA."""
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from auttention.config import ModelConfig, TrainingConfig
+from auttention.errors import UserError
+from auttention.models import feature_size, targets
+from auttention.training import Trainer, TrainingDiverged, train, use_xla
+
+T, F, N = 12, 8, 32
+
+SMALL = ModelConfig(network="seq2seq", cell="gru", layers=1, units=8, encoder_bidirectional=False,
+                    decoder_bidirectional=False, dropout=0.2)
+
+
+def ramps(n=N, seed=0):
+    """A learnable, time-asymmetric signal: per-sample ramps over time with a per-band offset."""
+    rng = np.random.default_rng(seed)
+    slope = rng.uniform(0.3, 0.8, (n, 1, 1)) * rng.choice([-1, 1], (n, 1, 1))
+    offset = rng.uniform(-0.2, 0.2, (n, 1, F))
+    t = np.linspace(-1, 1, T)[None, :, None]
+    return (slope * t + offset).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def x():
+    return ramps()
+
+
+def test_loss_decreases_and_the_decoder_learns_the_reversed_input(x):
+    trainer = Trainer(SMALL, TrainingConfig(batch_size=8, learning_rate=1e-2, jit_compile=False), T, F)
+    before = trainer.reconstruction_loss(x)
+    losses = [trainer.fit_epoch(x) for _ in range(6)]
+    assert trainer.epoch == 6 and trainer.losses == losses
+    assert losses[-1] < 0.5 * losses[0]
+    assert trainer.reconstruction_loss(x) < 0.5 * before
+    recon = trainer.reconstruct(x)
+    # The target is x reversed in time: the reconstruction is far closer to it than to x.
+    assert np.mean((recon - targets(x)) ** 2) < 0.25 * np.mean((recon - x) ** 2)
+    features = trainer.features(x)
+    assert features.shape == (N, feature_size(SMALL)) and features.dtype == np.float32
+    assert np.array_equal(features, trainer.features(x, batch_size=5))  # inference: no dropout
+
+
+def test_nan_input_raises_training_diverged(x):
+    trainer = Trainer(SMALL, TrainingConfig(batch_size=8, jit_compile=False), T, F)
+    bad = x.copy()
+    bad[3, 4, 5] = np.nan
+    with pytest.raises(TrainingDiverged, match="NaN"):
+        trainer.fit_epoch(bad)
+    assert trainer.epoch == 0
+    # A NaN that appears in training itself (here: poisoned weights) is caught from the loss.
+    weights = trainer.autoencoder.get_weights()
+    weights[0] = np.full_like(weights[0], np.nan)
+    trainer.autoencoder.set_weights(weights)
+    with pytest.raises(TrainingDiverged, match="diverged"):
+        trainer.fit_epoch(x)
+    assert issubclass(TrainingDiverged, RuntimeError)
+
+
+def test_bad_shape_is_refused(x):
+    trainer = Trainer(SMALL, TrainingConfig(jit_compile=False), T, F)
+    with pytest.raises(ValueError, match="shaped"):
+        trainer.fit_epoch(x[:, :5])
+
+
+def test_resume_equals_straight_training_and_seed_determinism(x, tmp_path):
+    """train 2 epochs + checkpoint + resume 1 == 3 epochs straight; same seed, same losses."""
+    tcfg = TrainingConfig(epochs=2, batch_size=8, learning_rate=1e-2, clip_value=1.0, seed=7, jit_compile=False)
+    seen = []
+    first = train(SMALL, tcfg, x, tmp_path / "a", on_epoch_end=lambda e, loss: seen.append((e, loss)))
+    assert [e for e, _ in seen] == [1, 2]
+    ckpt = tmp_path / "a" / "checkpoint"
+    state = json.loads((ckpt / "state.json").read_text())
+    assert state["epoch"] == 2 and state["model"]["cell"] == "gru"
+    assert list((tmp_path / "a" / "tensorboard").iterdir())  # TensorBoard event file
+
+    # Resume with more epochs: only the third runs (a killed trial continues from its checkpoint).
+    resumed = train(SMALL, TrainingConfig(**{**tcfg.__dict__, "epochs": 3}), x, tmp_path / "a",
+                    on_epoch_end=lambda e, loss: seen.append((e, loss)))
+    assert [e for e, _ in seen] == [1, 2, 3]
+
+    straight = train(SMALL, TrainingConfig(**{**tcfg.__dict__, "epochs": 3}), x, tmp_path / "b")
+    assert straight.losses[:2] == first.losses  # same config, data and seed: the same losses
+    assert np.isclose(straight.losses[2], resumed.losses[2], rtol=1e-6, atol=0)
+    for a, b in zip(straight.autoencoder.get_weights(), resumed.autoencoder.get_weights()):
+        assert np.allclose(a, b, rtol=1e-5, atol=1e-6)
+    # Optimizer state came back too (Adam's step count and moments).
+    assert int(resumed.optimizer.iterations.numpy()) == int(straight.optimizer.iterations.numpy()) == 12
+
+    # Loading the output folder gives the final model (what `features --model out` does).
+    loaded = Trainer.load(tmp_path / "b")
+    assert loaded.epoch == 3 and loaded.model_cfg == SMALL
+    assert np.allclose(loaded.features(x), straight.features(x), atol=1e-6)
+
+    # The same folder with another model is refused, not silently mixed.
+    with pytest.raises(UserError, match="model settings differ"):
+        train(ModelConfig(**{**SMALL.__dict__, "units": 4}), tcfg, x, tmp_path / "a")
+
+
+def test_load_reports_a_missing_checkpoint(tmp_path):
+    with pytest.raises(UserError, match="not a model checkpoint"):
+        Trainer.load(tmp_path)
+
+
+def test_xla_only_where_it_pays():
+    assert use_xla(False) is False
+    assert use_xla(True) == bool(tf.config.list_physical_devices("GPU"))  # slower on CPU: off
