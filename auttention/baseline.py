@@ -6,6 +6,8 @@ Not part of the autoencoder pipeline; it tells how hard a corpus is for a plain 
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 N_MFCC = 20
@@ -116,3 +118,26 @@ def _voicing(x: np.ndarray, sample_rate: int, hop: int, loud_db: float) -> np.nd
     else:
         out += [0.0, 0.0, 0.0, 0.0]
     return np.asarray(out, dtype=np.float64)
+
+
+def evaluate_baseline(corpus, cfg, *, sample_rate: int = 16000, jobs: int | None = None):
+    """MFCC functionals of every clip of a corpus (a read_corpus frame), scored by the paper's protocol.
+
+    cfg: a ScoringConfig (SVR C grid chosen on devel, refit on train+devel for test); sample_rate:
+    Hz the clips are resampled to; jobs: threads for feature extraction (default: all CPUs).
+    Returns auttention.scoring.Evaluation (c, devel_rho, test_rho: None without test labels).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .corpus import load_audio
+    from .features import feature_frame
+    from .scoring import evaluate
+
+    def one(path: str) -> np.ndarray:
+        return mfcc_functionals(load_audio(path, sample_rate), sample_rate)
+
+    # threads, not processes: the FFTs release the GIL, and nothing forks or re-imports the caller
+    with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
+        x = np.stack(list(pool.map(one, corpus["path"])))
+    frame = feature_frame(corpus["file_name"], corpus["partition"], corpus["label"], x, "mfcc")
+    return evaluate(frame, cfg)

@@ -244,7 +244,7 @@ def build_autoencoder(cfg: ModelConfig, n_frames: int, n_mels: int, seed: int = 
     return autoencoder, encoder
 
 
-def attention_weights(autoencoder: keras.Model, x: np.ndarray) -> np.ndarray:
+def attention_weights(autoencoder: keras.Model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Attention weights (N, decoder steps, encoder steps) of an attention autoencoder, inference mode."""
     for name in ("bahdanau_decoder", "luong_attention"):
         try:
@@ -252,5 +252,8 @@ def attention_weights(autoencoder: keras.Model, x: np.ndarray) -> np.ndarray:
         except ValueError:
             continue
         probe = keras.Model(autoencoder.input, layer.output[1])
-        return np.asarray(probe.predict(np.asarray(x, dtype=np.float32), verbose=0))
+        x = np.asarray(x, dtype=np.float32)
+        # Direct calls: an analysis helper, not worth tracing a predict function for.
+        return np.concatenate([np.asarray(probe(x[i:i + batch_size], training=False))
+                               for i in range(0, len(x), batch_size)])
     raise ValueError(f"{autoencoder.name} has no attention layer")

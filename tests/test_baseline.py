@@ -41,3 +41,14 @@ def test_rejects_bad_input():
         mfcc_functionals(np.zeros(100), 16000)
     with pytest.raises(ValueError, match="NaN"):
         mfcc_functionals(np.full(16000, np.nan), 16000)
+
+
+def test_evaluate_baseline_on_a_tone_corpus(tone_corpus):
+    from auttention.baseline import evaluate_baseline
+    from auttention.config import ScoringConfig
+    from auttention.corpus import read_corpus
+
+    ev = evaluate_baseline(read_corpus(tone_corpus), ScoringConfig(), jobs=2)
+    assert ev.c in ScoringConfig().complexities
+    assert ev.devel_rho > 0.5  # pitch falls with the label, and the baseline measures pitch
+    assert ev.test_rho is not None and len(ev.test) == 6

@@ -110,7 +110,7 @@ def test_bahdanau_decoder_is_recurrent():
 
 def test_bahdanau_decoder_compiles_with_xla():
     """Its loop and gradient compile with XLA (tf.scan is bounded; keras.ops.scan is not)."""
-    layer = BahdanauDecoder("lstm", units=3, layers=1)
+    layer = BahdanauDecoder("gru", units=3, layers=1)
     rng = np.random.default_rng(2)
     enc = tf.constant(rng.normal(size=(2, 4, 5)), tf.float32)
     frames = tf.constant(rng.normal(size=(2, 3, 2)), tf.float32)
