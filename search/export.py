@@ -61,7 +61,7 @@ def trials_table(results, metric: str) -> pd.DataFrame:
         })
     table = pd.DataFrame(rows)
     if len(table):
-        table = table.sort_values(f"best_{metric}", ascending=False, na_position="last").reset_index(drop=True)
+        table = table.sort_values(f"best_{metric}", ascending=False, na_position="last", kind="stable").reset_index(drop=True)
     return table
 
 

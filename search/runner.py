@@ -104,7 +104,19 @@ def check_resources(space: Space) -> None:
                         f"that (nodes: {have}); lower resources.cpu/resources.gpu in the space")
 
 
-def _evaluate_checkpoint(checkpoint, spec, cfg):
+def pick_best(results, metric: str):
+    """(result, checkpoint folder) of the trial with the best checkpoint; None if no trial scored."""
+    from .tuning import best_checkpoint
+
+    best = None
+    for result in results:
+        found = best_checkpoint(result.path, metric) if result.path else None
+        if found and (best is None or found[1][metric] > best[2]):
+            best = (result, found[0], found[1][metric])
+    return best[:2] if best else None
+
+
+def _evaluate_checkpoint(checkpoint: str, spec, cfg):
     """Features of all partitions from a trial checkpoint's two models; their evaluations."""
     from auttention import import_tensorflow_quietly
 
@@ -112,9 +124,8 @@ def _evaluate_checkpoint(checkpoint, spec, cfg):
     from auttention.pipeline import evaluate_trainers
     from auttention.training import Trainer
 
-    with checkpoint.as_directory() as folder:
-        att = Trainer.load(Path(folder) / "attention")
-        s2s = Trainer.load(Path(folder) / "seq2seq")
+    att = Trainer.load(Path(checkpoint) / "attention")
+    s2s = Trainer.load(Path(checkpoint) / "seq2seq")
     frames, evaluations = evaluate_trainers(att, s2s, spec, cfg.scoring)
     return evaluations, frames, s2s.epoch
 
@@ -177,19 +188,18 @@ def run_search(space_path: str, *, data: str | None = None, address: str | None 
         table = trials_table(results, exp.metric)
         write_csv(run_dir / "trials.csv", table)
         evaluations = None
-        ok = [r for r in results if r.error is None and r.metrics and exp.metric in r.metrics]
-        if ok:
-            best = results.get_best_result(exp.metric, "max", scope="all", filter_nan_and_inf=True)
-            checkpoint = best.get_best_checkpoint(exp.metric, "max") or best.checkpoint
-            cfg = space.trial_config(best.config)
+        best = pick_best(results, exp.metric)
+        if best:
+            result, checkpoint = best
+            cfg = space.trial_config(result.config)
             task = ray.remote(_evaluate_checkpoint).options(num_cpus=space.resources.cpu,
                                                              num_gpus=space.resources.gpu)
-            evaluations, frames, epoch = ray.get(task.remote(checkpoint, refs[cfg.spectrogram.hash()], cfg))
-            export_best(run_dir, cfg, epoch, evaluations, frames, best.metrics.get("trial_id", Path(best.path).name))
+            evaluations, frames, epoch = ray.get(task.remote(str(checkpoint), refs[cfg.spectrogram.hash()], cfg))
+            export_best(run_dir, cfg, epoch, evaluations, frames, result.metrics.get("trial_id", Path(result.path).name))
         echo("")
         echo(summary(table, exp.metric, evaluations))
         echo(f"\nsearch: {time.perf_counter() - t0:.0f} s; trials.csv and best/ in {run_dir}")
-        if not ok:
+        if not best:
             raise UserError(f"no trial finished an epoch; see the errors in {run_dir / 'trials.csv'}")
     finally:
         if not address:

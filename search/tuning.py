@@ -119,6 +119,46 @@ class ProgressLog(tune.Callback):
         self.echo(f"  {trial.trial_id} failed: {error_line(trial)}")
 
 
+def checkpoint_metrics(trial_dir: str | Path) -> list[tuple[Path, dict]]:
+    """(checkpoint folder, its metrics) of every checkpoint of a trial, in epoch order."""
+    import json
+
+    out = []
+    for folder in sorted(Path(trial_dir).glob("checkpoint_*")):
+        try:
+            out.append((folder, json.loads((folder / "metrics.json").read_text())))
+        except (OSError, ValueError):
+            continue  # a checkpoint being written or damaged: never the best
+    return out
+
+
+def best_checkpoint(trial_dir: str | Path, metric: str) -> tuple[Path, dict] | None:
+    """The trial's checkpoint with the highest finite metric (the earliest epoch on ties)."""
+    best = None
+    for folder, metrics in checkpoint_metrics(trial_dir):
+        value = metrics.get(metric)
+        if value is not None and math.isfinite(value) and (best is None or value > best[1][metric]):
+            best = (folder, metrics)
+    return best
+
+
+class PruneCheckpoints(tune.Callback):
+    """When a trial has ended, keep only its best checkpoint (what the export needs)."""
+
+    def __init__(self, metric: str) -> None:
+        self.metric = metric
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
+        import shutil
+
+        if not trial.path or not Path(trial.path).is_dir():
+            return  # storage on a remote filesystem: leave it to its own lifecycle rules
+        best = best_checkpoint(trial.path, self.metric)
+        for folder, _ in checkpoint_metrics(trial.path):
+            if best is None or folder != best[0]:
+                shutil.rmtree(folder, ignore_errors=True)
+
+
 def error_line(trial) -> str:
     """The last line of a trial's error, for logs and trials.csv."""
     text = ""
@@ -149,7 +189,9 @@ def run_config(space, run_dir: Path, echo=print):
     exp = space.experiment
     return tune.RunConfig(
         name="tune", storage_path=str(run_dir.resolve()), verbose=0,
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=exp.metric,
-                                                checkpoint_score_order="max"),
+        # Tune keeps every checkpoint while a trial runs (its own pruning can delete the checkpoint an
+        # older experiment snapshot points to, and then --resume fails); PruneCheckpoints thins a
+        # trial's checkpoints to its best one once the trial has ended.
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
         failure_config=tune.FailureConfig(max_failures=exp.max_failures),
-        callbacks=[ProgressLog(exp.metric, echo)])
+        callbacks=[ProgressLog(exp.metric, echo), PruneCheckpoints(exp.metric)])

@@ -163,7 +163,7 @@ def test_resume_after_interruption(tiny):
     assert "resuming" in out.stdout
     trials = pd.read_csv(run_dir / "trials.csv")
     assert len(trials) == 4 and trials["trial_id"].is_unique
-    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{run_dir / 'optuna.db'}")
+    study = optuna.load_study(study_name="resumed", storage=f"sqlite:///{run_dir / 'optuna.db'}")
     finished_states = [t for t in study.trials if t.state.is_finished()]
     assert len(finished_states) == 4
     assert (run_dir / "best" / "predictions.test.csv").is_file()
