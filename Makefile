@@ -15,7 +15,7 @@ $(BIN)/.installed: setup.py
 install: $(BIN)/.installed
 
 demo: install
-	$(BIN)/auttention-search run spaces/demo.yaml
+	$(BIN)/auttention-search run spaces/demo.yaml --name demo-$$(date +%Y%m%d-%H%M%S)
 
 test: install
 	$(BIN)/python -m pytest -q tests

@@ -110,7 +110,7 @@ class TrainingConfig:
     seed: int = _opt(0, lo=0)
     fit_on: str = _opt("train", choices=("train", "train+devel", "all"),
                        doc="partitions the autoencoders learn from (unsupervised; labels never used)")
-    jit_compile: bool = _opt(True, doc="compile the training step with XLA")
+    jit_compile: bool = _opt(True, doc="compile the training step with XLA where it helps (GPU only; slower on CPU)")
 
 
 @dataclass(frozen=True)

@@ -59,3 +59,10 @@ def test_model_config_sections_fix_network():
     assert cfg.seq2seq.network == "seq2seq"
     with pytest.raises(UserError, match="seq2seq.network must be 'seq2seq'"):
         build(ModelConfig, {"network": "attention"}, "seq2seq", network="seq2seq")
+
+
+def test_shipped_pipeline_configs_are_valid():
+    for name in ("demo", "paper"):
+        cfg = load_pipeline_config(f"configs/{name}.yaml")
+        assert cfg.seq2seq.network == "seq2seq"
+    assert load_pipeline_config("configs/paper.yaml").spectrogram.n_fft == 1024
