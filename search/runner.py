@@ -17,6 +17,8 @@ from .space import Space, load_space
 QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore::DeprecationWarning"}
 # Tune warns when syncing the experiment state takes seconds; trial checkpoints make that normal here
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "60")
+# Tune's boxed tables: our ProgressLog prints one line per scored epoch instead
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 
 def default_cache() -> Path:
@@ -89,6 +91,8 @@ def start_ray(address: str | None, dashboard: bool, verbose: bool = False) -> st
     import ray.data
 
     ray.data.DataContext.get_current().enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.tune").setLevel(logging.WARNING)
     return getattr(context, "dashboard_url", None) or None
 
 

@@ -77,6 +77,9 @@ def make_searcher(space, run_dir: Path):
     from ray.tune.search import ConcurrencyLimiter
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    import warnings
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # TPE's group option
     storage = optuna.storages.RDBStorage(optuna_storage_url(run_dir))
     points = [{f"{s}/{k}": v for s, values in point.items() for k, v in values.items()}
               for point in space.searcher.points_to_evaluate]
