@@ -86,6 +86,13 @@ def export_best(run_dir: Path, cfg, epoch: int, evaluations: dict, frames: dict,
     return best
 
 
+def _short(value: Any) -> str:
+    """A configuration value as a short cell: floats to 3 significant digits."""
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
 def summary(table: pd.DataFrame, metric: str, evaluations: dict | None, top: int = 5) -> str:
     """The text printed at the end: counts, the top trials, and the best's devel/test table."""
     from auttention.pipeline import table as paper_table
@@ -94,15 +101,17 @@ def summary(table: pd.DataFrame, metric: str, evaluations: dict | None, top: int
     lines = [f"{len(table)} trials: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))]
     if len(table):
         params = [c for c in table.columns if c.startswith("config.")]
-        varied = [c for c in params if table[c].astype(str).nunique() > 1][:4]
+        varied = [c for c in params if table[c].astype(str).nunique() > 1][:5]
+        head = table.head(top)
+        columns = {"trial": head["trial_id"], "status": head["status"], "epochs": head["epochs"],
+                   metric: head[f"best_{metric}"].map(lambda v: f"{v:.3f}" if pd.notna(v) else "-")}
+        columns.update({c[len("config."):]: head[c].map(_short) for c in varied})
+        cells = {name: [str(v) for v in values] for name, values in columns.items()}
+        widths = {name: max(len(name), *(len(v) for v in vals)) for name, vals in cells.items()}
         lines.append("")
-        header = f"{'trial':<14} {'status':<10} {'epochs':>6} {metric:>10}  " + "  ".join(c[7:] for c in varied)
-        lines.append(header)
-        for _, row in table.head(top).iterrows():
-            value = row[f"best_{metric}"]
-            shown = f"{value:10.3f}" if pd.notna(value) else f"{'-':>10}"
-            lines.append(f"{row['trial_id']:<14} {row['status']:<10} {row['epochs']:>6} {shown}  "
-                         + "  ".join(str(row[c]) for c in varied))
+        lines.append("  ".join(name.ljust(widths[name]) for name in cells).rstrip())
+        for i in range(len(head)):
+            lines.append("  ".join(cells[name][i].ljust(widths[name]) for name in cells).rstrip())
     if evaluations:
         lines += ["", "best configuration (SVR refit on train+devel for test):", paper_table(evaluations)]
     return "\n".join(lines)
