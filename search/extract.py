@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +70,9 @@ def ensure_spectrograms(corpus: pd.DataFrame, settings: list[dict[str, Any]], ca
             log(f"spectrograms: cached {folder}")
         else:
             log(f"spectrograms: extracting {len(corpus)} clips with Ray Data -> {folder}")
+            started = time.perf_counter()
             ray_extract(corpus, cfg, folder, parallelism)
+            log(f"spectrograms: done in {time.perf_counter() - started:.1f} s")
         folders[cfg.hash()] = folder
     return folders
 

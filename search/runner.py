@@ -148,6 +148,14 @@ def run_search(space_path: str, *, data: str | None = None, address: str | None 
     exp_dir = run_dir / "tune"
     if resume and not exp_dir.is_dir():
         raise UserError(f"{run_dir}: no search to resume here; run without --resume to start it")
+    if resume and (run_dir / "space.yaml").is_file():
+        # the searcher restored from the run folder samples the recorded space: the trials must too
+        recorded = load_space(run_dir / "space.yaml")
+        if recorded.fixed != space.fixed or recorded.params != space.params:
+            echo(f"search: {space_path} differs from the space this search started with; "
+                 f"resuming with {run_dir / 'space.yaml'}")
+        space, space_path = recorded, str(run_dir / "space.yaml")
+        exp = space.experiment
     if not resume and exp_dir.exists():
         raise UserError(f"{run_dir}: a search of this name exists; pass --resume to continue it, "
                         f"or choose another --name")
