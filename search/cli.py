@@ -304,5 +304,15 @@ def run(space: str, data: str | None, address: str | None, name: str | None, run
                time_budget=time_budget, resume=resume, dashboard=dashboard, verbose=verbose, echo=click.echo)
 
 
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@user_errors
+def report(run_dir: str) -> None:
+    """(Re)write RUN_DIR/report/index.html: the search at a glance."""
+    from search.report import write_report
+
+    click.echo(f"report: {write_report(run_dir)}")
+
+
 if __name__ == "__main__":
     main()

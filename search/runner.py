@@ -172,6 +172,7 @@ def run_search(space_path: str, *, data: str | None = None, address: str | None 
     from auttention import spectrogram as spectro
 
     from .export import export_best, summary, trials_table
+    from .report import write_report
     from .extract import ensure_spectrograms
     from .trial import run_trial
     from .tuning import make_tuner
@@ -208,9 +209,11 @@ def run_search(space_path: str, *, data: str | None = None, address: str | None 
                                                              num_gpus=space.resources.gpu)
             evaluations, frames, epoch = ray.get(task.remote(str(checkpoint), refs[cfg.spectrogram.hash()], cfg))
             export_best(run_dir, cfg, epoch, evaluations, frames, result.metrics.get("trial_id", Path(result.path).name))
+        report = write_report(run_dir)
         echo("")
         echo(summary(table, exp.metric, evaluations))
         echo(f"\nsearch: {time.perf_counter() - t0:.0f} s; trials.csv and best/ in {run_dir}")
+        echo(f"report: {report}")
         if not best:
             raise UserError(f"no trial finished an epoch; see the errors in {run_dir / 'trials.csv'}")
     finally:

@@ -42,3 +42,39 @@ def write_tone_corpus(root: Path, n_per_part: int = 6, sample_rate: int = 16000,
 def tone_corpus(tmp_path: Path) -> Path:
     """A tiny ComParE-layout corpus (18 clips) with known test labels."""
     return write_tone_corpus(tmp_path / "corpus")
+
+
+TINY_SPACE = {
+    "experiment": {"name": "tiny", "num_samples": 4, "max_concurrent": 2, "seed": 0},
+    "resources": {"cpu": 1},
+    "spectrogram": {"n_fft": 256, "hop_length": 128, "n_mels": 16, "frames": 24},
+    "seq2seq": {"units": {"choice": [4, 8]}, "layers": 1, "dropout": 0.0},
+    "attention": {"units": 8, "layers": 1, "attention": {"choice": ["luong", "bahdanau"]}},
+    "training": {"batch_size": 8, "learning_rate": {"loguniform": [1e-3, 1e-2]}, "jit_compile": False},
+    "scheduler": {"type": "asha", "max_epochs": 3, "grace_period": 1, "reduction_factor": 2},
+    "searcher": {"type": "tpe", "n_startup_trials": 2},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """(root, corpus, space file) of a tiny search: 30 tone clips, 4 trials of tiny models, 3 epochs."""
+    import yaml
+
+    root = tmp_path_factory.mktemp("search")
+    corpus = write_tone_corpus(root / "corpus", n_per_part=10, seconds=0.5, pitch_noise=40.0)
+    space = root / "tiny.yaml"
+    space.write_text(yaml.safe_dump(TINY_SPACE))
+    return root, corpus, space
+
+
+@pytest.fixture(scope="session")
+def finished(tiny):
+    """A finished tiny search on local Ray (run once per test session): (run folder, printed lines)."""
+    from search.runner import run_search
+
+    root, corpus, space = tiny
+    lines: list[str] = []
+    run_dir = run_search(str(space), data=str(corpus), runs=str(root / "runs"), cache=str(root / "cache"),
+                         dashboard=False, echo=lines.append)
+    return run_dir, lines

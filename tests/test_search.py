@@ -15,41 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import write_tone_corpus
-
 pytestmark = pytest.mark.timeout(900)
-
-SPACE = {
-    "experiment": {"name": "tiny", "num_samples": 4, "max_concurrent": 2, "seed": 0},
-    "resources": {"cpu": 1},
-    "spectrogram": {"n_fft": 256, "hop_length": 128, "n_mels": 16, "frames": 24},
-    "seq2seq": {"units": {"choice": [4, 8]}, "layers": 1, "dropout": 0.0},
-    "attention": {"units": 8, "layers": 1, "attention": {"choice": ["luong", "bahdanau"]}},
-    "training": {"batch_size": 8, "learning_rate": {"loguniform": [1e-3, 1e-2]}, "jit_compile": False},
-    "scheduler": {"type": "asha", "max_epochs": 3, "grace_period": 1, "reduction_factor": 2},
-    "searcher": {"type": "tpe", "n_startup_trials": 2},
-}
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("search")
-    corpus = write_tone_corpus(root / "corpus", n_per_part=10, seconds=0.5, pitch_noise=40.0)
-    space = root / "tiny.yaml"
-    space.write_text(yaml.safe_dump(SPACE))
-    return root, corpus, space
-
-
-@pytest.fixture(scope="module")
-def finished(tiny):
-    from search.runner import run_search
-
-    root, corpus, space = tiny
-    lines: list[str] = []
-    run_dir = run_search(str(space), data=str(corpus), runs=str(root / "runs"), cache=str(root / "cache"),
-                         dashboard=False, echo=lines.append)
-    return run_dir, lines
-
 
 def test_outputs_complete_and_consistent(finished, tiny):
     run_dir, lines = finished
@@ -77,6 +43,7 @@ def test_outputs_complete_and_consistent(finished, tiny):
     for part in ("train", "devel", "test"):
         assert (run_dir / "best" / "features" / part / "features.parquet").is_file()
     assert any("best configuration" in line for line in lines)
+    assert lines[-1] == f"report: {run_dir / 'report' / 'index.html'}"
     assert not list(run_dir.rglob(".*.tmp"))
 
 

@@ -1,0 +1,276 @@
+"""The search report, built from a tiny real search: every section, valid PNGs, working links, escaping,
+the awkward cases (errored trials without progress, unknown test labels, too few trials for importance),
+and the page as headless Chromium shows it."""
+
+from __future__ import annotations
+
+import html.parser
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+
+pytestmark = pytest.mark.timeout(1200)
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+@pytest.fixture(scope="module")
+def searched(finished) -> Path:
+    """The run folder of the session's tiny real search (tests/conftest.py)."""
+    return finished[0]
+
+
+@pytest.fixture(scope="module")
+def report(searched) -> Path:
+    from search.report import write_report
+
+    index = write_report(searched)
+    assert index == searched / "report" / "index.html"
+    return index
+
+
+class Page(html.parser.HTMLParser):
+    """What the tests look at in the page: headings, images, links, scripts, section texts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.h2, self.imgs, self.hrefs, self.tags = [], [], [], []
+        self._in_h2 = False
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.tags.append(tag)
+        if tag == "h2":
+            self._in_h2 = True
+            self.h2.append("")
+        elif tag == "img":
+            self.imgs.append(attrs.get("src", ""))
+        elif tag == "a":
+            self.hrefs.append(attrs.get("href", ""))
+        for name in ("src", "href"):
+            value = attrs.get(name) or ""
+            assert not re.match(r"^(https?:)?//", value), f"external resource in the page: {value}"
+
+    def handle_endtag(self, tag):
+        if tag == "h2":
+            self._in_h2 = False
+
+    def handle_data(self, data):
+        if self._in_h2:
+            self.h2[-1] += data
+
+
+def parse(index: Path) -> Page:
+    page = Page()
+    page.feed(index.read_text(encoding="utf-8"))
+    return page
+
+
+def section_text(index: Path, anchor: str) -> str:
+    text = index.read_text(encoding="utf-8")
+    match = re.search(rf'<section id="{anchor}">(.*?)</section>', text, re.S)
+    assert match, f"no section {anchor}"
+    return match.group(1)
+
+
+def check_png(path: Path) -> tuple[int, int]:
+    assert path.is_file(), path
+    assert path.read_bytes()[:8] == PNG_SIGNATURE, f"{path.name} is not a PNG"
+    with Image.open(path) as image:
+        image.verify()
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.width > 200 and image.height > 150
+        return image.size
+
+
+def test_every_section_and_image(report):
+    from search.report import SECTIONS
+
+    page = parse(report)
+    assert [h.strip() for h in page.h2] == [heading for _, heading in SECTIONS]
+    assert "script" not in page.tags  # no JavaScript at all
+    assert page.imgs, "no images in the report"
+    for src in page.imgs:
+        assert "/" not in src  # beside index.html
+        check_png(report.parent / src)
+    # every image the folder holds is on the page, and the plots the tiny search allows are all there
+    assert sorted(p.name for p in report.parent.glob("*.png")) == sorted(page.imgs)
+    for name in ("progress_time.png", "progress_trial.png", "parallel.png", "curves.png", "best_devel.png",
+                 "best_test.png"):
+        assert name in page.imgs
+    assert not list(report.parent.parent.glob(".report.*")), "temporary folder left behind"
+
+
+def test_top_table_links_and_best(report, searched):
+    from search.report import SECTIONS
+
+    trials = pd.read_csv(searched / "trials.csv", dtype={"trial_id": str})
+    top = section_text(report, "top")
+    for trial_id in trials["trial_id"]:
+        assert trial_id in top
+    page = parse(report)
+    assert "../trials.csv" in page.hrefs
+    for href in page.hrefs:
+        if href.startswith("#"):
+            assert href[1:] in {anchor for anchor, _ in SECTIONS}
+            continue
+        target = (report.parent / href).resolve()
+        assert target.exists(), f"broken link {href}"
+    tensorboard = [h for h in page.hrefs if h.rstrip("/").endswith("/tensorboard")]
+    for trial_id in trials["trial_id"]:
+        assert any(f"trial_{trial_id}/tensorboard" in h for h in tensorboard), trial_id
+    best = section_text(report, "best")
+    metrics = json.loads((searched / "best" / "metrics.json").read_text())
+    assert metrics["trial_id"] in best
+    for branch in ("attention", "seq2seq", "fusion"):
+        assert f">{branch}<" in best
+        assert f"{metrics[branch]['devel_rho']:.3f}" in best
+        assert f"{metrics[branch]['test_rho']:.3f}" in best  # the tone corpus has test labels
+    assert "learning_rate" in best  # the configuration is shown
+
+
+def test_importance_says_what_it_used(report, searched):
+    study = optuna.load_study(study_name="report", storage=f"sqlite:///{searched / 'optuna.db'}")
+    complete = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    text = section_text(report, "importance")
+    assert f"completed all epochs (COMPLETE): {complete} of 3" in text
+    # with three trials there is a chart or a sentence saying why not, never a crash
+    assert "importance.png" in text or 'class="note"' in text
+
+
+def test_awkward_run_escaped_errored_unknown_labels(searched, tmp_path):
+    """An errored trial without progress.csv and with markup in its error, unknown test labels."""
+    from search.report import write_report
+
+    run = tmp_path / "awkward"
+    shutil.copytree(searched, run, ignore=shutil.ignore_patterns("report"))
+    trials = pd.read_csv(run / "trials.csv", dtype={"trial_id": str, "error": object})
+    victim = trials["trial_id"].iloc[-1]
+    trials.loc[trials.index[-1], ["status", "best_fused_rho", "epochs", "error"]] = \
+        ["errored", np.nan, 0, "RuntimeError: <script>alert('x')</script> & more"]
+    trials.to_csv(run / "trials.csv", index=False)
+    for name in ("progress.csv", "result.json"):
+        (run / "tune" / f"trial_{victim}" / name).unlink(missing_ok=True)
+    metrics = json.loads((run / "best" / "metrics.json").read_text())
+    for branch in ("attention", "seq2seq", "fusion"):
+        metrics[branch]["test_rho"] = None
+    (run / "best" / "metrics.json").write_text(json.dumps(metrics))
+    test_features = run / "best" / "features" / "test" / "features.parquet"
+    frame = pd.read_parquet(test_features)
+    frame["label"] = np.nan
+    frame.to_parquet(test_features)
+
+    index = write_report(run)
+    text = index.read_text(encoding="utf-8")
+    assert "<script>" not in text and "&lt;script&gt;alert(" in text
+    assert "test: labels unknown" in text
+    assert not (index.parent / "best_test.png").exists()
+    assert "1 trial(s) reported no epoch" in section_text(index, "curves")
+    for src in parse(index).imgs:
+        check_png(index.parent / src)
+    # written again, it replaces the report whole
+    (index.parent / "stale.png").write_bytes(b"old")
+    write_report(run)
+    assert not (index.parent / "stale.png").exists()
+
+
+def test_one_trial_run(searched, tmp_path):
+    from search.report import write_report
+
+    run = tmp_path / "one"
+    shutil.copytree(searched, run, ignore=shutil.ignore_patterns("report"))
+    trials = pd.read_csv(run / "trials.csv")
+    trials.head(1).to_csv(run / "trials.csv", index=False)
+    (run / "optuna.db").unlink()
+    index = write_report(run)
+    assert "no optuna.db" in section_text(index, "importance")
+    assert "same configuration" in section_text(index, "parallel")
+    for src in parse(index).imgs:
+        check_png(index.parent / src)
+
+
+def _study(values: list[float | None], params: list[dict]) -> optuna.Study:
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    dists = {"a/x": FloatDistribution(0, 1), "a/c": CategoricalDistribution(["p", "q"])}
+    study = optuna.create_study(direction="maximize")
+    for value, p in zip(values, params):
+        state = TrialState.COMPLETE if value is not None else TrialState.PRUNED
+        study.add_trial(create_trial(params=p, distributions={k: dists[k] for k in p}, value=value, state=state,
+                                     intermediate_values={1: 0.1}))
+    return study
+
+
+def test_importance_edge_cases():
+    from search.report import compute_importances
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    one = _study([0.5, None], [{"a/x": 0.1, "a/c": "p"}, {"a/x": 0.2, "a/c": "q"}])
+    result, notes, n = compute_importances(one)
+    assert result == {} and n == 1 and "at least 2" in notes[0] and "1 stopped by ASHA" in notes[0]
+    single = _study([0.5, 0.6, 0.7], [{"a/x": x} for x in (0.1, 0.2, 0.3)])
+    result, notes, n = compute_importances(single)
+    assert result == {} and "Only one searched parameter (a/x)" in notes[0]
+    rng = np.random.default_rng(0)
+    params = [{"a/x": float(rng.uniform()), "a/c": str(rng.choice(["p", "q"]))} for _ in range(30)]
+    values = [p["a/x"] + 0.05 * rng.standard_normal() for p in params]
+    result, notes, n = compute_importances(_study(values, params))
+    assert n == 30 and set(result) == {"fANOVA", "PED-ANOVA"}
+    assert max(result["fANOVA"], key=result["fANOVA"].get) == "a/x"
+
+
+def _chromium() -> str:
+    """Debian's chromium, installed (as root, through apt) when missing."""
+    found = shutil.which("chromium")
+    if found:
+        return found
+    apt = shutil.which("apt-get")
+    if apt is None:
+        pytest.skip("chromium is not installed and apt-get is unavailable to install it")
+    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in ([apt, "update", "-qq"],
+                [apt, "install", "-y", "-qq", "-o", "DPkg::Lock::Timeout=300", "chromium", "chromium-driver"]):
+        done = subprocess.run(sudo + cmd, env=env, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+    found = shutil.which("chromium")
+    assert found, "apt-get installed chromium but it is not on PATH"
+    return found
+
+
+def screenshot(chromium: str, index: Path, width: int, height: int, out: Path, profile: Path) -> str:
+    cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={profile}", f"--window-size={width},{height}", f"--screenshot={out}",
+           "--enable-logging=stderr", "--v=0", index.resolve().as_uri()]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout + done.stderr
+
+
+def test_page_in_headless_chromium(report, tmp_path):
+    chromium = _chromium()
+    for width in (1280, 800):
+        shot = tmp_path / f"report-{width}.png"
+        log = screenshot(chromium, report, width, 2400, shot, tmp_path / f"profile-{width}")
+        console = [line for line in log.splitlines() if ":CONSOLE" in line or "Uncaught" in line]
+        assert not console, "console messages from the page:\n" + "\n".join(console)
+        assert check_png(shot) == (width, 2400)
+        with Image.open(shot) as image:
+            pixels = np.asarray(image.convert("L"), dtype=float)
+        assert pixels.std() > 10, "the screenshot is blank"
+        # dark pixels (text, plots) across the page, not only at its top
+        assert (pixels[1200:] < 128).mean() > 0.005
+        if os.environ.get("AUTTENTION_REPORT_SHOTS"):
+            shutil.copy(shot, Path(os.environ["AUTTENTION_REPORT_SHOTS"]) / shot.name)
