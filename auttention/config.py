@@ -187,6 +187,8 @@ def check_value(value: Any, annotation: Any, meta: Mapping[str, Any], where: str
         if len(errors) == 1:
             raise errors[0]
         raise UserError(f"{where} must be {names}, got {value!r}")
+    if hasattr(value, "item") and getattr(value, "shape", None) == ():
+        value = value.item()  # a NumPy scalar (e.g. from pandas): its plain Python value
     if ann is bool:
         if not isinstance(value, bool):
             raise UserError(f"{where} must be true or false, got {value!r}")

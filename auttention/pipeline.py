@@ -18,6 +18,7 @@ from .io import write_json, write_yaml
 from .scoring import Evaluation, evaluate, write_predictions
 
 NETWORKS = ("attention", "seq2seq")
+PARTITIONS = ("train", "devel", "test")
 FIT_ON = {"train": ("train",), "train+devel": ("train", "devel"), "all": ("train", "devel", "test")}
 
 
@@ -35,8 +36,15 @@ def train_network(spec: spectro.Spectrograms, model_cfg: ModelConfig, train_cfg:
 
 
 def network_features(trainer, spec: spectro.Spectrograms, name: str) -> pd.DataFrame:
-    """The feature set of every clip of `spec` from a trained autoencoder."""
-    return feature_frame(spec.file_name, spec.partition, spec.label, trainer.features(spec.x), name)
+    """The feature set of every clip of `spec` from a trained autoencoder.
+
+    Computed partition by partition, exactly as the search scores each epoch, so that the same
+    checkpoint gives bit-identical features (batch composition changes float rounding, and the
+    rounded SVR predictions can flip on that).
+    """
+    parts = [spec.select(p) for p in PARTITIONS if (spec.partition == p).any()]
+    return pd.concat([feature_frame(p.file_name, p.partition, p.label, trainer.features(p.x), name) for p in parts],
+                     ignore_index=True)
 
 
 def evaluate_trainers(attention, seq2seq, spec: spectro.Spectrograms, scoring: ScoringConfig
