@@ -22,6 +22,7 @@ setup(
         "scipy>=1.11",
         "pandas>=2.0",
         "scikit-learn>=1.3",
+        "threadpoolctl>=3.1",
         "pyarrow>=14",
         "click>=8.1",
         "pyyaml>=6.0",

@@ -96,13 +96,18 @@ def common_frames(corpus: pd.DataFrame, cfg: SpectrogramConfig) -> int:
 
 def spectrogram_batch(paths: Iterable[str], cfg: SpectrogramConfig, frames: int) -> tuple[np.ndarray, np.ndarray]:
     """Decode clips and compute their fixed-length spectrograms: (B, frames, n_mels), original lengths (B,)."""
+    from threadpoolctl import threadpool_limits
+
     from .corpus import load_audio
 
     specs, lengths = [], []
-    for path in paths:
-        spec = mel_spectrogram(load_audio(path, cfg.sample_rate, max_seconds(cfg)), cfg)
-        lengths.append(spec.shape[0])
-        specs.append(fix_length(spec, frames, cfg.crop))
+    # one BLAS thread: clips run in parallel anyway, and the mel projection's float rounding then
+    # does not depend on how many threads a worker happened to have (identical cache everywhere)
+    with threadpool_limits(limits=1, user_api="blas"):
+        for path in paths:
+            spec = mel_spectrogram(load_audio(path, cfg.sample_rate, max_seconds(cfg)), cfg)
+            lengths.append(spec.shape[0])
+            specs.append(fix_length(spec, frames, cfg.crop))
     if not specs:
         return np.zeros((0, frames, cfg.n_mels), np.float32), np.zeros(0, np.int32)
     return np.stack(specs), np.asarray(lengths, np.int32)

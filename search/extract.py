@@ -45,8 +45,10 @@ def ray_extract(corpus: pd.DataFrame, cfg: SpectrogramConfig, out: str | os.Path
 
     frames = spectro.common_frames(corpus, cfg)
     rows = corpus[["file_name", "path", "partition", "label"]].reset_index(drop=True)
+    # a few blocks per CPU, made here rather than by a shuffle (repartition) inside Ray Data
     n_blocks = max(1, min(len(rows) // batch_size, 4 * (parallelism or int(ray.cluster_resources().get("CPU", 1)))))
-    ds = ray.data.from_pandas(rows).repartition(n_blocks)
+    bounds = np.linspace(0, len(rows), n_blocks + 1).astype(int)
+    ds = ray.data.from_pandas([rows.iloc[a:b] for a, b in zip(bounds[:-1], bounds[1:]) if b > a])
     ds = ds.map_batches(_batch, fn_kwargs={"settings": to_dict(cfg), "frames": frames}, batch_size=batch_size,
                         batch_format="pandas", compute=ray.data.TaskPoolStrategy(size=parallelism),
                         num_cpus=1)

@@ -79,3 +79,23 @@ def test_extract_train_min_ignores_test(tone_corpus, tmp_path):
     for path in corpus.path:
         x, lengths = spectro.spectrogram_batch([path], cfg22, 5)
         assert lengths[0] == spectro.clip_frames(path, cfg22)
+
+
+def test_same_values_whatever_the_thread_count(tmp_path):
+    """The cache is bit-identical whether a worker has one BLAS thread or several."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import write_tone_corpus
+
+    tone_corpus = write_tone_corpus(tmp_path / "long", n_per_part=2, seconds=4.0, pitch_noise=30.0)
+    code = ("import sys, numpy as np; from auttention.corpus import read_corpus; "
+            "from auttention.config import SpectrogramConfig; from auttention import spectrogram as sp; "
+            "c = read_corpus(sys.argv[1]); cfg = SpectrogramConfig(n_fft=1024, hop_length=256, n_mels=64, frames=200); "
+            "np.save(sys.argv[2], sp.spectrogram_batch(c.path, cfg, 200)[0])")
+    for threads in ("1", "2"):
+        env = {**os.environ, "OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads}
+        subprocess.run([sys.executable, "-c", code, str(tone_corpus), str(tmp_path / f"{threads}.npy")],
+                       env=env, check=True)
+    assert np.array_equal(np.load(tmp_path / "1.npy"), np.load(tmp_path / "2.npy"))
