@@ -130,8 +130,13 @@ class Trainer:
     def features(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
         """Feature vectors (N, feature_size) float32 of x, inference mode (no dropout)."""
         x = self._check(x)
-        out = self.encoder.predict(x, batch_size=self._eval_batch(batch_size), verbose=0)
-        return np.asarray(out, dtype=np.float32)
+        out = np.asarray(self.encoder.predict(x, batch_size=self._eval_batch(batch_size), verbose=0), dtype=np.float32)
+        bad = ~np.isfinite(out).all(axis=1)
+        if bad.any():
+            # non-finite input frames or weights: no SVR could use these features
+            raise TrainingDiverged(f"the features of {int(bad.sum())} of {len(out)} clip(s) are NaN or Inf "
+                                   f"(non-finite spectrogram frames or model weights); check the spectrogram cache")
+        return out
 
     def _eval_batch(self, batch_size: int | None) -> int:
         # Inference needs no gradients: larger batches amortise per-step overhead.

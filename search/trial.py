@@ -114,14 +114,14 @@ def run_trial(config: dict[str, Any], space=None, spectrograms: dict | None = No
         try:
             att_loss = att.fit_epoch(x_fit)
             s2s_loss = s2s.fit_epoch(x_fit)
+            epoch = s2s.epoch
+            if epoch % every and epoch < max_epochs:
+                continue
+            metrics = score_epoch(att.features(train.x), att.features(devel.x), s2s.features(train.x),
+                                  s2s.features(devel.x), train.label, devel.label, cfg.scoring)
         except TrainingDiverged as exc:
             (trial_dir / DIVERGED).write_text(f"{exc}\n")
             raise
-        epoch = s2s.epoch
-        if epoch % every and epoch < max_epochs:
-            continue
-        metrics = score_epoch(att.features(train.x), att.features(devel.x), s2s.features(train.x),
-                              s2s.features(devel.x), train.label, devel.label, cfg.scoring)
         metrics.update(epoch=epoch, max_epochs=max_epochs, attention_loss=att_loss, seq2seq_loss=s2s_loss,
                        epoch_seconds=time.perf_counter() - started, node_id=node)
         with tempfile.TemporaryDirectory(prefix="auttention-ckpt-") as folder:

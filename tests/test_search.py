@@ -134,3 +134,57 @@ def test_resume_after_interruption(tiny):
     finished_states = [t for t in study.trials if t.state.is_finished()]
     assert len(finished_states) == 4
     assert (run_dir / "best" / "predictions.test.csv").is_file()
+
+
+def test_diverging_trial_errors_and_the_search_goes_on(tiny):
+    """Trials whose training meets non-finite values end as errors (reason in trials.csv, no futile
+    retries), the other trials complete and the best is exported."""
+    import copy
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from auttention import spectrogram as spectro
+    from auttention.config import build, SpectrogramConfig
+    from auttention.corpus import read_corpus
+    from conftest import TINY_SPACE
+    from search.extract import cache_folder, corpus_fingerprint
+    from search.runner import run_search
+
+    root, corpus_dir, _ = tiny
+    space = copy.deepcopy(TINY_SPACE)
+    space["experiment"].update(name="diverge", num_samples=3)
+    space["spectrogram"]["clip_below"] = {"choice": [-80.0, -60.0]}
+    space["searcher"] = {"type": "random",
+                         "points_to_evaluate": [{"spectrogram": {"clip_below": -80.0}},
+                                                {"spectrogram": {"clip_below": -60.0}}]}
+    path = root / "diverge.yaml"
+    path.write_text(yaml.safe_dump(space))
+    cache = root / "cache-diverge"
+    # a damaged cache entry for clip_below -80: one clip's frames are NaN
+    corpus = read_corpus(corpus_dir)
+    values = {**space["spectrogram"], "clip_below": -80.0}
+    cfg = build(SpectrogramConfig, values, "spectrogram")
+    folder = cache_folder(cache, corpus_fingerprint(corpus), cfg)
+    spectro.extract(corpus, cfg, folder, jobs=1)
+    part = next((folder / spectro.PARQUET).glob("*.parquet"))
+    table = pq.read_table(part)
+    x = table.column("spectrogram").combine_chunks().flatten().to_numpy().copy()
+    x[: 24 * 16] = np.nan
+    poisoned = table.set_column(table.schema.get_field_index("spectrogram"), "spectrogram",
+                                pa.FixedSizeListArray.from_arrays(pa.array(x), 24 * 16))
+    pq.write_table(poisoned, part)
+
+    run_dir = run_search(str(path), data=str(corpus_dir), runs=str(root / "runs"), cache=str(cache),
+                         dashboard=False, echo=lambda line: None)
+    trials = pd.read_csv(run_dir / "trials.csv")
+    assert len(trials) == 3
+    errored = trials[trials["config.spectrogram.clip_below"] == -80.0]
+    assert len(errored) >= 1 and (errored["status"] == "errored").all()
+    assert errored["error"].str.contains("TrainingDiverged").all()
+    fine = trials[trials["config.spectrogram.clip_below"] == -60.0]
+    assert len(fine) >= 1 and fine["status"].isin(["completed", "stopped"]).all()
+    metrics = yaml.safe_load((run_dir / "best" / "metrics.json").read_text())
+    assert metrics["trial_id"] in set(fine["trial_id"])
+    study = optuna.load_study(study_name="diverge", storage=f"sqlite:///{run_dir / 'optuna.db'}")
+    assert sum(t.state == optuna.trial.TrialState.FAIL for t in study.trials) == len(errored)
