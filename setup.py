@@ -8,7 +8,6 @@ setup(
     license="GPL-3.0-or-later",
     python_requires=">=3.10",
     packages=find_packages(include=["auttention", "auttention.*", "search", "search.*"]),
-    package_data={"search": ["spaces/*.yaml"]},
     install_requires=[
         "tensorflow>=2.16",  # Keras 3
         "keras>=3.3",
