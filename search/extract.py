@@ -78,10 +78,3 @@ def ensure_spectrograms(corpus: pd.DataFrame, settings: list[dict[str, Any]], ca
         folders[cfg.hash()] = folder
     return folders
 
-
-def check_shape(spec: spectro.Spectrograms) -> None:
-    """Refuse spectrograms that cannot train a model (no frames)."""
-    if spec.x.shape[1] < 1 or not np.isfinite(spec.x).all():
-        from auttention.errors import UserError
-
-        raise UserError("the spectrograms are empty or contain non-finite values; delete the cache folder")
