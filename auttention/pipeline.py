@@ -75,12 +75,12 @@ def run(corpus: pd.DataFrame, cfg: PipelineConfig, out: str | os.PathLike, jobs:
     write_yaml(out / "config.yaml", to_dict(cfg))
     started = time.perf_counter()
     spec_dir = out / "spectrograms"
-    if spectro.is_complete(spec_dir) and spectro.read(spec_dir).settings["settings"] == to_dict(cfg.spectrogram):
+    spec = spectro.read(spec_dir) if spectro.is_complete(spec_dir) else None
+    if spec is not None and spec.settings["settings"] == to_dict(cfg.spectrogram):
         log(f"spectrograms: reusing {spec_dir}")
     else:
         log(f"spectrograms: extracting {len(corpus)} clips ...")
-        spectro.extract(corpus, cfg.spectrogram, spec_dir, jobs=jobs)
-    spec = spectro.read(spec_dir)
+        spec = spectro.read(spectro.extract(corpus, cfg.spectrogram, spec_dir, jobs=jobs))
     log(f"spectrograms: {spec.x.shape[0]} clips x {spec.x.shape[1]} frames x {spec.x.shape[2]} mel bands "
         f"({time.perf_counter() - started:.1f} s)")
 

@@ -219,9 +219,11 @@ def evaluate(features_path: str, labels: str | None, out: str, config_path: str 
         frame = attach_labels(frame, read_labels(labels))
     ev = run_evaluation(frame, cfg)
     write_predictions(out, ev.test, cfg)
-    base = Path(out)
-    write_predictions(base.with_name(base.name.replace(".test", "") .removesuffix(".csv") + ".devel.csv"), ev.devel, cfg)
-    write_json(base.with_suffix(".metrics.json"), ev.metrics())
+    # beside the test predictions: NAME.devel.csv and NAME.metrics.json (NAME without .test.csv/.csv)
+    out_path = Path(out)
+    stem = out_path.name.removesuffix(".csv").removesuffix(".test")
+    write_predictions(out_path.with_name(f"{stem}.devel.csv"), ev.devel, cfg)
+    write_json(out_path.with_name(f"{stem}.metrics.json"), ev.metrics())
     test = f"{ev.test_rho:.3f}" if ev.test_rho is not None else "n/a (labels unknown)"
     click.echo(f"C={ev.c:g}  devel rho={ev.devel_rho:.3f}  test rho={test}  -> {out}")
 
