@@ -120,24 +120,40 @@ def _voicing(x: np.ndarray, sample_rate: int, hop: int, loud_db: float) -> np.nd
     return np.asarray(out, dtype=np.float64)
 
 
-def evaluate_baseline(corpus, cfg, *, sample_rate: int = 16000, jobs: int | None = None):
+def evaluate_baseline(corpus, cfg, *, sample_rate: int = 16000, jobs: int | None = None, on_bad_audio: str = "fail",
+                      warn=None):
     """MFCC functionals of every clip of a corpus (a read_corpus frame), scored by the paper's protocol.
 
     cfg: a ScoringConfig (SVR C grid chosen on devel, refit on train+devel for test); sample_rate:
-    Hz the clips are resampled to; jobs: threads for feature extraction (default: all CPUs).
+    Hz the clips are resampled to; jobs: threads for feature extraction (default: all CPUs);
+    on_bad_audio: 'fail' or 'skip' clips that cannot be decoded (one `warn` line each, default stderr).
+    A clip shorter than one 25 ms frame is zero-padded to one frame, as the spectrograms are.
     Returns auttention.scoring.Evaluation (c, devel_rho, test_rho: None without test labels).
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from .corpus import load_audio
+    from .corpus import BadAudio, apply_bad_audio_policy, load_audio, screen_audio, to_stderr
     from .features import feature_frame
     from .scoring import evaluate
 
-    def one(path: str) -> np.ndarray:
-        return mfcc_functionals(load_audio(path, sample_rate), sample_rate)
+    warn, n_clips = warn or to_stderr, len(corpus)
+    corpus, _ = screen_audio(corpus, on_bad_audio, warn)
+    frame_len = int(round(_FRAME_S * sample_rate))
+
+    def one(path: str) -> np.ndarray | str:
+        try:
+            audio = load_audio(path, sample_rate)
+        except BadAudio as exc:
+            return exc.reason
+        return mfcc_functionals(np.pad(audio, (0, max(0, frame_len - len(audio)))), sample_rate)
 
     # threads, not processes: the FFTs release the GIL, and nothing forks or re-imports the caller
     with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
-        x = np.stack(list(pool.map(one, corpus["path"])))
-    frame = feature_frame(corpus["file_name"], corpus["partition"], corpus["label"], x, "mfcc")
+        results = list(pool.map(one, corpus["path"]))
+    bad = {name: r for name, r in zip(corpus["file_name"], results) if isinstance(r, str)}
+    kept = apply_bad_audio_policy(corpus, bad, on_bad_audio, warn)
+    if len(kept) < len(corpus) or len(corpus) < n_clips:
+        warn(f"baseline: skipped {n_clips - len(kept)} of {n_clips} clips with bad audio")
+    x = np.stack([r for r in results if not isinstance(r, str)])
+    frame = feature_frame(kept["file_name"], kept["partition"], kept["label"], x, "mfcc")
     return evaluate(frame, cfg)

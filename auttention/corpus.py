@@ -2,13 +2,20 @@
 
 A corpus is a pandas DataFrame with one row per clip: file_name, path (absolute), partition
 (train | devel | test) and label (float; NaN where unknown, e.g. ComParE's '?' test labels).
+
+Bad audio (a clip that cannot be decoded, is empty or holds NaN/Inf samples) is a BadAudio error;
+`on_bad_audio` ('fail' or 'skip', see apply_bad_audio_policy) decides whether it stops the run.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
+import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
@@ -17,10 +24,33 @@ from .errors import UserError
 
 PARTITIONS = ("train", "devel", "test")
 UNKNOWN_LABELS = {"?", ""}
+ON_BAD_AUDIO = ("fail", "skip")
+MAX_LISTED = 10  # bad clips named one per line before the rest is only counted
 
 
-def read_corpus(data: str | os.PathLike, labels: str | os.PathLike | None = None) -> pd.DataFrame:
-    """Read a corpus: a ComParE folder (wav/, lab/labels.csv) or a manifest CSV (file,label,partition)."""
+def to_stderr(line: str) -> None:
+    """Print a warning line on stderr (the default `warn` of the functions that skip or leave out clips)."""
+    print(line, file=sys.stderr)
+
+
+class BadAudio(UserError):
+    """A clip that cannot be used; `path` and `reason` (what is wrong) are kept apart for the policy."""
+
+    def __init__(self, path: str | os.PathLike, reason: str) -> None:
+        self.path, self.reason = str(path), reason
+        super().__init__(f"{path}: {reason}; fix or remove the file, or pass --on-bad-audio skip to leave it out")
+
+    def __reduce__(self):  # pickled across worker processes with its two fields, not the message
+        return (BadAudio, (self.path, self.reason))
+
+
+def read_corpus(data: str | os.PathLike, labels: str | os.PathLike | None = None,
+                warn: Callable[[str], None] = to_stderr) -> pd.DataFrame:
+    """Read a corpus: a ComParE folder (wav/, lab/labels.csv) or a manifest CSV (file,label,partition).
+
+    Audio files in a ComParE wav/ folder without a label row are left out with one warning line
+    (removing a row is how a clip is excluded); everything else that is wrong is a UserError.
+    """
     data = Path(data)
     if data.is_file():
         return _read_manifest(data)
@@ -42,8 +72,28 @@ def read_corpus(data: str | os.PathLike, labels: str | os.PathLike | None = None
             raise UserError(f"{labels}, line {line}: file name {name!r} does not start with train_, devel_ "
                             f"or test_, so its partition is unknown; rename it or use a manifest CSV "
                             f"with a partition column")
-        rows.append((name, path, prefix, _parse_label(label, labels, line)))
-    return _finish(rows, labels)
+        rows.append((name, path, prefix, _parse_label(label, labels, line), line))
+    corpus = _finish(rows, labels)
+    listed = set(corpus["file_name"])
+    unlisted = sorted(p.name for p in wav_dir.iterdir() if p.name not in listed and not p.name.startswith(".")
+                      and p.is_file())
+    if unlisted:
+        more = f" and {len(unlisted) - 3} more" if len(unlisted) > 3 else ""
+        warn(f"warning: {wav_dir}: {len(unlisted)} file(s) have no row in {labels} and are left out: "
+             f"{', '.join(unlisted[:3])}{more}")
+    return corpus
+
+
+def check_label_range(frame: pd.DataFrame, label_min: float, label_max: float) -> None:
+    """Known labels (file_name, label columns) must lie in [label_min, label_max]: predictions are clipped to it."""
+    known = frame[frame["label"].notna()]
+    out = known[(known["label"] < label_min) | (known["label"] > label_max)]
+    if len(out):
+        source = frame.attrs.get("labels", "labels")
+        raise UserError(f"{source}: {out['file_name'].iloc[0]} has label {out['label'].iloc[0]:g}, outside "
+                        f"scoring.label_min..label_max = {label_min:g}..{label_max:g} ({len(out)} such label(s)); "
+                        f"predictions are clipped to that range, so set scoring.label_min and label_max "
+                        f"to the range of this corpus")
 
 
 def read_labels(path: str | os.PathLike) -> pd.DataFrame:
@@ -55,7 +105,9 @@ def read_labels(path: str | os.PathLike) -> pd.DataFrame:
     name_col = "file_name" if "file_name" in header.columns else "file"
     table = _read_csv(path, (name_col, "label"))
     labels = [_parse_label(v, path, line) for line, v in enumerate(table["label"], start=2)]
-    return pd.DataFrame({"file_name": table[name_col], "label": labels})
+    frame = pd.DataFrame({"file_name": table[name_col], "label": labels})
+    frame.attrs["labels"] = str(path)
+    return frame
 
 
 def _read_manifest(manifest: Path) -> pd.DataFrame:
@@ -65,7 +117,7 @@ def _read_manifest(manifest: Path) -> pd.DataFrame:
     for line, (name, label, part) in enumerate(zip(table["file"], table["label"], table["partition"]), start=2):
         if part not in PARTITIONS:
             raise UserError(f"{manifest}, line {line}: partition {part!r} must be one of {', '.join(PARTITIONS)}")
-        rows.append((name, _safe_path(root, name, manifest, line), part, _parse_label(label, manifest, line)))
+        rows.append((name, _safe_path(root, name, manifest, line), part, _parse_label(label, manifest, line), line))
     return _finish(rows, manifest)
 
 
@@ -118,11 +170,15 @@ def _parse_label(value: str, source: Path, line: int) -> float:
 
 
 def _finish(rows: list, source: Path) -> pd.DataFrame:
-    corpus = pd.DataFrame(rows, columns=["file_name", "path", "partition", "label"])
-    dup = corpus["file_name"][corpus["file_name"].duplicated()]
-    if len(dup):
-        raise UserError(f"{source}: file name {dup.iloc[0]!r} is listed more than once "
-                        f"({len(dup)} duplicate row(s)); keep one row per clip")
+    corpus = pd.DataFrame(rows, columns=["file_name", "path", "partition", "label", "line"])
+    for column, what in (("file_name", "file name"), ("path", "audio file")):
+        # the same file twice (also under two spellings of its path) could sit in train and test at once
+        dup = corpus[corpus[column].duplicated(keep=False)]
+        if len(dup):
+            first, again = dup.iloc[0], dup[dup[column] == dup.iloc[0][column]].iloc[1]
+            raise UserError(f"{source}, line {again['line']}: {what} {str(again[column])!r} is listed more than "
+                            f"once (also on line {first['line']}); keep one row per clip")
+    corpus = corpus.drop(columns="line")
     for part in ("train", "devel"):
         if not (corpus["partition"] == part).any():
             raise UserError(f"{source}: the {part} partition is empty; the SVR needs labelled train and devel clips")
@@ -131,29 +187,24 @@ def _finish(rows: list, source: Path) -> pd.DataFrame:
             raise UserError(f"{source}: {part} clip {unknown['file_name'].iloc[0]} has no label "
                             f"({len(unknown)} such); train and devel clips need numeric labels")
     corpus["path"] = corpus["path"].map(str)
-    return corpus.sort_values("file_name", kind="stable").reset_index(drop=True)
+    corpus = corpus.sort_values("file_name", kind="stable").reset_index(drop=True)
+    corpus.attrs["labels"] = str(source)  # named by later checks (check_label_range)
+    return corpus
 
 
 def load_audio(path: str | os.PathLike, sample_rate: int, max_seconds: float | None = None) -> np.ndarray:
     """Decode a clip (WAV/FLAC/OGG, any rate, any channels) to mono float32 at `sample_rate` Hz.
 
     Only the first `max_seconds` are decoded when given, so memory stays bounded on long recordings.
+    Raises BadAudio (a UserError) for a file that cannot be decoded, is empty or holds NaN/Inf samples.
     """
-    import soundfile as sf
-
-    try:
-        with sf.SoundFile(str(path)) as f:
-            native = f.samplerate
-            frames = f.frames if max_seconds is None else min(f.frames, int(math.ceil(max_seconds * native)))
-            audio = f.read(frames, dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, OSError, TypeError, ValueError) as exc:
-        raise UserError(f"{path}: cannot decode audio ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
-                        f"check the file or remove it from the labels") from None
+    with _open(path) as f:
+        native = f.samplerate
+        frames = f.frames if max_seconds is None else min(f.frames, int(math.ceil(max_seconds * native)))
+        audio = _read(f, path, frames)
     if audio.size == 0:
-        raise UserError(f"{path}: the audio is empty (0 samples); remove it from the labels")
-    mono = audio.mean(axis=1) if audio.shape[1] > 1 else audio[:, 0]
-    if not np.isfinite(mono).all():
-        raise UserError(f"{path}: the audio contains NaN or infinite samples; re-export the file")
+        raise BadAudio(path, "the audio is empty (0 samples)")
+    mono = _mono(audio, path, native, 0)
     if native != sample_rate:
         import soxr
 
@@ -164,6 +215,38 @@ def load_audio(path: str | os.PathLike, sample_rate: int, max_seconds: float | N
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 
+def iter_audio(path: str | os.PathLike, sample_rate: int, block: int = 1 << 18) -> Iterator[np.ndarray]:
+    """Decode a clip as load_audio does, `block` native samples at a time: mono float32 pieces at `sample_rate` Hz.
+
+    Memory stays bounded whatever the clip's length (a resampling stream gives the same samples as
+    resampling the whole clip at once).
+    """
+    with _open(path) as f:
+        native = f.samplerate
+        stream = None
+        if native != sample_rate:
+            import soxr
+
+            stream = soxr.ResampleStream(native, sample_rate, 1, dtype="float32", quality="HQ")
+        seen = emitted = 0
+        while True:
+            chunk = _read(f, path, block)
+            last = len(chunk) < block
+            mono = _mono(chunk, path, native, seen)
+            seen += len(mono)
+            if stream is not None:
+                mono = stream.resample_chunk(mono, last=last)
+                if last:  # pin the total length as load_audio does
+                    target = resampled_length(seen, native, sample_rate) - emitted
+                    mono = mono[:target] if len(mono) >= target else np.pad(mono, (0, target - len(mono)))
+            emitted += len(mono)
+            yield np.ascontiguousarray(mono, dtype=np.float32)
+            if last:
+                break
+    if seen == 0:
+        raise BadAudio(path, "the audio is empty (0 samples)")
+
+
 def resampled_length(n_samples: int, native_rate: int, sample_rate: int) -> int:
     """Samples after resampling n_samples from native_rate to sample_rate."""
     return int(round(n_samples * sample_rate / native_rate))
@@ -171,14 +254,129 @@ def resampled_length(n_samples: int, native_rate: int, sample_rate: int) -> int:
 
 def audio_length(path: str | os.PathLike, sample_rate: int, max_seconds: float | None = None) -> int:
     """Samples `load_audio(path, sample_rate, max_seconds)` will return, read from the header only."""
-    import soundfile as sf
-
-    try:
-        info = sf.info(str(path))
-    except (sf.LibsndfileError, RuntimeError, OSError, TypeError, ValueError) as exc:
-        raise UserError(f"{path}: cannot decode audio ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
-                        f"check the file or remove it from the labels") from None
+    info = _info(path)
     frames = info.frames
     if max_seconds is not None:
         frames = min(frames, int(math.ceil(max_seconds * info.samplerate)))
     return frames if info.samplerate == sample_rate else resampled_length(frames, info.samplerate, sample_rate)
+
+
+def audio_problem(path: str | os.PathLike) -> str | None:
+    """What is wrong with a clip as far as its header tells (None: nothing); cheap, decodes no samples.
+
+    Catches files that cannot be opened, empty files, clips of 0 samples and WAV files whose data
+    is shorter than their header says (truncated). Damage deeper in the file, and NaN/Inf samples,
+    show only when the clip is decoded.
+    """
+    try:
+        info = _info(path)
+    except BadAudio as exc:
+        return exc.reason
+    if info.frames == 0:
+        return "the audio is empty (0 samples)"
+    match = re.search(r"^data\s*:\s*(\d+) \(should be (\d+)\)", info.extra_info, re.MULTILINE)
+    # 0xFFFFFFFF and 0x7FFFFFFF are what streaming recorders write when they do not know the length
+    if match and int(match.group(2)) < int(match.group(1)) < 0x7FFFFFFF:
+        return (f"truncated (the header announces {int(match.group(1))} bytes of audio, "
+                f"the file holds {int(match.group(2))})")
+    return None
+
+
+def check_audio(corpus: pd.DataFrame, jobs: int = 8) -> dict[str, str]:
+    """The clips whose headers show a problem: {file_name: what is wrong} (see audio_problem)."""
+    with ThreadPoolExecutor(max_workers=jobs) as pool:  # file opens, mostly waiting on the disk
+        problems = pool.map(audio_problem, corpus["path"])
+        return {name: why for name, why in zip(corpus["file_name"], problems) if why}
+
+
+def apply_bad_audio_policy(corpus: pd.DataFrame, bad: Mapping[str, str], on_bad_audio: str,
+                           warn: Callable[[str], None] = to_stderr) -> pd.DataFrame:
+    """The corpus without its bad clips (`bad`: file_name -> what is wrong), per `on_bad_audio`.
+
+    'fail': a BadAudio error naming the first bad clip (and how many more there are).
+    'skip': one warning line per clip (the first MAX_LISTED, then a count); the rows are dropped
+    whole, so every remaining clip keeps its own label. A partition left empty is a UserError.
+    """
+    if on_bad_audio not in ON_BAD_AUDIO:
+        raise UserError(f"on_bad_audio must be one of {', '.join(ON_BAD_AUDIO)}, got {on_bad_audio!r}")
+    names = [n for n in corpus["file_name"] if n in bad]
+    if not names:
+        return corpus
+    paths = dict(zip(corpus["file_name"], corpus["path"]))
+    if on_bad_audio == "fail":
+        more = ""
+        if len(names) > 1:
+            more = f" (and {len(names) - 1} more bad clip(s): {', '.join(names[1:4])}{', ...' if len(names) > 4 else ''})"
+        raise BadAudio(paths[names[0]], bad[names[0]] + more)
+    for name in names[:MAX_LISTED]:
+        warn(f"warning: skipping {paths[name]}: {bad[name]}")
+    if len(names) > MAX_LISTED:
+        warn(f"warning: skipping {len(names) - MAX_LISTED} more clips with bad audio")
+    kept = corpus[~corpus["file_name"].isin(names)].reset_index(drop=True)
+    for part in PARTITIONS:
+        members = set(corpus.loc[corpus["partition"] == part, "file_name"])
+        lost = [n for n in names if n in members]
+        if lost and not (kept["partition"] == part).any():
+            raise UserError(f"{paths[lost[0]]}: every {part} clip has bad audio ({len(lost)} skipped; this one: "
+                            f"{bad[lost[0]]}); the {part} partition cannot be empty, fix the files")
+    return kept
+
+
+def screen_audio(corpus: pd.DataFrame, on_bad_audio: str = "fail",
+                 warn: Callable[[str], None] = to_stderr) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Header check of every clip, then the policy: (the clips to use, {file_name: reason} of those skipped)."""
+    bad = check_audio(corpus)
+    return apply_bad_audio_policy(corpus, bad, on_bad_audio, warn), bad
+
+
+_DECODE_ERRORS = (RuntimeError, OSError, TypeError, ValueError)  # soundfile.LibsndfileError is a RuntimeError
+
+
+def _open(path: str | os.PathLike):
+    import soundfile as sf
+
+    try:
+        if os.path.getsize(path) == 0:
+            raise BadAudio(path, "the file is empty (0 bytes)")
+        return sf.SoundFile(str(path))
+    except _DECODE_ERRORS as exc:
+        raise BadAudio(path, _decode_reason(exc, path)) from None
+
+
+def _info(path: str | os.PathLike):
+    import soundfile as sf
+
+    try:
+        if os.path.getsize(path) == 0:
+            raise BadAudio(path, "the file is empty (0 bytes)")
+        return sf.info(str(path))
+    except _DECODE_ERRORS as exc:
+        raise BadAudio(path, _decode_reason(exc, path)) from None
+
+
+def _read(f, path: str | os.PathLike, frames: int) -> np.ndarray:
+    try:
+        return f.read(frames, dtype="float32", always_2d=True)
+    except _DECODE_ERRORS as exc:
+        raise BadAudio(path, _decode_reason(exc, path)) from None
+
+
+def _mono(audio: np.ndarray, path: str | os.PathLike, native: int, offset: int) -> np.ndarray:
+    mono = audio.mean(axis=1) if audio.shape[1] > 1 else audio[:, 0]
+    bad = ~np.isfinite(mono)
+    if bad.any():
+        at = (offset + int(np.argmax(bad))) / native
+        raise BadAudio(path, f"the audio contains NaN or infinite samples (first at {at:.3f} s)")
+    return mono
+
+
+def _decode_reason(exc: BaseException, path: str | os.PathLike) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    text = re.sub(r"^Error opening '.*?': ", "", text).rstrip(".")  # the path is named once, up front
+    text = re.sub(r"^Error : ", "", text)
+    if isinstance(exc, FileNotFoundError) or not os.path.exists(path):
+        return "the file is gone (it was listed, then removed or renamed)"
+    if "Format not recognised" in text or "not a regular file" in text:
+        # libsndfile says 'not a regular file' of a regular file whose stream it cannot parse (e.g. bad MP3)
+        return "cannot decode audio (format not recognised; convert it to WAV, FLAC or OGG)"
+    return f"cannot decode audio ({text}; the file is damaged, truncated or in an unsupported encoding)"

@@ -68,21 +68,37 @@ def table(results: dict[str, Evaluation]) -> str:
 
 
 def run(corpus: pd.DataFrame, cfg: PipelineConfig, out: str | os.PathLike, jobs: int | None = None,
-        log: Callable[[str], None] = print) -> dict[str, Evaluation]:
-    """Run every step into `out`; return the evaluation of attention, seq2seq and fusion."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_yaml(out / "config.yaml", to_dict(cfg))
+        log: Callable[[str], None] = print, on_bad_audio: str = "fail",
+        warn: Callable[[str], None] | None = None) -> dict[str, Evaluation]:
+    """Run every step into `out`; return the evaluation of attention, seq2seq and fusion.
+
+    on_bad_audio: 'fail' (stop before writing anything) or 'skip' (leave bad clips out, one `warn`
+    line each); see spectrogram.extract.
+    """
+    from .corpus import apply_bad_audio_policy
+
+    out, warn = Path(out), warn or log
     started = time.perf_counter()
     spec_dir = out / "spectrograms"
     spec = spectro.read(spec_dir) if spectro.is_complete(spec_dir) else None
     if spec is not None and spec.settings["settings"] == to_dict(cfg.spectrogram):
         log(f"spectrograms: reusing {spec_dir}")
+        # clips skipped when they were extracted are bad still: the policy applies to them now as well
+        apply_bad_audio_policy(corpus, spec.skipped, on_bad_audio, warn)
     else:
         log(f"spectrograms: extracting {len(corpus)} clips ...")
-        spec = spectro.read(spectro.extract(corpus, cfg.spectrogram, spec_dir, jobs=jobs))
+        created = not out.exists()
+        try:
+            spec = spectro.read(spectro.extract(corpus, cfg.spectrogram, spec_dir, jobs=jobs,
+                                                on_bad_audio=on_bad_audio, warn=warn))
+        except Exception:
+            if created and out.is_dir() and not any(out.iterdir()):
+                out.rmdir()  # nothing was written: leave no empty output folder behind
+            raise
+    skipped = f"; skipped {len(spec.skipped)} of {len(corpus)} clips with bad audio" if spec.skipped else ""
     log(f"spectrograms: {spec.x.shape[0]} clips x {spec.x.shape[1]} frames x {spec.x.shape[2]} mel bands "
-        f"({time.perf_counter() - started:.1f} s)")
+        f"({time.perf_counter() - started:.1f} s{skipped})")
+    write_yaml(out / "config.yaml", to_dict(cfg))
 
     trainers = {}
     for name in NETWORKS:

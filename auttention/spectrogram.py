@@ -4,7 +4,8 @@ Values: mel power in dB relative to the clip's maximum, clipped at `clip_below` 
 linearly from [clip_below, 0] dB to [-1, 1]. Shape of one clip: (frames, n_mels).
 
 A spectrogram folder holds parquet/*.parquet (columns file_name, partition, label, n_frames,
-spectrogram) and settings.json, written last: a folder without settings.json is incomplete.
+spectrogram, error: set on rows of clips with bad audio, which `read` leaves out) and settings.json,
+written last: a folder without settings.json is incomplete.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -26,6 +28,7 @@ from .errors import UserError
 AMIN = 1e-10  # power floor before the log, as librosa.power_to_db
 SETTINGS = "settings.json"
 PARQUET = "parquet"
+STREAM_BLOCK = 1 << 18  # samples per STFT call when a clip is streamed (bounded memory on long clips)
 
 
 @functools.lru_cache(maxsize=16)
@@ -47,15 +50,68 @@ def mel_spectrogram(audio: np.ndarray, cfg: SpectrogramConfig) -> np.ndarray:
         audio = np.pad(audio, (0, cfg.n_fft - len(audio)))
     stft = librosa.stft(audio, n_fft=cfg.n_fft, hop_length=cfg.hop_length, window=cfg.window,
                         center=True, pad_mode="constant")
+    mel = _mel_power(stft, cfg)
+    return _scale(mel, mel.max(), cfg)
+
+
+def _mel_power(stft: np.ndarray, cfg: SpectrogramConfig) -> np.ndarray:
     power = stft.real ** 2 + stft.imag ** 2
-    mel = _mel_basis(cfg.sample_rate, cfg.n_fft, cfg.n_mels, cfg.fmin, cfg.fmax) @ power
-    db = 10.0 * np.log10(np.maximum(mel, AMIN))
-    peak = db.max()
-    if peak <= 10.0 * np.log10(AMIN):
+    return _mel_basis(cfg.sample_rate, cfg.n_fft, cfg.n_mels, cfg.fmin, cfg.fmax) @ power
+
+
+def _db(mel: np.ndarray) -> np.ndarray:
+    return 10.0 * np.log10(np.maximum(mel, AMIN))
+
+
+def _scale(mel: np.ndarray, peak: float, cfg: SpectrogramConfig) -> np.ndarray:
+    """(n_mels, T) mel power -> (T, n_mels) in [-1, 1], dB relative to `peak` (the clip's maximum power)."""
+    peak_db = _db(np.asarray([peak], dtype=mel.dtype))[0]
+    if peak_db <= 10.0 * np.log10(AMIN):
         return np.full((mel.shape[1], cfg.n_mels), -1.0, dtype=np.float32)
-    db = np.maximum(db - peak, cfg.clip_below)
+    db = np.maximum(_db(mel) - peak_db, cfg.clip_below)
     scaled = 2.0 * (db - cfg.clip_below) / (-cfg.clip_below) - 1.0
     return np.ascontiguousarray(scaled.T, dtype=np.float32)
+
+
+def streamed_mel_spectrogram(chunks: Iterable[np.ndarray], cfg: SpectrogramConfig, keep_start: int = 0,
+                             keep_stop: int | None = None) -> tuple[np.ndarray, int]:
+    """mel_spectrogram of the concatenated `chunks`, but only frames [keep_start, keep_stop) are kept.
+
+    Returns those frames (scaled re the maximum of the *whole* clip, as mel_spectrogram does) and the
+    clip's total frame count. Memory: a block of frames plus the kept ones, whatever the clip's length.
+    """
+    import librosa
+
+    n_fft, hop, half = cfg.n_fft, cfg.hop_length, cfg.n_fft // 2
+    block = max(1, STREAM_BLOCK // hop)  # frames per STFT call
+    stop = keep_stop if keep_stop is not None else sys.maxsize
+    kept: list[np.ndarray] = []
+    peak = 0.0
+    done = n_audio = 0  # frames computed, audio samples seen
+
+    def frames_of(buf: np.ndarray) -> np.ndarray:
+        """Compute every whole frame `buf` holds (it starts at frame `done`); return what is left of it."""
+        nonlocal peak, done
+        count = 0 if len(buf) < n_fft else 1 + (len(buf) - n_fft) // hop
+        for first in range(0, count, block):
+            b = min(block, count - first)
+            seg = buf[first * hop: first * hop + (b - 1) * hop + n_fft]
+            mel = _mel_power(librosa.stft(seg, n_fft=n_fft, hop_length=hop, window=cfg.window, center=False), cfg)
+            peak = max(peak, float(mel.max()))
+            lo, hi = max(keep_start - done, 0), min(stop - done, b)
+            if hi > lo:
+                kept.append(mel[:, lo:hi])
+            done += b
+        return buf[count * hop:]
+
+    buf = np.zeros(half, np.float32)  # centred framing: half a window of zeros before the clip
+    for chunk in chunks:
+        n_audio += len(chunk)
+        buf = frames_of(np.concatenate([buf, chunk]))
+    # a clip shorter than one window is zero-padded to one window; then half a window after it
+    buf = frames_of(np.concatenate([buf, np.zeros(max(0, n_fft - n_audio) + half, np.float32)]))
+    mel = np.concatenate(kept, axis=1) if kept else np.zeros((cfg.n_mels, 0), np.float32)
+    return _scale(mel, peak, cfg), done
 
 
 def n_frames(n_samples: int, cfg: SpectrogramConfig) -> int:
@@ -94,27 +150,73 @@ def common_frames(corpus: pd.DataFrame, cfg: SpectrogramConfig) -> int:
     return min(clip_frames(p, cfg) for p in corpus.loc[corpus["partition"] == "train", "path"])
 
 
+def clip_spectrogram(path: str, cfg: SpectrogramConfig, frames: int) -> tuple[np.ndarray, int]:
+    """One clip's (frames, n_mels) spectrogram, cropped or padded per cfg.crop, and its frame count before that.
+
+    Decodes only what the kept frames need when they are the first ones of a fixed count; otherwise
+    streams the clip, so a recording of an hour costs no more memory than the frames kept.
+    Raises BadAudio for a clip that cannot be decoded or holds NaN/Inf samples.
+    """
+    from .corpus import audio_length, iter_audio, load_audio
+
+    seconds = max_seconds(cfg)
+    if seconds is not None:
+        spec = mel_spectrogram(load_audio(path, cfg.sample_rate, seconds), cfg)
+        return fix_length(spec, frames, cfg.crop), spec.shape[0]
+    total = n_frames(audio_length(path, cfg.sample_rate), cfg)
+    start = 0 if cfg.crop == "start" else max(0, (total - frames) // 2)
+    spec, count = streamed_mel_spectrogram(iter_audio(path, cfg.sample_rate, STREAM_BLOCK), cfg, start, start + frames)
+    return fix_length(spec, frames, cfg.crop), count
+
+
 def spectrogram_batch(paths: Iterable[str], cfg: SpectrogramConfig, frames: int) -> tuple[np.ndarray, np.ndarray]:
     """Decode clips and compute their fixed-length spectrograms: (B, frames, n_mels), original lengths (B,)."""
     from threadpoolctl import threadpool_limits
-
-    from .corpus import load_audio
 
     specs, lengths = [], []
     # one BLAS thread: clips run in parallel anyway, and the mel projection's float rounding then
     # does not depend on how many threads a worker happened to have (identical cache everywhere)
     with threadpool_limits(limits=1, user_api="blas"):
         for path in paths:
-            spec = mel_spectrogram(load_audio(path, cfg.sample_rate, max_seconds(cfg)), cfg)
-            lengths.append(spec.shape[0])
-            specs.append(fix_length(spec, frames, cfg.crop))
+            spec, length = clip_spectrogram(path, cfg, frames)
+            lengths.append(length)
+            specs.append(spec)
     if not specs:
         return np.zeros((0, frames, cfg.n_mels), np.float32), np.zeros(0, np.int32)
     return np.stack(specs), np.asarray(lengths, np.int32)
 
 
-def to_table(rows: pd.DataFrame, x: np.ndarray, lengths: np.ndarray):
-    """An Arrow table of spectrograms with their keys (file_name, partition, label)."""
+def spectrogram_table(rows: pd.DataFrame, cfg: SpectrogramConfig, frames: int):
+    """to_table of the clips in `rows`; a clip with bad audio gets a row of -1 with its reason in `error`.
+
+    Extraction never stops at a bad clip: the caller applies the --on-bad-audio policy to all of
+    them at once (see bad_clips), so a user learns every bad file in one go.
+    """
+    from threadpoolctl import threadpool_limits
+
+    from .corpus import BadAudio
+
+    x = np.full((len(rows), frames, cfg.n_mels), -1.0, np.float32)
+    lengths = np.zeros(len(rows), np.int32)
+    errors: list[str | None] = [None] * len(rows)
+    with threadpool_limits(limits=1, user_api="blas"):  # see spectrogram_batch
+        for i, path in enumerate(rows["path"]):
+            try:
+                x[i], lengths[i] = clip_spectrogram(path, cfg, frames)
+            except BadAudio as exc:
+                errors[i] = exc.reason
+    return to_table(rows, x, lengths, errors)
+
+
+def bad_clips(table) -> dict[str, str]:
+    """{file_name: reason} of the rows of an extraction table (or of its file_name, error columns) with bad audio."""
+    if "error" not in table.column_names:
+        return {}
+    return {n: e for n, e in zip(table.column("file_name").to_pylist(), table.column("error").to_pylist()) if e}
+
+
+def to_table(rows: pd.DataFrame, x: np.ndarray, lengths: np.ndarray, errors: list[str | None] | None = None):
+    """An Arrow table of spectrograms with their keys (file_name, partition, label) and bad-audio reasons."""
     import pyarrow as pa
 
     n, frames, n_mels = x.shape
@@ -125,27 +227,39 @@ def to_table(rows: pd.DataFrame, x: np.ndarray, lengths: np.ndarray):
         "label": pa.array(rows["label"].to_numpy(dtype=float), pa.float64(), from_pandas=True),
         "n_frames": pa.array(lengths, pa.int32()),
         "spectrogram": pa.FixedSizeListArray.from_arrays(flat, frames * n_mels),
+        "error": pa.array(errors if errors is not None else [None] * n, pa.string()),
     })
 
 
-def settings(cfg: SpectrogramConfig, frames: int) -> dict[str, Any]:
-    """What settings.json records: the spectrogram settings and the resulting shape of one clip."""
-    return {"settings": to_dict(cfg), "frames": frames, "n_mels": cfg.n_mels}
+def settings(cfg: SpectrogramConfig, frames: int, skipped: dict[str, str] | None = None) -> dict[str, Any]:
+    """What settings.json records: the spectrogram settings, the shape of one clip, and the clips left
+    out for bad audio ({file_name: reason}; only ever non-empty under --on-bad-audio skip)."""
+    return {"settings": to_dict(cfg), "frames": frames, "n_mels": cfg.n_mels,
+            "skipped": dict(sorted((skipped or {}).items()))}
 
 
 def _chunk_worker(args: tuple[pd.DataFrame, dict, int]):
     rows, cfg_dict, frames = args
-    x, lengths = spectrogram_batch(rows["path"], SpectrogramConfig(**cfg_dict), frames)
-    return to_table(rows, x, lengths)
+    return spectrogram_table(rows, SpectrogramConfig(**cfg_dict), frames)
 
 
-def extract(corpus: pd.DataFrame, cfg: SpectrogramConfig, out: str | os.PathLike, jobs: int | None = None) -> Path:
-    """Compute every clip's spectrogram in `jobs` processes; write the folder `out` atomically."""
+def extract(corpus: pd.DataFrame, cfg: SpectrogramConfig, out: str | os.PathLike, jobs: int | None = None,
+            on_bad_audio: str = "fail", warn: Callable[[str], None] | None = None) -> Path:
+    """Compute every clip's spectrogram in `jobs` processes; write the folder `out` atomically.
+
+    Bad audio (see corpus.screen_audio; clips that fail to decode) is handled per `on_bad_audio`:
+    'fail' raises BadAudio and writes nothing, 'skip' leaves those clips out with a warning line each
+    (through `warn`, default stderr) and records them in settings.json.
+    """
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
+    from .corpus import apply_bad_audio_policy, screen_audio, to_stderr
     from .io import atomic_dir, write_json
 
+    warn = warn or to_stderr
+    corpus, skipped = screen_audio(corpus, on_bad_audio, warn)
     jobs = jobs or os.cpu_count() or 1
     frames = common_frames(corpus, cfg)
     chunk = max(1, min(64, len(corpus) // (jobs * 4) or 1))
@@ -155,10 +269,13 @@ def extract(corpus: pd.DataFrame, cfg: SpectrogramConfig, out: str | os.PathLike
     else:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
             tables = list(pool.map(_chunk_worker, tasks))
+    table = pa.concat_tables(tables)
+    failed = bad_clips(table)
+    apply_bad_audio_policy(corpus, failed, on_bad_audio, warn)  # 'fail' stops here, before any output
     with atomic_dir(out) as tmp:
         (tmp / PARQUET).mkdir()
-        pq.write_table(pa.concat_tables(tables), tmp / PARQUET / "part-00000.parquet")
-        write_json(tmp / SETTINGS, settings(cfg, frames))
+        pq.write_table(table.filter(pc.is_null(table.column("error"))), tmp / PARQUET / "part-00000.parquet")
+        write_json(tmp / SETTINGS, settings(cfg, frames, {**skipped, **failed}))
     return Path(out)
 
 
@@ -177,6 +294,11 @@ class Spectrograms:
         parts = [partitions] if isinstance(partitions, str) else list(partitions)
         mask = np.isin(self.partition, parts)
         return Spectrograms(self.file_name[mask], self.partition[mask], self.label[mask], self.x[mask], self.settings)
+
+    @property
+    def skipped(self) -> dict[str, str]:
+        """{file_name: reason} of the corpus' clips left out for bad audio (--on-bad-audio skip)."""
+        return self.settings.get("skipped") or {}
 
     @property
     def config(self) -> SpectrogramConfig:
@@ -203,6 +325,10 @@ def read(folder: str | os.PathLike) -> Spectrograms:
     except Exception as exc:  # json/pyarrow raise several types for a damaged file
         raise UserError(f"{folder}: cannot read the spectrograms ({str(exc).splitlines()[0]}); "
                         f"delete the folder and extract again") from None
+    if "error" in table.column_names:  # rows of clips with bad audio (skipped) carry no spectrogram
+        import pyarrow.compute as pc
+
+        table = table.filter(pc.is_null(table.column("error")))
     frames, n_mels = meta["frames"], meta["n_mels"]
     values = table.column("spectrogram").combine_chunks().flatten().to_numpy(zero_copy_only=False)
     x = values.astype(np.float32, copy=False).reshape(len(table), frames, n_mels)
