@@ -22,6 +22,7 @@ import yaml
 from auttention.config import (ModelConfig, ScoringConfig, SpectrogramConfig, TrainingConfig, build,
                                field_types, load_yaml)
 from auttention import import_tensorflow_quietly
+from auttention.corpus import ON_BAD_AUDIO
 from auttention.errors import UserError
 
 
@@ -94,7 +95,40 @@ def user_errors(func: Callable) -> Callable:
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def _warn(line: str) -> None:
+    click.echo(line, err=True)
+
+
+on_bad_audio_option = click.option(
+    "--on-bad-audio", type=click.Choice(ON_BAD_AUDIO), default="fail", show_default=True,
+    help="a clip that cannot be decoded, is empty or holds NaN/Inf samples: stop before any output (fail), "
+         "or leave it out with one warning line (skip)")
+jobs_option = click.option("--jobs", type=click.IntRange(min=1), default=None, help="processes (default: all CPUs)")
+
+
+class OneLineErrors(click.Group):
+    """click's usage errors (unknown flag, bad flag value) as one line and exit status 2, like UserError."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as exc:  # bare `auttention-search`: the help, as click shows it
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            where = exc.ctx.command_path if isinstance(exc, click.UsageError) and exc.ctx else ""
+            hint = f" (see `{where} --help`)" if where else ""
+            click.echo(f"error: {exc.format_message()}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="auttention-search")
 def main() -> None:
     """Find the recurrent autoencoder configuration that best predicts a continuous speech label."""
@@ -120,19 +154,22 @@ def demo_corpus(out: str, n_clips: int, n_speakers: int, seed: int, jobs: int | 
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="output folder")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML with a spectrogram section")
 @click.option("--preset", type=click.Choice(["paper", "audeep"]), help="start from published settings")
-@click.option("--jobs", type=int, default=None, help="processes (default: all CPUs)")
+@jobs_option
+@on_bad_audio_option
 @config_options(SpectrogramConfig)
 @user_errors
-def extract(data: str, out: str, config_path: str | None, jobs: int | None, **flags: Any) -> None:
+def extract(data: str, out: str, config_path: str | None, jobs: int | None, on_bad_audio: str, **flags: Any) -> None:
     """Compute the corpus' mel spectrograms (Parquet)."""
     from auttention import spectrogram
     from auttention.corpus import read_corpus
 
     cfg = make_config(SpectrogramConfig, "spectrogram", config_path, flags)
-    corpus = read_corpus(data)
-    spectrogram.extract(corpus, cfg, out, jobs=jobs)
+    corpus = read_corpus(data, warn=_warn)
+    spectrogram.extract(corpus, cfg, out, jobs=jobs, on_bad_audio=on_bad_audio, warn=_warn)
     spec = spectrogram.read(out)
-    click.echo(f"spectrograms: {len(spec.x)} clips x {spec.x.shape[1]} frames x {spec.x.shape[2]} bands -> {out}")
+    skipped = f" (skipped {len(spec.skipped)} of {len(corpus)} clips with bad audio)" if spec.skipped else ""
+    click.echo(f"spectrograms: {len(spec.x)} clips x {spec.x.shape[1]} frames x {spec.x.shape[2]} bands -> {out}"
+               f"{skipped}")
 
 
 @main.command()
@@ -214,9 +251,13 @@ def evaluate(features_path: str, labels: str | None, out: str, config_path: str 
     from auttention.scoring import attach_labels, evaluate as run_evaluation, write_predictions
 
     cfg = make_config(ScoringConfig, "scoring", config_path, flags)
+    from auttention.corpus import check_label_range
+
     frame = read_features(features_path)
     if labels:
         frame = attach_labels(frame, read_labels(labels))
+        frame.attrs["labels"] = labels
+    check_label_range(frame, cfg.label_min, cfg.label_max)
     ev = run_evaluation(frame, cfg)
     write_predictions(out, ev.test, cfg)
     # beside the test predictions: NAME.devel.csv and NAME.metrics.json (NAME without .test.csv/.csv)
@@ -245,22 +286,24 @@ def score(predictions: str, labels: str) -> None:
 @click.option("--data", required=True, type=click.Path(), help="corpus folder or manifest CSV")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="pipeline YAML (sections spectrogram, seq2seq, attention, training, scoring)")
 @click.option("--out", type=click.Path(file_okay=False), help="output folder (default runs/pipeline-<config name>)")
-@click.option("--jobs", type=int, default=None, help="extraction processes (default: all CPUs)")
+@jobs_option
+@on_bad_audio_option
 @user_errors
-def pipeline(data: str, config_path: str | None, out: str | None, jobs: int | None) -> None:
+def pipeline(data: str, config_path: str | None, out: str | None, jobs: int | None, on_bad_audio: str) -> None:
     """All steps in one: spectrograms, both autoencoders, features, fusion, scoring; prints the table."""
     import_tensorflow_quietly()
     import time
 
     from auttention import pipeline as pipe
     from auttention.config import load_pipeline_config
-    from auttention.corpus import read_corpus
+    from auttention.corpus import check_label_range, read_corpus
 
     cfg = load_pipeline_config(config_path)
-    corpus = read_corpus(data)
+    corpus = read_corpus(data, warn=_warn)
+    check_label_range(corpus, cfg.scoring.label_min, cfg.scoring.label_max)
     out = out or f"runs/pipeline-{Path(config_path).stem if config_path else 'default'}"
     t0 = time.perf_counter()
-    results = pipe.run(corpus, cfg, out, jobs=jobs, log=click.echo)
+    results = pipe.run(corpus, cfg, out, jobs=jobs, log=click.echo, on_bad_audio=on_bad_audio, warn=_warn)
     click.echo("")
     click.echo(pipe.table(results))
     click.echo(f"\n{len(corpus)} clips, {time.perf_counter() - t0:.0f} s; outputs in {out} "
@@ -270,16 +313,19 @@ def pipeline(data: str, config_path: str | None, out: str | None, jobs: int | No
 @main.command()
 @click.option("--data", required=True, type=click.Path(), help="corpus folder or manifest CSV")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML with a scoring section")
-@click.option("--sample-rate", default=16000, show_default=True)
-@click.option("--jobs", type=int, default=None)
+@click.option("--sample-rate", type=click.IntRange(min=1000), default=16000, show_default=True, help="Hz")
+@click.option("--jobs", type=click.IntRange(min=1), default=None, help="threads (default: all CPUs)")
+@on_bad_audio_option
 @user_errors
-def baseline(data: str, config_path: str | None, sample_rate: int, jobs: int | None) -> None:
+def baseline(data: str, config_path: str | None, sample_rate: int, jobs: int | None, on_bad_audio: str) -> None:
     """A reference: MFCC statistics + the same SVR (devel and test rho)."""
     from auttention.baseline import evaluate_baseline
-    from auttention.corpus import read_corpus
+    from auttention.corpus import check_label_range, read_corpus
 
     cfg = make_config(ScoringConfig, "scoring", config_path, {})
-    ev = evaluate_baseline(read_corpus(data), cfg, sample_rate=sample_rate, jobs=jobs)
+    corpus = read_corpus(data, warn=_warn)
+    check_label_range(corpus, cfg.label_min, cfg.label_max)
+    ev = evaluate_baseline(corpus, cfg, sample_rate=sample_rate, jobs=jobs, on_bad_audio=on_bad_audio, warn=_warn)
     test = f"{ev.test_rho:.3f}" if ev.test_rho is not None else "n/a"
     click.echo(f"MFCC functionals + SVR: C={ev.c:g}  devel rho={ev.devel_rho:.3f}  test rho={test}")
 
