@@ -342,14 +342,17 @@ def baseline(data: str, config_path: str | None, sample_rate: int, jobs: int | N
 @click.option("--resume", is_flag=True, help="continue an interrupted search of this name")
 @click.option("--dashboard/--no-dashboard", default=True, show_default=True, help="start the Ray dashboard (local Ray only)")
 @click.option("--verbose", is_flag=True, help="show every trial worker's log lines too")
+@on_bad_audio_option
 @user_errors
 def run(space: str, data: str | None, address: str | None, name: str | None, runs: str, cache: str | None,
-        num_samples: int | None, time_budget: str | None, resume: bool, dashboard: bool, verbose: bool) -> None:
+        num_samples: int | None, time_budget: str | None, resume: bool, dashboard: bool, verbose: bool,
+        on_bad_audio: str) -> None:
     """Search SPACE (YAML) with Ray Tune + Optuna; export the best configuration's test predictions."""
     from search.runner import run_search
 
     run_search(space, data=data, address=address, name=name, runs=runs, cache=cache, num_samples=num_samples,
-               time_budget=time_budget, resume=resume, dashboard=dashboard, verbose=verbose, echo=click.echo)
+               time_budget=time_budget, resume=resume, dashboard=dashboard, verbose=verbose, echo=click.echo,
+               on_bad_audio=on_bad_audio)
 
 
 @main.command()

@@ -5,10 +5,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -33,15 +34,23 @@ def cache_folder(cache: str | os.PathLike, corpus_hash: str, cfg: SpectrogramCon
 
 
 def _batch(batch: pd.DataFrame, settings: dict[str, Any], frames: int):
-    cfg = SpectrogramConfig(**settings)
-    x, lengths = spectro.spectrogram_batch(batch["path"].tolist(), cfg, frames)
-    return spectro.to_table(batch, x, lengths)
+    # a clip with bad audio becomes a row with its reason in `error`: the driver applies the policy
+    return spectro.spectrogram_table(batch, SpectrogramConfig(**settings), frames)
 
 
 def ray_extract(corpus: pd.DataFrame, cfg: SpectrogramConfig, out: str | os.PathLike,
-                parallelism: int | None = None, batch_size: int = 16) -> Path:
-    """Extract with Ray Data tasks (at most `parallelism` at once) into the folder `out`, atomically."""
+                parallelism: int | None = None, batch_size: int = 16, on_bad_audio: str = "fail",
+                warn: Callable[[str], None] = print, skipped: dict[str, str] | None = None) -> Path:
+    """Extract with Ray Data tasks (at most `parallelism` at once) into the folder `out`, atomically.
+
+    Clips that fail to decode are handled per `on_bad_audio` (corpus.apply_bad_audio_policy): 'fail'
+    writes nothing; 'skip' warns and records them, with `skipped` (clips the caller already left
+    out), in settings.json.
+    """
+    import pyarrow.parquet as pq
     import ray
+
+    from auttention.corpus import apply_bad_audio_policy
 
     frames = spectro.common_frames(corpus, cfg)
     rows = corpus[["file_name", "path", "partition", "label"]].reset_index(drop=True)
@@ -54,15 +63,38 @@ def ray_extract(corpus: pd.DataFrame, cfg: SpectrogramConfig, out: str | os.Path
                         num_cpus=1)
     with atomic_dir(out) as tmp:
         ds.write_parquet(str(tmp / spectro.PARQUET))
-        write_json(tmp / spectro.SETTINGS, spectro.settings(cfg, frames))
+        failed = spectro.bad_clips(pq.read_table(tmp / spectro.PARQUET, columns=["file_name", "error"]))
+        apply_bad_audio_policy(corpus, failed, on_bad_audio, warn)  # 'fail' raises: atomic_dir keeps nothing
+        write_json(tmp / spectro.SETTINGS, spectro.settings(cfg, frames, {**(skipped or {}), **failed}))
     return Path(out)
 
 
-def ensure_spectrograms(corpus: pd.DataFrame, settings: list[dict[str, Any]], cache: str | os.PathLike,
-                        log=print, parallelism: int | None = None) -> dict[str, Path]:
-    """Every setting's spectrogram folder, extracting those not in the cache yet: {settings hash: folder}."""
-    from auttention.config import build
+def skipped_clips(folder: str | os.PathLike) -> dict[str, str]:
+    """{file_name: reason} of the clips a finished spectrogram folder left out for bad audio."""
+    return json.loads((Path(folder) / spectro.SETTINGS).read_text()).get("skipped") or {}
 
+
+def ensure_spectrograms(corpus: pd.DataFrame, settings: list[dict[str, Any]], cache: str | os.PathLike,
+                        log=print, parallelism: int | None = None, on_bad_audio: str = "fail",
+                        skipped: dict[str, str] | None = None) -> dict[str, Path]:
+    """Every setting's spectrogram folder, extracting those not in the cache yet: {settings hash: folder}.
+
+    Bad audio per `on_bad_audio` ('fail' or 'skip', warnings through `log`). The clips' headers are
+    checked here unless the caller did so already (corpus.screen_audio): then `skipped` is what it left out.
+    A cached folder that left clips out fails under 'fail' too.
+    """
+    from auttention.config import build
+    from auttention.corpus import apply_bad_audio_policy, screen_audio
+
+    warned: set[str] = set()
+
+    def warn(line: str) -> None:  # every setting decodes the same bad clip: say it once
+        if line not in warned:
+            warned.add(line)
+            log(line)
+
+    if skipped is None:
+        corpus, skipped = screen_audio(corpus, on_bad_audio, warn)
     corpus_hash = corpus_fingerprint(corpus)
     folders = {}
     for values in settings:
@@ -70,10 +102,11 @@ def ensure_spectrograms(corpus: pd.DataFrame, settings: list[dict[str, Any]], ca
         folder = cache_folder(cache, corpus_hash, cfg)
         if spectro.is_complete(folder):
             log(f"spectrograms: cached {folder}")
+            apply_bad_audio_policy(corpus, skipped_clips(folder), on_bad_audio, warn)
         else:
             log(f"spectrograms: extracting {len(corpus)} clips with Ray Data -> {folder}")
             started = time.perf_counter()
-            ray_extract(corpus, cfg, folder, parallelism)
+            ray_extract(corpus, cfg, folder, parallelism, on_bad_audio=on_bad_audio, warn=warn, skipped=skipped)
             log(f"spectrograms: done in {time.perf_counter() - started:.1f} s")
         folders[cfg.hash()] = folder
     return folders

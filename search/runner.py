@@ -96,6 +96,18 @@ def start_ray(address: str | None, dashboard: bool, verbose: bool = False) -> st
     return getattr(context, "dashboard_url", None) or None
 
 
+def check_labels(corpus, space: Space) -> None:
+    """Known labels must lie in the scoring's [label_min, label_max] (predictions are clipped to it)."""
+    from auttention.config import ScoringConfig, build
+    from auttention.corpus import check_label_range
+
+    if any(p.section == "scoring" and p.key in ("label_min", "label_max") for p in space.params):
+        return  # a searched range: each trial's own
+    fixed = {k: v for k, v in space.fixed.get("scoring", {}).items() if k in ("label_min", "label_max")}
+    scoring = build(ScoringConfig, fixed, "scoring")
+    check_label_range(corpus, scoring.label_min, scoring.label_max)
+
+
 def check_resources(space: Space) -> None:
     """Fail fast when no node of the cluster can ever hold one trial."""
     import ray
@@ -137,9 +149,9 @@ def _evaluate_checkpoint(checkpoint: str, spec, cfg):
 def run_search(space_path: str, *, data: str | None = None, address: str | None = None, name: str | None = None,
                runs: str = "runs", cache: str | None = None, num_samples: int | None = None,
                time_budget: str | None = None, resume: bool = False, dashboard: bool = True,
-               verbose: bool = False, echo: Callable[[str], None] = print) -> Path:
-    """Run (or resume) a search; returns the run folder."""
-    from auttention.corpus import read_corpus
+               verbose: bool = False, echo: Callable[[str], None] = print, on_bad_audio: str = "fail") -> Path:
+    """Run (or resume) a search; returns the run folder. on_bad_audio: 'fail' or 'skip' (see corpus.py)."""
+    from auttention.corpus import read_corpus, screen_audio
     from auttention.io import write_csv, write_yaml
 
     space = override(load_space(space_path), name, num_samples, time_budget)
@@ -162,7 +174,10 @@ def run_search(space_path: str, *, data: str | None = None, address: str | None 
     check_writable(run_dir)
     cache_dir = Path(cache) if cache else default_cache()
     check_writable(cache_dir)
-    corpus = read_corpus(data if data else demo_corpus(cache_dir, 0, echo))
+    corpus = read_corpus(data if data else demo_corpus(cache_dir, 0, echo), warn=echo)
+    check_labels(corpus, space)
+    n_clips = len(corpus)
+    corpus, skipped = screen_audio(corpus, on_bad_audio, echo)  # headers: fail fast, before Ray starts
     echo(f"corpus: {len(corpus)} clips ({', '.join(f'{p} {n}' for p, n in corpus['partition'].value_counts().items())})")
 
     dash = start_ray(address, dashboard, verbose)
@@ -173,7 +188,7 @@ def run_search(space_path: str, *, data: str | None = None, address: str | None 
 
     from .export import export_best, summary, trials_table
     from .report import write_report
-    from .extract import ensure_spectrograms
+    from .extract import ensure_spectrograms, skipped_clips
     from .trial import run_trial
     from .tuning import make_tuner
 
@@ -181,7 +196,9 @@ def run_search(space_path: str, *, data: str | None = None, address: str | None 
         check_resources(space)
         if dash:
             echo(f"ray: dashboard at http://{dash}")
-        folders = ensure_spectrograms(corpus, space.spectrogram_settings(), cache_dir, echo)
+        folders = ensure_spectrograms(corpus, space.spectrogram_settings(), cache_dir, echo,
+                                      on_bad_audio=on_bad_audio, skipped=skipped)
+        skipped = {**skipped, **{k: v for f in folders.values() for k, v in skipped_clips(f).items()}}
         refs = {h: ray.put(spectro.read(folder)) for h, folder in folders.items()}
         trainable = tune.with_resources(tune.with_parameters(run_trial, space=space, spectrograms=refs),
                                         {"cpu": space.resources.cpu, "gpu": space.resources.gpu})
@@ -212,6 +229,9 @@ def run_search(space_path: str, *, data: str | None = None, address: str | None 
         report = write_report(run_dir)
         echo("")
         echo(summary(table, exp.metric, evaluations))
+        if skipped:
+            names = ", ".join(sorted(skipped)[:5]) + (", ..." if len(skipped) > 5 else "")
+            echo(f"skipped {len(skipped)} of {n_clips} clips with bad audio (--on-bad-audio skip): {names}")
         echo(f"\nsearch: {time.perf_counter() - t0:.0f} s; trials.csv and best/ in {run_dir}")
         echo(f"report: {report}")
         if not best:
