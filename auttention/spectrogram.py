@@ -38,25 +38,49 @@ def _mel_basis(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: flo
     return librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
 
 
+@functools.lru_cache(maxsize=16)
+def _sparse_mel_basis(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float | None):
+    """The filterbank as a sparse matrix: each band spans a few FFT bins (about 2% of a dense
+    n_mels x (n_fft/2 + 1) matrix is non-zero), so the projection costs a fraction of a dense one."""
+    import scipy.sparse
+
+    return scipy.sparse.csr_matrix(_mel_basis(sample_rate, n_fft, n_mels, fmin, fmax))
+
+
+@functools.lru_cache(maxsize=16)
+def _window(kind: str, n_fft: int) -> np.ndarray:
+    import scipy.signal
+
+    return scipy.signal.get_window(kind, n_fft, fftbins=True).astype(np.float32)  # as librosa.stft's
+
+
 def mel_spectrogram(audio: np.ndarray, cfg: SpectrogramConfig) -> np.ndarray:
     """(frames, n_mels) float32 in [-1, 1]: mel power (of |STFT|^2, not the complex STFT) in dB re max.
 
     A clip with no energy at all (digital silence) maps to -1 everywhere instead of NaN/-inf.
     """
-    import librosa
-
+    audio = np.asarray(audio, dtype=np.float32)
     if len(audio) < cfg.n_fft:
         # shorter than one window: zero-pad to one window so there is at least one whole frame
         audio = np.pad(audio, (0, cfg.n_fft - len(audio)))
-    stft = librosa.stft(audio, n_fft=cfg.n_fft, hop_length=cfg.hop_length, window=cfg.window,
-                        center=True, pad_mode="constant")
-    mel = _mel_power(stft, cfg)
+    # centred framing, as librosa.stft(center=True, pad_mode="constant"): half a window of zeros each side
+    mel = _mel_power(np.pad(audio, cfg.n_fft // 2), cfg)
     return _scale(mel, mel.max(), cfg)
 
 
-def _mel_power(stft: np.ndarray, cfg: SpectrogramConfig) -> np.ndarray:
-    power = stft.real ** 2 + stft.imag ** 2
-    return _mel_basis(cfg.sample_rate, cfg.n_fft, cfg.n_mels, cfg.fmin, cfg.fmax) @ power
+def _mel_power(audio: np.ndarray, cfg: SpectrogramConfig) -> np.ndarray:
+    """(n_mels, frames) mel power of every whole window of `audio` (hop cfg.hop_length, no padding).
+
+    The frames of librosa.stft(center=False), computed here in float32 with one FFT thread and a
+    sparse filterbank: about twice as fast per clip, equal to 1e-5 on the [-1, 1] scale.
+    """
+    import scipy.fft
+
+    frames = np.lib.stride_tricks.sliding_window_view(audio, cfg.n_fft)[::cfg.hop_length]
+    spec = scipy.fft.rfft(frames * _window(cfg.window, cfg.n_fft), axis=1, workers=1)
+    power = spec.real ** 2 + spec.imag ** 2  # (frames, 1 + n_fft // 2)
+    basis = _sparse_mel_basis(cfg.sample_rate, cfg.n_fft, cfg.n_mels, cfg.fmin, cfg.fmax)
+    return np.asarray(basis @ power.T, dtype=np.float32)
 
 
 def _db(mel: np.ndarray) -> np.ndarray:
@@ -80,8 +104,6 @@ def streamed_mel_spectrogram(chunks: Iterable[np.ndarray], cfg: SpectrogramConfi
     Returns those frames (scaled re the maximum of the *whole* clip, as mel_spectrogram does) and the
     clip's total frame count. Memory: a block of frames plus the kept ones, whatever the clip's length.
     """
-    import librosa
-
     n_fft, hop, half = cfg.n_fft, cfg.hop_length, cfg.n_fft // 2
     block = max(1, STREAM_BLOCK // hop)  # frames per STFT call
     stop = keep_stop if keep_stop is not None else sys.maxsize
@@ -96,7 +118,7 @@ def streamed_mel_spectrogram(chunks: Iterable[np.ndarray], cfg: SpectrogramConfi
         for first in range(0, count, block):
             b = min(block, count - first)
             seg = buf[first * hop: first * hop + (b - 1) * hop + n_fft]
-            mel = _mel_power(librosa.stft(seg, n_fft=n_fft, hop_length=hop, window=cfg.window, center=False), cfg)
+            mel = _mel_power(seg, cfg)
             peak = max(peak, float(mel.max()))
             lo, hi = max(keep_start - done, 0), min(stop - done, b)
             if hi > lo:
