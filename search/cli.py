@@ -330,29 +330,111 @@ def baseline(data: str, config_path: str | None, sample_rate: int, jobs: int | N
     click.echo(f"MFCC functionals + SVR: C={ev.c:g}  devel rho={ev.devel_rho:.3f}  test rho={test}")
 
 
+def search_options(func: Callable) -> Callable:
+    """The options `run` and `submit` share (same names, same meaning)."""
+    options = [
+        click.argument("space", type=click.Path(dir_okay=False)),
+        click.option("--data", type=click.Path(), help="corpus folder or manifest CSV (default: the built-in demo corpus)"),
+        click.option("--name", help="experiment name (default: experiment.name of the space)"),
+        click.option("--runs", default="runs", show_default=True, type=click.Path(file_okay=False),
+                     help="folder of run folders (on a cluster: storage every node mounts)"),
+        click.option("--cache", type=click.Path(file_okay=False),
+                     help="spectrogram/demo cache (default ~/.cache/auttention-search where the driver runs)"),
+        click.option("--num-samples", type=int, help="number of trials (overrides experiment.num_samples)"),
+        click.option("--time-budget", help="stop starting trials after this long, e.g. 6h (overrides experiment.time_budget)"),
+        click.option("--resume", is_flag=True, help="continue an interrupted search of this name"),
+        on_bad_audio_option,
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 @main.command()
-@click.argument("space", type=click.Path(dir_okay=False))
-@click.option("--data", type=click.Path(), help="corpus folder or manifest CSV (default: the built-in demo corpus)")
-@click.option("--address", help="Ray cluster address, e.g. auto or 10.0.0.1:6379 (default: start Ray here)")
-@click.option("--name", help="experiment name (default: experiment.name of the space)")
-@click.option("--runs", default="runs", show_default=True, type=click.Path(file_okay=False), help="folder of run folders")
-@click.option("--cache", type=click.Path(file_okay=False), help="spectrogram/demo cache (default ~/.cache/auttention-search)")
-@click.option("--num-samples", type=int, help="number of trials (overrides experiment.num_samples)")
-@click.option("--time-budget", help="stop starting trials after this long, e.g. 6h (overrides experiment.time_budget)")
-@click.option("--resume", is_flag=True, help="continue an interrupted search of this name")
+@search_options
+@click.option("--address", help="a running Ray cluster, e.g. auto (the one started on this machine) or "
+                                "10.0.0.1:6379 (default: $RAY_ADDRESS, else start Ray here)")
 @click.option("--dashboard/--no-dashboard", default=True, show_default=True, help="start the Ray dashboard (local Ray only)")
 @click.option("--verbose", is_flag=True, help="show every trial worker's log lines too")
-@on_bad_audio_option
 @user_errors
-def run(space: str, data: str | None, address: str | None, name: str | None, runs: str, cache: str | None,
-        num_samples: int | None, time_budget: str | None, resume: bool, dashboard: bool, verbose: bool,
-        on_bad_audio: str) -> None:
+def run(space: str, address: str | None, dashboard: bool, verbose: bool, **options: Any) -> None:
     """Search SPACE (YAML) with Ray Tune + Optuna; export the best configuration's test predictions."""
     from search.runner import run_search
 
-    run_search(space, data=data, address=address, name=name, runs=runs, cache=cache, num_samples=num_samples,
-               time_budget=time_budget, resume=resume, dashboard=dashboard, verbose=verbose, echo=click.echo,
-               on_bad_audio=on_bad_audio)
+    run_search(space, address=address, dashboard=dashboard, verbose=verbose, echo=click.echo, **options)
+
+
+ADDRESS = click.option("--address", help="the cluster's dashboard, e.g. http://127.0.0.1:8265 "
+                                         "(default: $RAY_API_SERVER_ADDRESS, else http://127.0.0.1:8265)")
+
+
+@main.command()
+@search_options
+@ADDRESS
+@click.option("--wait", is_flag=True, help="follow the job's output until it ends; exit non-zero unless it succeeded")
+@user_errors
+def submit(space: str, address: str | None, wait: bool, **options: Any) -> None:
+    """Run the search of SPACE as a Ray job on a cluster; prints the job id and its dashboard page."""
+    from search import jobs
+
+    job_id, url = jobs.submit(space, address=address, **options)
+    click.echo(f"job: {job_id}")
+    click.echo(f"dashboard: {url}")
+    click.echo(f"follow: auttention-search logs {job_id} --follow" + (f" --address {address}" if address else ""))
+    if wait:
+        for chunk in jobs.follow(job_id, address):
+            click.echo(chunk, nl=False)
+        state = jobs.status(job_id, address)
+        click.echo(f"job {job_id}: {state}")
+        if state != "SUCCEEDED":
+            sys.exit(1)
+
+
+@main.command("jobs")
+@ADDRESS
+@click.option("--all", "everything", is_flag=True, help="also jobs that are not searches")
+@user_errors
+def jobs_(address: str | None, everything: bool) -> None:
+    """List the searches submitted to the cluster, newest first, with their status."""
+    import datetime
+
+    from search import jobs
+
+    rows = jobs.list_jobs(address, everything)
+    if not rows:
+        click.echo("no jobs")
+        return
+    click.echo(f"{'job':<40} {'status':<10} {'started':<19} experiment")
+    for r in rows:
+        started = datetime.datetime.fromtimestamp(r["start_time"] / 1000).strftime("%Y-%m-%d %H:%M:%S") if r["start_time"] else ""
+        click.echo(f"{r['job']:<40} {r['status']:<10} {started:<19} {r['experiment']}")
+
+
+@main.command()
+@click.argument("job")
+@ADDRESS
+@click.option("--follow", "-f", is_flag=True, help="keep printing until the job ends")
+@user_errors
+def logs(job: str, address: str | None, follow: bool) -> None:
+    """Print JOB's output (the search's progress, one line per scored epoch)."""
+    from search import jobs
+
+    if follow:
+        for chunk in jobs.follow(job, address):
+            click.echo(chunk, nl=False)
+    else:
+        click.echo(jobs.logs(job, address), nl=False)
+
+
+@main.command()
+@click.argument("job")
+@ADDRESS
+@user_errors
+def stop(job: str, address: str | None) -> None:
+    """Stop JOB; finished trials keep their results (`submit ... --resume` continues the search)."""
+    from search import jobs
+
+    click.echo(f"job {job}: {jobs.stop(job, address)}")
 
 
 @main.command()

@@ -62,7 +62,11 @@ def ray_extract(corpus: pd.DataFrame, cfg: SpectrogramConfig, out: str | os.Path
                         batch_format="pandas", compute=ray.data.TaskPoolStrategy(size=parallelism),
                         num_cpus=1)
     with atomic_dir(out) as tmp:
-        ds.write_parquet(str(tmp / spectro.PARQUET))
+        # the driver writes the blocks as they come: the cache lives where the driver runs, so worker
+        # nodes need no shared disk (trials get the spectrograms from the object store, not the cache)
+        (tmp / spectro.PARQUET).mkdir()
+        for i, table in enumerate(ds.iter_batches(batch_size=None, batch_format="pyarrow")):
+            pq.write_table(table, tmp / spectro.PARQUET / f"part-{i:05d}.parquet")
         failed = spectro.bad_clips(pq.read_table(tmp / spectro.PARQUET, columns=["file_name", "error"]))
         apply_bad_audio_policy(corpus, failed, on_bad_audio, warn)  # 'fail' raises: atomic_dir keeps nothing
         write_json(tmp / spectro.SETTINGS, spectro.settings(cfg, frames, {**(skipped or {}), **failed}))

@@ -68,8 +68,32 @@ def check_writable(folder: Path) -> None:
         raise UserError(f"{folder}: only {free // 2**20} MiB free on this disk; free space or choose another --runs")
 
 
-def start_ray(address: str | None, dashboard: bool, verbose: bool = False) -> str | None:
-    """Connect to a cluster (`address`) or start Ray here, token authentication on, dashboard on 127.0.0.1."""
+def use_token_auth() -> bool:
+    """Send the Ray token to clusters when one is at hand ($RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH or
+    ~/.ray/auth_token, which `ray start` and a local ray.init() create): Ray's own clients only do
+    when RAY_AUTH_MODE=token is set, so a user on the cluster's machine would have to copy it by hand."""
+    if os.environ.get("RAY_AUTH_MODE"):
+        return os.environ["RAY_AUTH_MODE"].lower() == "token"
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    if not (os.environ.get("RAY_AUTH_TOKEN") or path.is_file()):
+        return False
+    os.environ["RAY_AUTH_MODE"] = "token"
+    import sys
+
+    if "ray._raylet" in sys.modules:  # Ray read its settings at import: make it read them again
+        from ray._raylet import Config
+
+        Config.initialize("")
+    return True
+
+
+def start_ray(address: str | None, dashboard: bool, verbose: bool = False) -> tuple[str | None, bool]:
+    """Connect to a cluster or start Ray here (token authentication on, dashboard on 127.0.0.1).
+
+    The cluster is `address`, else $RAY_ADDRESS (set inside a Ray job); without either Ray starts
+    here, never joining a cluster that happens to run on this machine (`--address auto` does that).
+    Returns (dashboard URL, whether Ray was started here and must be shut down).
+    """
     import ray
 
     # Ray 2.60 turns token authentication on for a local ray.init() (creating ~/.ray/auth_token) and
@@ -77,23 +101,28 @@ def start_ray(address: str | None, dashboard: bool, verbose: bool = False) -> st
     if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
         logging.getLogger(__name__).warning("RAY_AUTH_MODE=disabled: anyone who can reach this Ray cluster "
                                             "can run code on it; unset it to keep token authentication on")
-    runtime_env = {"env_vars": dict(QUIET_ENV)}
+    target = address or os.environ.get("RAY_ADDRESS") or None
+    if target:
+        use_token_auth()
+    # a submitted job's driver inherits the job's runtime env (which `submit` gives these variables)
+    runtime_env = None if os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") else {"env_vars": dict(QUIET_ENV)}
     try:
-        if address:
-            context = ray.init(address=address, runtime_env=runtime_env, logging_level=logging.WARNING,
+        if target:
+            context = ray.init(address=target, runtime_env=runtime_env, logging_level=logging.WARNING,
                                log_to_driver=verbose)
         else:
-            context = ray.init(include_dashboard=dashboard, dashboard_host="127.0.0.1", runtime_env=runtime_env,
-                               logging_level=logging.WARNING, log_to_driver=verbose)
+            context = ray.init(address="local", include_dashboard=dashboard, dashboard_host="127.0.0.1",
+                               runtime_env=runtime_env, logging_level=logging.WARNING, log_to_driver=verbose)
     except ConnectionError as exc:
-        raise UserError(f"--address {address}: cannot connect to a Ray cluster ({str(exc).splitlines()[0]}); "
-                        f"is it running (`ray status`)?") from None
+        raise UserError(f"--address {target}: cannot connect to a Ray cluster ({str(exc).splitlines()[0]}); "
+                        f"is it running (`ray status`), and is its token in ~/.ray/auth_token or "
+                        f"$RAY_AUTH_TOKEN?") from None
     import ray.data
 
     ray.data.DataContext.get_current().enable_progress_bars = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     logging.getLogger("ray.tune").setLevel(logging.WARNING)
-    return getattr(context, "dashboard_url", None) or None
+    return getattr(context, "dashboard_url", None) or None, not target
 
 
 def check_labels(corpus, space: Space) -> None:
@@ -118,6 +147,34 @@ def check_resources(space: Space) -> None:
         have = ", ".join(f"{n['Resources'].get('CPU', 0):g} CPU/{n['Resources'].get('GPU', 0):g} GPU" for n in nodes)
         raise UserError(f"resources: a trial asks for {need['CPU']:g} CPU and {need['GPU']:g} GPU but no node has "
                         f"that (nodes: {have}); lower resources.cpu/resources.gpu in the space")
+
+
+def _sees(path: str) -> bool:
+    return Path(path).is_file()
+
+
+def check_shared_runs(run_dir: Path) -> None:
+    """On a multi-node cluster, fail fast unless every node sees the run folder: trials write their
+    checkpoints there, and a node that does not share it would fail every trial it runs."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [n for n in ray.nodes() if n.get("Alive") and n["Resources"].get("CPU", 0) > 0]
+    if len(nodes) < 2:
+        return
+    marker = (run_dir / ".shared-check").resolve()
+    marker.write_text("every node must see this file\n")
+    try:
+        probe = ray.remote(num_cpus=0)(_sees)
+        seen = ray.get([probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+                        .remote(str(marker)) for n in nodes], timeout=120)
+    finally:
+        marker.unlink(missing_ok=True)
+    blind = [n["NodeManagerAddress"] for n, ok in zip(nodes, seen) if not ok]
+    if blind:
+        raise UserError(f"--runs {run_dir.parent}: not visible from node(s) {', '.join(blind)}; trials save "
+                        f"checkpoints there, so put --runs on storage every node mounts (NFS, EFS, a shared "
+                        f"volume)")
 
 
 def pick_best(results, metric: str):
@@ -154,6 +211,7 @@ def run_search(space_path: str, *, data: str | None = None, address: str | None 
     from auttention.corpus import read_corpus, screen_audio
     from auttention.io import write_csv, write_yaml
 
+    space_path = str(Path(space_path).resolve())  # Ray may change the driver's working directory (jobs)
     space = override(load_space(space_path), name, num_samples, time_budget)
     exp = space.experiment
     run_dir = Path(runs) / exp.name
@@ -180,7 +238,7 @@ def run_search(space_path: str, *, data: str | None = None, address: str | None 
     corpus, skipped = screen_audio(corpus, on_bad_audio, echo)  # headers: fail fast, before Ray starts
     echo(f"corpus: {len(corpus)} clips ({', '.join(f'{p} {n}' for p, n in corpus['partition'].value_counts().items())})")
 
-    dash = start_ray(address, dashboard, verbose)
+    dash, started_here = start_ray(address, dashboard, verbose)
     import ray
     from ray import tune
 
@@ -189,19 +247,19 @@ def run_search(space_path: str, *, data: str | None = None, address: str | None 
     from .export import export_best, summary, trials_table
     from .report import write_report
     from .extract import ensure_spectrograms, skipped_clips
-    from .trial import run_trial
+    from .trial import make_trainable
     from .tuning import make_tuner
 
     try:
         check_resources(space)
+        check_shared_runs(run_dir)
         if dash:
             echo(f"ray: dashboard at http://{dash}")
         folders = ensure_spectrograms(corpus, space.spectrogram_settings(), cache_dir, echo,
                                       on_bad_audio=on_bad_audio, skipped=skipped)
         skipped = {**skipped, **{k: v for f in folders.values() for k, v in skipped_clips(f).items()}}
         refs = {h: ray.put(spectro.read(folder)) for h, folder in folders.items()}
-        trainable = tune.with_resources(tune.with_parameters(run_trial, space=space, spectrograms=refs),
-                                        {"cpu": space.resources.cpu, "gpu": space.resources.gpu})
+        trainable = make_trainable(space, refs)
         write_yaml(run_dir / "space.yaml", _space_record(space_path, space))
         if resume:
             if not tune.Tuner.can_restore(str(exp_dir.resolve())):
@@ -237,7 +295,7 @@ def run_search(space_path: str, *, data: str | None = None, address: str | None 
         if not best:
             raise UserError(f"no trial finished an epoch; see the errors in {run_dir / 'trials.csv'}")
     finally:
-        if not address:
+        if started_here:
             ray.shutdown()
     return run_dir
 

@@ -76,6 +76,41 @@ def score_epoch(att_train: np.ndarray, att_devel: np.ndarray, s2s_train: np.ndar
     return out
 
 
+def describe(trial_id: str, config: dict[str, Any], space) -> str:
+    """`trial_<id>` and the trial's searched values, short enough for a dashboard column."""
+    values = []
+    for p in space.params:
+        value = (config.get(p.section) or {}).get(p.key)
+        if value is None:
+            continue
+        text = f"{value:.3g}" if isinstance(value, float) else str(value)
+        values.append(f"{p.name.replace('/', '.')}={text}")
+    text = f"trial_{trial_id} " + " ".join(values)
+    return text if len(text) <= 240 else text[:237] + "..."
+
+
+def make_trainable(space, spectrograms: dict):
+    """The Tune trainable: `run_trial` bound to the space and the spectrograms' object refs, reserving
+    the space's resources, as an actor class whose repr names the trial and its searched values (the
+    Ray dashboard's Actors page shows it in the "Repr" column and can filter by it)."""
+    from ray import tune
+    from ray.tune import PlacementGroupFactory
+    from ray.tune.trainable.function_trainable import wrap_function
+
+    base = wrap_function(tune.with_parameters(run_trial, space=space, spectrograms=spectrograms))
+
+    class AuttentionTrial(base):
+        @classmethod
+        def default_resource_request(cls, config):
+            return PlacementGroupFactory([{"CPU": space.resources.cpu, "GPU": space.resources.gpu}])
+
+        def __repr__(self) -> str:
+            return describe(self.trial_id, self.config, space)
+
+    AuttentionTrial.__qualname__ = AuttentionTrial.__name__  # the dashboard's "Class" column
+    return AuttentionTrial
+
+
 def run_trial(config: dict[str, Any], space=None, spectrograms: dict | None = None) -> None:
     """The Tune function trainable (bound with tune.with_parameters(space=..., spectrograms=...))."""
     import ray
@@ -129,3 +164,7 @@ def run_trial(config: dict[str, Any], space=None, spectrograms: dict | None = No
             s2s.save(Path(folder) / "seq2seq")
             (Path(folder) / "metrics.json").write_text(json.dumps(metrics))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+        # the actor's log (dashboard: Actors -> this trial -> Logs) shows its progress as it goes
+        print(f"{tune.get_context().get_trial_name()} epoch {epoch}/{max_epochs}: fused_rho {metrics['fused_rho']:.3f} "
+              f"attention_rho {metrics['attention_rho']:.3f} seq2seq_rho {metrics['seq2seq_rho']:.3f} "
+              f"({metrics['epoch_seconds']:.1f} s)", flush=True)
