@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import shlex
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -217,3 +219,52 @@ def test_dashboard_api_lists_the_job_and_named_trial_actors(submitted, cluster):
     named = {a["repr_name"].split()[0].removeprefix("trial_") for a in trials if a["repr_name"]}
     assert ids <= named, (ids, named)
     assert all("attention.attention=" in a["repr_name"] for a in trials)
+
+
+class _TokenProxy(http.server.BaseHTTPRequestHandler):
+    """Adds the token to every request, as the dashboard's own login (a cookie) would for a browser."""
+
+    target = token = ""
+
+    def do_GET(self) -> None:
+        request = urllib.request.Request(self.target + self.path, headers={"Authorization": f"Bearer {self.token}"})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                body, code, kind = response.read(), response.status, response.headers.get("Content-Type", "")
+        except urllib.error.HTTPError as exc:
+            body, code, kind = exc.read(), exc.code, exc.headers.get("Content-Type", "")
+        self.send_response(code)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def _dom(chromium: str, url: str, profile: Path) -> str:
+    done = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                           "--disable-background-networking", "--disable-component-update", f"--user-data-dir={profile}",
+                           "--virtual-time-budget=20000", "--dump-dom", url], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_dashboard_pages_in_headless_chromium(submitted, cluster, tmp_path):
+    from conftest import chromium_path
+
+    chromium = chromium_path()
+    job_id, _, run_dir = submitted
+    handler = type("Proxy", (_TokenProxy,), {"target": cluster["address"], "token": _token()})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        job_page = _dom(chromium, f"{base}/#/jobs/{job_id}", tmp_path / "p1")
+        assert job_id in job_page and "SUCCEEDED" in job_page
+        actors_page = _dom(chromium, f"{base}/#/actors", tmp_path / "p2")
+        ids = pd.read_csv(run_dir / "trials.csv")["trial_id"]
+        assert "AuttentionTrial" in actors_page and all(f"trial_{i}" in actors_page for i in ids)
+    finally:
+        server.shutdown()

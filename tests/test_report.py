@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import html.parser
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -19,7 +18,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import TINY_SPACE
+from conftest import TINY_SPACE, chromium_path
 
 
 pytestmark = pytest.mark.timeout(1200)
@@ -233,25 +232,6 @@ def test_importance_edge_cases():
     assert max(result["fANOVA"], key=result["fANOVA"].get) == "a/x"
 
 
-def _chromium() -> str:
-    """Debian's chromium, installed (as root, through apt) when missing."""
-    found = shutil.which("chromium")
-    if found:
-        return found
-    apt = shutil.which("apt-get")
-    if apt is None:
-        pytest.skip("chromium is not installed and apt-get is unavailable to install it")
-    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in ([apt, "update", "-qq"],
-                [apt, "install", "-y", "-qq", "-o", "DPkg::Lock::Timeout=300", "chromium", "chromium-driver"]):
-        done = subprocess.run(sudo + cmd, env=env, capture_output=True, text=True, timeout=900)
-        assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
-    found = shutil.which("chromium")
-    assert found, "apt-get installed chromium but it is not on PATH"
-    return found
-
-
 def screenshot(chromium: str, index: Path, width: int, height: int, out: Path, profile: Path) -> str:
     cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
            "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -263,7 +243,7 @@ def screenshot(chromium: str, index: Path, width: int, height: int, out: Path, p
 
 
 def test_page_in_headless_chromium(report, tmp_path):
-    chromium = _chromium()
+    chromium = chromium_path()
     for width in (1280, 800):
         shot = tmp_path / f"report-{width}.png"
         log = screenshot(chromium, report, width, 2400, shot, tmp_path / f"profile-{width}")
