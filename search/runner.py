@@ -54,18 +54,26 @@ def demo_corpus(cache: Path, seed: int, echo: Callable[[str], None]) -> Path:
     return folder
 
 
-def check_writable(folder: Path) -> None:
-    """Fail before any work when the run folder cannot be written."""
+def check_writable(folder: Path, flag: str) -> None:
+    """Fail before any work, creating nothing, when `folder` could not be written or its disk is
+    nearly full (below $AUTTENTION_MIN_FREE_MB, default 200 MiB)."""
+    import tempfile
+
+    existing = Path(os.path.abspath(folder))
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
+        if not existing.is_dir():
+            raise NotADirectoryError(20, "a file is in the way")
+        with tempfile.TemporaryFile(dir=existing):
+            pass
     except OSError as exc:
-        raise UserError(f"{folder}: cannot write the run folder ({exc.strerror}); choose another --runs") from None
-    free = shutil.disk_usage(folder).free
-    if free < 200 * 2**20:
-        raise UserError(f"{folder}: only {free // 2**20} MiB free on this disk; free space or choose another --runs")
+        raise UserError(f"{folder}: cannot write here ({exc.strerror}); choose another {flag}") from None
+    need = int(os.environ.get("AUTTENTION_MIN_FREE_MB", "200"))
+    free = shutil.disk_usage(existing).free // 2**20
+    if free < need:
+        raise UserError(f"{folder}: only {free} MiB free on this disk (a search needs {need}); free space or "
+                        f"choose another {flag}")
 
 
 def use_token_auth() -> bool:
@@ -137,16 +145,27 @@ def check_labels(corpus, space: Space) -> None:
     check_label_range(corpus, scoring.label_min, scoring.label_max)
 
 
+def trial_resources(space: Space) -> dict[str, float]:
+    """What Ray reserves for one trial (memory in bytes, as Ray counts it)."""
+    need = {"CPU": space.resources.cpu, "GPU": space.resources.gpu}
+    if space.resources.memory_gb:
+        need["memory"] = float(int(space.resources.memory_gb * 2**30))
+    return need
+
+
 def check_resources(space: Space) -> None:
-    """Fail fast when no node of the cluster can ever hold one trial."""
+    """Fail fast when no node of the cluster can ever hold one trial (Tune would wait forever)."""
     import ray
 
-    need = {"CPU": space.resources.cpu, "GPU": space.resources.gpu}
+    need = trial_resources(space)
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     if not any(all(n["Resources"].get(k, 0) >= v for k, v in need.items() if v) for n in nodes):
-        have = ", ".join(f"{n['Resources'].get('CPU', 0):g} CPU/{n['Resources'].get('GPU', 0):g} GPU" for n in nodes)
-        raise UserError(f"resources: a trial asks for {need['CPU']:g} CPU and {need['GPU']:g} GPU but no node has "
-                        f"that (nodes: {have}); lower resources.cpu/resources.gpu in the space")
+        have = ", ".join(f"{n['Resources'].get('CPU', 0):g} CPU/{n['Resources'].get('GPU', 0):g} GPU/"
+                         f"{n['Resources'].get('memory', 0) / 2**30:.1f} GiB" for n in nodes)
+        asked = f"{need['CPU']:g} CPU, {need['GPU']:g} GPU" + (
+            f", {space.resources.memory_gb:g} GiB" if "memory" in need else "")
+        raise UserError(f"resources: a trial asks for {asked} but no node has that (nodes: {have}); lower "
+                        f"resources.cpu/gpu/memory_gb in the space")
 
 
 def _sees(path: str) -> bool:
@@ -162,6 +181,7 @@ def check_shared_runs(run_dir: Path) -> None:
     nodes = [n for n in ray.nodes() if n.get("Alive") and n["Resources"].get("CPU", 0) > 0]
     if len(nodes) < 2:
         return
+    run_dir.mkdir(parents=True, exist_ok=True)
     marker = (run_dir / ".shared-check").resolve()
     marker.write_text("every node must see this file\n")
     try:
@@ -229,9 +249,9 @@ def run_search(space_path: str, *, data: str | None = None, address: str | None 
     if not resume and exp_dir.exists():
         raise UserError(f"{run_dir}: a search of this name exists; pass --resume to continue it, "
                         f"or choose another --name")
-    check_writable(run_dir)
+    check_writable(run_dir, "--runs")
     cache_dir = Path(cache) if cache else default_cache()
-    check_writable(cache_dir)
+    check_writable(cache_dir, "--cache")
     corpus = read_corpus(data if data else demo_corpus(cache_dir, 0, echo), warn=echo)
     check_labels(corpus, space)
     n_clips = len(corpus)

@@ -60,6 +60,11 @@ class ResourcesConfig:
 
     cpu: float = _opt(1.0, lo=0.0, lo_open=True, hi=1024.0)
     gpu: float = _opt(0.0, lo=0.0, hi=1.0, doc="a fraction shares one GPU between trials (0.25: four trials)")
+    memory_gb: typing.Optional[float] = _opt(
+        None, lo=0.0, lo_open=True, hi=65536.0,
+        doc="memory a trial may use for its models, optimizer state and a batch's activations: Ray reserves it "
+            "on a node, and a configuration that needs more ends at once as 'out of memory' instead of "
+            "endangering the node; null = no reservation")
 
 
 @dataclass(frozen=True)

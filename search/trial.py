@@ -20,7 +20,31 @@ import numpy as np
 from auttention.config import ScoringConfig
 from auttention.scoring import select_c
 
-DIVERGED = "diverged.txt"
+FINAL_ERROR = "final-error.txt"  # a trial that cannot succeed by retrying: its reason, for the retries
+
+
+class TrialOutOfMemory(RuntimeError):
+    """The trial's models or batches do not fit in the memory it may use."""
+
+
+def memory_needed(trainer) -> int:
+    """Bytes one autoencoder's training holds: weights, gradients and Adam's two moments (4 copies of
+    the parameters), and one batch's activations kept for backpropagation through time (per frame,
+    layer and direction: the state and the gates of encoder and decoder, forward and backward)."""
+    cfg = trainer.model_cfg
+    activations = 2 * 2 * 4 * trainer.train_cfg.batch_size * trainer.n_frames * cfg.units * cfg.layers * 2
+    return 4 * (4 * trainer.autoencoder.count_params() + activations)
+
+
+def out_of_memory(exc: BaseException, space) -> TrialOutOfMemory:
+    """A one-line reason for a trial that ran out of memory, with what to change."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    first = first[first.find("OOM"):] if "OOM" in first else first
+    if space.resources.memory_gb:
+        advice = f"it needs more than resources.memory_gb={space.resources.memory_gb:g}; lower units or batch_size, or raise it"
+    else:
+        advice = "lower units or batch_size, or give trials more memory (resources.gpu, resources.memory_gb)"
+    return TrialOutOfMemory(f"out of memory ({first[:160]}); {advice}")
 
 
 def configure_tensorflow(cpus: float, gpu_fraction: float) -> None:
@@ -97,12 +121,14 @@ def make_trainable(space, spectrograms: dict):
     from ray.tune import PlacementGroupFactory
     from ray.tune.trainable.function_trainable import wrap_function
 
+    from .runner import trial_resources
+
     base = wrap_function(tune.with_parameters(run_trial, space=space, spectrograms=spectrograms))
 
     class AuttentionTrial(base):
         @classmethod
         def default_resource_request(cls, config):
-            return PlacementGroupFactory([{"CPU": space.resources.cpu, "GPU": space.resources.gpu}])
+            return PlacementGroupFactory([trial_resources(space)])
 
         def __repr__(self) -> str:
             return describe(self.trial_id, self.config, space)
@@ -119,6 +145,8 @@ def run_trial(config: dict[str, Any], space=None, spectrograms: dict | None = No
     from auttention import import_tensorflow_quietly
 
     import_tensorflow_quietly()
+    import tensorflow as tf
+
     from auttention.pipeline import training_set
     from auttention.training import Trainer, TrainingDiverged
 
@@ -131,22 +159,27 @@ def run_trial(config: dict[str, Any], space=None, spectrograms: dict | None = No
     max_epochs = space.scheduler.max_epochs
     every = space.experiment.report_every
     trial_dir = Path(tune.get_context().get_trial_dir())
-    if (trial_dir / DIVERGED).is_file():
-        # a retry of a diverged trial would diverge again: fail at once with the recorded reason
-        raise TrainingDiverged((trial_dir / DIVERGED).read_text().strip())
+    recorded = trial_dir / FINAL_ERROR
+    if recorded.is_file():
+        # a retry of a diverged or out-of-memory trial would end the same way: fail at once, same reason
+        kind, _, reason = recorded.read_text().strip().partition(": ")
+        raise (TrainingDiverged if kind == "TrainingDiverged" else TrialOutOfMemory)(reason)
     logs = trial_dir / "tensorboard"
-    checkpoint = tune.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as folder:
-            att = Trainer.load(Path(folder) / "attention", log_dir=logs / "attention")
-            s2s = Trainer.load(Path(folder) / "seq2seq", log_dir=logs / "seq2seq")
-    else:
-        att = Trainer(cfg.attention, cfg.training, n_frames, n_mels, log_dir=logs / "attention")
-        s2s = Trainer(cfg.seq2seq, cfg.training, n_frames, n_mels, log_dir=logs / "seq2seq")
     node = ray.get_runtime_context().get_node_id()
-    while s2s.epoch < max_epochs:
-        started = time.perf_counter()
-        try:
+    try:
+        checkpoint = tune.get_checkpoint()
+        if checkpoint:
+            with checkpoint.as_directory() as folder:
+                att = Trainer.load(Path(folder) / "attention", log_dir=logs / "attention")
+                s2s = Trainer.load(Path(folder) / "seq2seq", log_dir=logs / "seq2seq")
+        else:
+            att = Trainer(cfg.attention, cfg.training, n_frames, n_mels, log_dir=logs / "attention")
+            s2s = Trainer(cfg.seq2seq, cfg.training, n_frames, n_mels, log_dir=logs / "seq2seq")
+        needed = memory_needed(att) + memory_needed(s2s)
+        if space.resources.memory_gb and needed > space.resources.memory_gb * 2**30:
+            raise MemoryError(f"OOM: training both autoencoders needs about {needed / 2**30:.2f} GiB")
+        while s2s.epoch < max_epochs:
+            started = time.perf_counter()
             att_loss = att.fit_epoch(x_fit)
             s2s_loss = s2s.fit_epoch(x_fit)
             epoch = s2s.epoch
@@ -154,17 +187,29 @@ def run_trial(config: dict[str, Any], space=None, spectrograms: dict | None = No
                 continue
             metrics = score_epoch(att.features(train.x), att.features(devel.x), s2s.features(train.x),
                                   s2s.features(devel.x), train.label, devel.label, cfg.scoring)
-        except TrainingDiverged as exc:
-            (trial_dir / DIVERGED).write_text(f"{exc}\n")
-            raise
-        metrics.update(epoch=epoch, max_epochs=max_epochs, attention_loss=att_loss, seq2seq_loss=s2s_loss,
-                       epoch_seconds=time.perf_counter() - started, node_id=node)
-        with tempfile.TemporaryDirectory(prefix="auttention-ckpt-") as folder:
-            att.save(Path(folder) / "attention")
-            s2s.save(Path(folder) / "seq2seq")
-            (Path(folder) / "metrics.json").write_text(json.dumps(metrics))
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
-        # the actor's log (dashboard: Actors -> this trial -> Logs) shows its progress as it goes
-        print(f"{tune.get_context().get_trial_name()} epoch {epoch}/{max_epochs}: fused_rho {metrics['fused_rho']:.3f} "
-              f"attention_rho {metrics['attention_rho']:.3f} seq2seq_rho {metrics['seq2seq_rho']:.3f} "
-              f"({metrics['epoch_seconds']:.1f} s)", flush=True)
+            _report(metrics, att, s2s, epoch, max_epochs, att_loss, s2s_loss, started, node)
+    except TrainingDiverged as exc:
+        recorded.write_text(f"TrainingDiverged: {exc}\n")
+        raise
+    except (tf.errors.ResourceExhaustedError, MemoryError) as exc:
+        error = out_of_memory(exc, space)
+        recorded.write_text(f"TrialOutOfMemory: {error}\n")
+        raise error from None
+
+
+def _report(metrics: dict, att, s2s, epoch: int, max_epochs: int, att_loss: float, s2s_loss: float,
+            started: float, node: str) -> None:
+    """Checkpoint both models with the epoch's metrics and report them to Tune."""
+    from ray import tune
+
+    metrics.update(epoch=epoch, max_epochs=max_epochs, attention_loss=att_loss, seq2seq_loss=s2s_loss,
+                   epoch_seconds=time.perf_counter() - started, node_id=node)
+    with tempfile.TemporaryDirectory(prefix="auttention-ckpt-") as folder:
+        att.save(Path(folder) / "attention")
+        s2s.save(Path(folder) / "seq2seq")
+        (Path(folder) / "metrics.json").write_text(json.dumps(metrics))
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+    # the actor's log (dashboard: Actors -> this trial -> Logs) shows its progress as it goes
+    print(f"{tune.get_context().get_trial_name()} epoch {epoch}/{max_epochs}: fused_rho {metrics['fused_rho']:.3f} "
+          f"attention_rho {metrics['attention_rho']:.3f} seq2seq_rho {metrics['seq2seq_rho']:.3f} "
+          f"({metrics['epoch_seconds']:.1f} s)", flush=True)
