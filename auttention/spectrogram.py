@@ -191,14 +191,21 @@ def clip_spectrogram(path: str, cfg: SpectrogramConfig, frames: int) -> tuple[np
     return fix_length(spec, frames, cfg.crop), count
 
 
+@functools.lru_cache(maxsize=1)
+def _threadpools():
+    """One threadpoolctl controller per process: threadpool_limits() scans every loaded library at
+    each call (milliseconds per batch of clips in a worker that has pandas, pyarrow and scipy loaded)."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
 def spectrogram_batch(paths: Iterable[str], cfg: SpectrogramConfig, frames: int) -> tuple[np.ndarray, np.ndarray]:
     """Decode clips and compute their fixed-length spectrograms: (B, frames, n_mels), original lengths (B,)."""
-    from threadpoolctl import threadpool_limits
-
     specs, lengths = [], []
-    # one BLAS thread: clips run in parallel anyway, and the mel projection's float rounding then
-    # does not depend on how many threads a worker happened to have (identical cache everywhere)
-    with threadpool_limits(limits=1, user_api="blas"):
+    # one BLAS thread: clips run in parallel anyway, and float rounding then does not depend on how
+    # many threads a worker happened to have (identical cache everywhere)
+    with _threadpools().limit(limits=1, user_api="blas"):
         for path in paths:
             spec, length = clip_spectrogram(path, cfg, frames)
             lengths.append(length)
@@ -214,14 +221,12 @@ def spectrogram_table(rows: pd.DataFrame, cfg: SpectrogramConfig, frames: int):
     Extraction never stops at a bad clip: the caller applies the --on-bad-audio policy to all of
     them at once (see bad_clips), so a user learns every bad file in one go.
     """
-    from threadpoolctl import threadpool_limits
-
     from .corpus import BadAudio
 
     x = np.full((len(rows), frames, cfg.n_mels), -1.0, np.float32)
     lengths = np.zeros(len(rows), np.int32)
     errors: list[str | None] = [None] * len(rows)
-    with threadpool_limits(limits=1, user_api="blas"):  # see spectrogram_batch
+    with _threadpools().limit(limits=1, user_api="blas"):  # see spectrogram_batch
         for i, path in enumerate(rows["path"]):
             try:
                 x[i], lengths[i] = clip_spectrogram(path, cfg, frames)
