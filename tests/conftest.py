@@ -99,3 +99,7 @@ def chromium_path() -> str:
     found = shutil.which("chromium")
     assert found, "apt-get installed chromium but it is not on PATH"
     return found
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: minutes, not seconds (run in CI all the same; -m 'not slow' skips)")
