@@ -91,19 +91,19 @@ def test_out_of_memory_trial_is_an_error_and_the_rest_go_on(tiny):
 
     root, corpus, _ = tiny
     space = _space(root, "oom", experiment={"num_samples": 2, "max_concurrent": 2},
-                   resources={"cpu": 1, "memory_gb": 0.5},
-                   attention={"units": {"choice": [8, 4096]}, "attention": "luong"},
+                   resources={"cpu": 1, "memory_gb": 0.25},
+                   attention={"units": {"choice": [8, 2048]}, "attention": "luong"},
                    scheduler={"type": "none", "max_epochs": 2, "grace_period": 1},
                    searcher={"type": "tpe", "n_startup_trials": 2,
-                             "points_to_evaluate": [{"attention": {"units": 4096}, "seq2seq": {"units": 4}},
+                             "points_to_evaluate": [{"attention": {"units": 2048}, "seq2seq": {"units": 4}},
                                                     {"attention": {"units": 8}, "seq2seq": {"units": 4}}]})
     lines: list[str] = []
     run_dir = run_search(str(space), data=str(corpus), runs=str(root / "runs"), cache=str(root / "cache"),
                          dashboard=False, echo=lines.append)
     trials = pd.read_csv(run_dir / "trials.csv")
-    big = trials[trials["config.attention.units"] == 4096].iloc[0]
+    big = trials[trials["config.attention.units"] == 2048].iloc[0]
     small = trials[trials["config.attention.units"] == 8].iloc[0]
-    assert big["status"] == "errored" and "out of memory" in big["error"] and "memory_gb=0.5" in big["error"]
+    assert big["status"] == "errored" and "out of memory" in big["error"] and "memory_gb=0.25" in big["error"]
     assert small["status"] == "completed"
     assert not (run_dir / "tune" / f"trial_{small['trial_id']}" / "error.txt").exists()  # never failed
     assert json.loads((run_dir / "best" / "metrics.json").read_text())["trial_id"] == small["trial_id"]
