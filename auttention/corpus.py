@@ -332,26 +332,24 @@ def screen_audio(corpus: pd.DataFrame, on_bad_audio: str = "fail",
 _DECODE_ERRORS = (RuntimeError, OSError, TypeError, ValueError)  # soundfile.LibsndfileError is a RuntimeError
 
 
-def _open(path: str | os.PathLike):
+def _soundfile(path: str | os.PathLike, what: str):
+    """soundfile's `what` ("SoundFile" to open, "info" for the header) on `path`; BadAudio if it fails."""
     import soundfile as sf
 
     try:
         if os.path.getsize(path) == 0:
             raise BadAudio(path, "the file is empty (0 bytes)")
-        return sf.SoundFile(str(path))
+        return getattr(sf, what)(str(path))
     except _DECODE_ERRORS as exc:
         raise BadAudio(path, _decode_reason(exc, path)) from None
+
+
+def _open(path: str | os.PathLike):
+    return _soundfile(path, "SoundFile")
 
 
 def _info(path: str | os.PathLike):
-    import soundfile as sf
-
-    try:
-        if os.path.getsize(path) == 0:
-            raise BadAudio(path, "the file is empty (0 bytes)")
-        return sf.info(str(path))
-    except _DECODE_ERRORS as exc:
-        raise BadAudio(path, _decode_reason(exc, path)) from None
+    return _soundfile(path, "info")
 
 
 def _read(f, path: str | os.PathLike, frames: int) -> np.ndarray:
