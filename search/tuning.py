@@ -27,8 +27,12 @@ class HonestOptunaSearch(OptunaSearch):
         if ot_trial is None or trial_id in self._completed_trials or value is None or not math.isfinite(value):
             return
         step = int(result.get("epoch", result.get("training_iteration", 0)))
-        if step not in ot_trial.storage.get_trial(ot_trial._trial_id).intermediate_values:
-            ot_trial.report(value, step)
+        frozen = ot_trial.storage.get_trial(ot_trial._trial_id)
+        # after a driver restart, Tune may resume a trial from a snapshot older than the study, which
+        # already recorded how it ended: the study keeps that, and the search goes on
+        if frozen.state.is_finished() or step in frozen.intermediate_values:
+            return
+        ot_trial.report(value, step)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         import optuna
