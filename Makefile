@@ -18,7 +18,7 @@ demo: install
 	$(BIN)/auttention-search run spaces/demo.yaml --name demo-$$(date +%Y%m%d-%H%M%S)
 
 test: install
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=15 tests
 
 clean:
 	rm -rf $(VENV) runs *.egg-info
