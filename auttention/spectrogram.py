@@ -31,11 +31,46 @@ PARQUET = "parquet"
 STREAM_BLOCK = 1 << 18  # samples per STFT call when a clip is streamed (bounded memory on long clips)
 
 
+# Slaney's mel scale (librosa's default): linear below 1 kHz, logarithmic above
+_F_SP, _MIN_LOG_HZ = 200.0 / 3, 1000.0
+_MIN_LOG_MEL = _MIN_LOG_HZ / _F_SP
+_LOGSTEP = np.log(6.4) / 27.0
+
+
+def _hz_to_mel(hz: float):
+    hz = np.asarray(hz, dtype=float)
+    return _MIN_LOG_MEL + np.log(hz / _MIN_LOG_HZ) / _LOGSTEP if hz >= _MIN_LOG_HZ else hz / _F_SP
+
+
+def _mel_to_hz(mels: np.ndarray) -> np.ndarray:
+    hz = _F_SP * mels
+    log = mels >= _MIN_LOG_MEL
+    hz[log] = _MIN_LOG_HZ * np.exp(_LOGSTEP * (mels[log] - _MIN_LOG_MEL))
+    return hz
+
+
 @functools.lru_cache(maxsize=16)
 def _mel_basis(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float | None) -> np.ndarray:
-    import librosa
+    """librosa.filters.mel(sr, n_fft, n_mels, fmin, fmax) (Slaney scale and area norm, float32), computed
+    the same way, so identical to the bit, without importing librosa and scipy.signal (a second or two
+    in every fresh extraction worker)."""
+    import warnings
 
-    return librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
+    fmax = float(sample_rate) / 2 if fmax is None else fmax
+    weights = np.zeros((n_mels, 1 + n_fft // 2), dtype=np.float32)
+    fftfreqs = np.fft.rfftfreq(n=n_fft, d=1.0 / sample_rate)
+    mel_f = _mel_to_hz(np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n_mels + 2))
+    fdiff = np.diff(mel_f)
+    ramps = np.subtract.outer(mel_f, fftfreqs)
+    for i in range(n_mels):  # triangles from band edge to centre to edge
+        lower = -ramps[i] / fdiff[i]
+        upper = ramps[i + 2] / fdiff[i + 1]
+        weights[i] = np.maximum(0, np.minimum(lower, upper))
+    weights *= (2.0 / (mel_f[2:n_mels + 2] - mel_f[:n_mels]))[:, np.newaxis]  # equal area
+    if not np.all((mel_f[:-2] == 0) | (weights.max(axis=1) > 0)):
+        warnings.warn("Empty filters detected in mel frequency basis. Some channels will produce empty "
+                      "responses. Try increasing your sampling rate (and fmax) or reducing n_mels.", stacklevel=2)
+    return weights
 
 
 @functools.lru_cache(maxsize=16)
@@ -47,11 +82,13 @@ def _sparse_mel_basis(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fm
     return scipy.sparse.csr_matrix(_mel_basis(sample_rate, n_fft, n_mels, fmin, fmax))
 
 
+_WINDOWS = {"hamming": np.hamming, "hann": np.hanning, "blackman": np.blackman}
+
+
 @functools.lru_cache(maxsize=16)
 def _window(kind: str, n_fft: int) -> np.ndarray:
-    import scipy.signal
-
-    return scipy.signal.get_window(kind, n_fft, fftbins=True).astype(np.float32)  # as librosa.stft's
+    """The periodic window of librosa.stft (scipy.signal.get_window(kind, n_fft, fftbins=True)), in float32."""
+    return _WINDOWS[kind](n_fft + 1)[:-1].astype(np.float32)
 
 
 def mel_spectrogram(audio: np.ndarray, cfg: SpectrogramConfig) -> np.ndarray:
