@@ -175,10 +175,11 @@ def test_submitted_search_runs_across_nodes(submitted, cluster, finished):
     trials = pd.read_csv(run_dir / "trials.csv")
     nodes = {n for ids in trials["node_ids"].dropna() for n in ids.split()}
     assert len(trials) == 4 and len(nodes) == 2, trials[["trial_id", "node_ids"]]
-    # the same outputs as a local run of the same space
+    # the same outputs as a local run of the same space (the report's figures depend on how the
+    # trials went: e.g. no importance plot when the trials leave too little to rank)
     local_dir, _ = finished
     listing = lambda d: sorted(str(p.relative_to(d)) for p in d.rglob("*") if "tune" not in p.relative_to(d).parts
-                               and p.name != "optuna.db-journal")
+                               and p.name != "optuna.db-journal" and not (p.parent.name == "report" and p.suffix == ".png"))
     assert listing(run_dir) == listing(local_dir)
 
 
