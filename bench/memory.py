@@ -299,6 +299,8 @@ def analyse(runs: list[dict], spec_bytes: int, estimate: dict) -> dict:
         extra = (r["tree_pss_peak_mib"] - base["tree_pss_peak_mib"]) / added
         out[f"extra PSS per added trial, {base['concurrency']}->{r['concurrency']} (MiB)"] = extra
     out["object store peak by concurrency (MiB)"] = {r["concurrency"]: r["store_used_peak_mib"] for r in runs}
+    out["object store peak / spectrogram size, by concurrency"] = {
+        r["concurrency"]: r["store_used_peak_mib"] * MIB / spec_bytes for r in runs}
     plasma = [t["plasma_rss_mib"] for r in runs for t in r["trials"]]
     private = [t["plasma_private_mib"] for r in runs for t in r["trials"]]
     out["trial plasma pages resident, max (MiB)"] = max(plasma) if plasma else math.nan

@@ -7,7 +7,11 @@ For each size and model the product's own training path is timed: auttention.tra
 epoch that traces (and with XLA compiles) the step. `--xla on` compiles the step with XLA
 (jit_compile=True) even on a CPU, where the product itself keeps it off (see training.use_xla).
 All variants of a size are built and warmed up first, then timed round-robin (--repeats rounds), so
-that load changes on a shared machine hit every variant alike; the median round is reported.
+that load changes on a shared machine hit every variant alike; the best round is reported (other
+programs only ever add time), the median is in the JSON.
+TensorFlow runs on one thread by default (--threads 1), as each trial of the demo search does
+(resources.cpu 1): figures per core, and far steadier on a shared machine than two threads that
+wait for each other at every small op whenever another program holds the second core.
 
 The baseline is the original code's way of training the attention decoder: a Python for-loop over
 the time steps in eager mode under one tf.GradientTape (Bahdanau attention, then the stacked GRU
@@ -277,10 +281,78 @@ def measure_size(size_name: str, size: dict, models: list[str], xlas: list[str],
 
 
 def _rates(times: dict, samples: int, fwd: int) -> dict:
-    med = times["median"]
-    return {"times": times, "samples_per_timing": samples, "samples_per_s": samples / med,
-            "samples_per_s_best": samples / times["best"], "forward_flops_per_sample": fwd,
-            "train_gflops_per_s": 3 * fwd * samples / med / 1e9}
+    """Rates from the best round: on a shared machine other programs only ever add time."""
+    best = times["best"]
+    return {"times": times, "samples_per_timing": samples, "samples_per_s": samples / best,
+            "samples_per_s_median": samples / times["median"], "forward_flops_per_sample": fwd,
+            "train_gflops_per_s": 3 * fwd * samples / best / 1e9}
+
+
+def ablation(size: dict, repeats: int) -> dict:
+    """Where Bahdanau's time goes: the same decoder loop with the score additive (ours), a dot product,
+    or no attention at all (a fixed context), against Luong; round-robin timed through Trainer.fit_epoch."""
+    import tensorflow as tf
+    from keras import ops
+
+    from auttention import models
+
+    original_call = models.BahdanauDecoder.call
+
+    def make_call(mode: str):
+        def call(self, inputs, training=None):
+            enc, frames, init = inputs
+            keys = self.w_enc(enc)
+            batch = ops.shape(enc)[0]
+            n_state = self._n_state()
+            states0 = tuple(init for _ in range(self.n_layers * n_state))
+            context0 = ops.zeros((batch, enc.shape[-1]), dtype=enc.dtype)
+            weights0 = ops.zeros((batch, enc.shape[1]), dtype=enc.dtype)
+            mean = ops.mean(enc, 1)
+
+            def step(carry, frame):
+                states, _, _ = carry
+                s_prev = states[(self.n_layers - 1) * n_state]
+                if mode == "none":
+                    weights, context = weights0, mean
+                else:
+                    if mode == "dot":
+                        scores = ops.einsum("bta,ba->bt", keys, self.w_dec(s_prev))
+                    else:
+                        scores = ops.squeeze(self.v(ops.tanh(keys + ops.expand_dims(self.w_dec(s_prev), 1))), -1)
+                    weights = ops.softmax(scores, axis=-1)
+                    context = ops.einsum("bt,btd->bd", weights, enc)
+                h = ops.concatenate([context, frame], axis=-1)
+                new_states = []
+                for i, cell in enumerate(self.cells):
+                    h, out = cell(h, list(states[i * n_state:(i + 1) * n_state]), training=training)
+                    new_states.extend(out if isinstance(out, (list, tuple)) else [out])
+                return tuple(new_states), context, weights
+
+            seq = tf.scan(step, ops.transpose(frames, (1, 0, 2)), initializer=(states0, context0, weights0))
+            top = seq[0][(self.n_layers - 1) * n_state]
+            return (ops.transpose(ops.concatenate([top, seq[1]], axis=-1), (1, 0, 2)),
+                    ops.transpose(seq[2], (1, 0, 2)))
+        return call
+
+    import warnings
+
+    warnings.filterwarnings("ignore", message="Gradients do not exist")  # the variants leave some weights unused
+    variants = {"bahdanau (additive score)": "additive", "dot-product score in the loop": "dot",
+                "no attention in the loop": "none", "luong": None}
+    runners = {}
+    try:
+        for name, mode in variants.items():
+            models.BahdanauDecoder.call = make_call(mode) if mode else original_call
+            runners[name] = OursRunner(size, "luong" if mode is None else "bahdanau", False, 8 if size["batch"] < 64 else 1)
+            runners[name].warm_up()  # traced now, with this variant's call
+    finally:
+        models.BahdanauDecoder.call = original_call
+    times = {k: [] for k in runners}
+    for _ in range(repeats):
+        for name, runner in runners.items():
+            times[name].append(runner.run())
+    return {name: {"times": summary(t), "seconds_per_step": min(t) * runners[name].batch
+                   / runners[name].samples} for name, t in times.items()}
 
 
 def paper_frames(data: str | None) -> int:
@@ -302,7 +374,7 @@ def main() -> None:
     parser.add_argument("--data", help="corpus whose paper-preset train_min sets the paper T (default: demo corpus)")
     parser.add_argument("--paper-frames", type=int, help="T at the paper size (default: from the corpus)")
     parser.add_argument("--repeats", type=int, nargs=2, default=[2, 3], metavar=("PAPER", "DEMO"),
-                        help="rounds of timings at the paper and the demo size (the median is reported)")
+                        help="rounds of timings at the paper and the demo size (the best is reported)")
     parser.add_argument("--batches", type=int, nargs=2, default=[1, 8], metavar=("PAPER", "DEMO"),
                         help="batches per timed epoch at the paper and the demo size")
     parser.add_argument("--eager-batches", type=int, nargs=2, default=[1, 1], metavar=("PAPER", "DEMO"),
@@ -310,6 +382,12 @@ def main() -> None:
     parser.add_argument("--eager-original", nargs="*", choices=("paper", "demo"), default=["demo"],
                         help="sizes at which to also time the eager loop exactly as the original ran it "
                              "(W1 h_enc recomputed at every step; slow at the paper size)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="TensorFlow intra-op threads (default 1: one core, as a trial of spaces/demo.yaml "
+                             "with resources.cpu 1 runs; 0: TensorFlow's default, every core)")
+    parser.add_argument("--ablation", action="store_true",
+                        help="only profile the Bahdanau decoder at the demo size (additive / dot-product / no "
+                             "attention in the loop vs Luong); writes bench/results/train_ablation.json")
     args = parser.parse_args()
 
     from auttention import import_tensorflow_quietly
@@ -317,12 +395,22 @@ def main() -> None:
     import_tensorflow_quietly()
     import tensorflow as tf
 
+    if args.threads:  # as search.trial.configure_tensorflow does for a trial with `threads` CPUs
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(min(2, args.threads))
     load_start = loadavg()
+    if args.ablation:
+        out = ablation(sizes(0)["demo"], args.repeats[1] + 2)
+        print(table([(k, v["seconds_per_step"]) for k, v in out.items()], ["demo size, decoder variant", "s/step"]))
+        print(f"load average: start {load_start}, end {loadavg()}")
+        print(f"wrote {write_result('train_ablation', {'load_start': load_start, 'load_end': loadavg(), 'variants': out, 'intra_op_threads': args.threads or 'all'})}")
+        return
     t_paper = args.paper_frames or (paper_frames(args.data) if "paper" in args.sizes else 0)
     all_sizes = sizes(t_paper)
     print(f"load average {load_start}; TensorFlow {tf.__version__}, "
           f"{tf.config.threading.get_intra_op_parallelism_threads() or 'all'} intra-op threads")
-    results: dict = {"load_start": load_start, "sizes": {k: all_sizes[k] for k in args.sizes}, "runs": []}
+    results: dict = {"load_start": load_start, "sizes": {k: all_sizes[k] for k in args.sizes}, "runs": [],
+                     "intra_op_threads": args.threads or "all"}
     rows = []
     for size_name in args.sizes:
         size = all_sizes[size_name]
@@ -346,7 +434,7 @@ def main() -> None:
 
 
 def _row(r: dict) -> tuple:
-    step = r["times"]["median"] * r["batch"] / r["samples_per_timing"]
+    step = r["times"]["best"] * r["batch"] / r["samples_per_timing"]
     return (r["size"], r["model"], r["implementation"], r["xla"], r["samples_per_s"], r["train_gflops_per_s"],
             step, r["warmup_seconds"], 3 * r["forward_flops_per_sample"] / 1e9)
 
