@@ -237,8 +237,30 @@ def _threadpools():
     return ThreadpoolController()
 
 
+@functools.lru_cache(maxsize=1)
+def _keep_freed_memory() -> None:
+    """Let glibc's malloc keep (up to 64 MiB of) freed memory instead of returning it to the system.
+
+    Each clip allocates and frees a few MB of temporaries (audio, frames, FFT). With glibc's default
+    thresholds, a fresh process hands that memory back after every clip and takes it again as page
+    faults: about 1000 per clip, 40% of a worker's extraction time. Elsewhere (not glibc) a no-op.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    mallopt(m_mmap_threshold, 16 << 20)  # blocks under 16 MiB from the heap, not a fresh mmap each
+    mallopt(m_trim_threshold, 64 << 20)  # keep up to 64 MiB free at the top of the heap
+
+
 def spectrogram_batch(paths: Iterable[str], cfg: SpectrogramConfig, frames: int) -> tuple[np.ndarray, np.ndarray]:
     """Decode clips and compute their fixed-length spectrograms: (B, frames, n_mels), original lengths (B,)."""
+    _keep_freed_memory()
     specs, lengths = [], []
     # one BLAS thread: clips run in parallel anyway, and float rounding then does not depend on how
     # many threads a worker happened to have (identical cache everywhere)
@@ -260,6 +282,7 @@ def spectrogram_table(rows: pd.DataFrame, cfg: SpectrogramConfig, frames: int):
     """
     from .corpus import BadAudio
 
+    _keep_freed_memory()
     x = np.full((len(rows), frames, cfg.n_mels), -1.0, np.float32)
     lengths = np.zeros(len(rows), np.int32)
     errors: list[str | None] = [None] * len(rows)
