@@ -20,8 +20,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+# the repository first: bench/search.py must not shadow the `search` package
+sys.path.insert(0, str(ROOT))
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -161,8 +161,28 @@ def write_result(name: str, payload: dict[str, Any], argv: Sequence[str] | None 
     record = {"benchmark": name, "command": " ".join([".venv/bin/python", *argv]),
               "finished": time.strftime("%Y-%m-%d %H:%M:%S %z"), "machine": machine_info(), **payload}
     path = RESULTS / f"{name}.json"
-    write_json(path, record)
+    write_json(path, _relative(record))
     return path
+
+
+def _relative(value: Any) -> Any:
+    """The record with paths inside the repository made relative to it (and the home folder as ~)."""
+    if isinstance(value, dict):
+        return {k: _relative(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_relative(v) for v in value]
+    if isinstance(value, str):
+        return value.replace(f"{ROOT}/", "").replace(str(Path.home()), "~")
+    return value
+
+
+def ray_niceness(value: int) -> None:
+    """Set the niceness Ray gives its workers (RAY_worker_niceness; Ray's default is 15) before Ray starts.
+
+    At 15 a worker gets a few percent of a core while any ordinary program wants that core, so on a
+    machine shared with other work the Ray figures would measure the other work; the in-process
+    figures they are compared with run at 0."""
+    os.environ["RAY_worker_niceness"] = str(value)
 
 
 class CpuSampler:

@@ -14,9 +14,8 @@ Measured on the same clips, one after the other in this process (ratios are back
                 spectrogram, Parquet);
               - Ray Data: search.extract.ray_extract (what ensure_spectrograms calls) with 1, 2, ...
                 tasks at once; the first call in a fresh Ray session (worker start-up, imports) is
-                reported apart from warm runs (later calls, workers reused); each warm run is also
-                repeated with every clip listed twice, and the difference gives the steady per-clip
-                cost apart from a run's fixed cost (Ray Data planning, header reads, Parquet files);
+                reported apart from warm runs (later calls, workers reused); Ray's workers run at
+                niceness 0 here (--ray-niceness; Ray's default 15 starves them on a shared machine);
               - the local process pool auttention.spectrogram.extract(jobs=n), pool start included.
 (c) floor     STFT + mel + dB of audio already decoded and resampled in memory, one core: the fastest of
               librosa, and NumPy framing + scipy.fft (float32) with a dense or a sparse filterbank.
@@ -30,7 +29,6 @@ bench/results/extract.json. Nothing here asserts a time.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import shutil
 import sys
@@ -41,7 +39,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import corpus_folder, loadavg, summary, table, timed, write_result  # noqa: E402
+from common import corpus_folder, loadavg, ray_niceness, summary, table, timed, write_result  # noqa: E402
 
 ORIGINAL_MELS, ORIGINAL_ROWS = 240, 120
 
@@ -144,8 +142,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="rounds of measurements (the best of each is kept)")
     parser.add_argument("--workers", type=int, nargs="+", default=None,
                         help="Ray Data / process-pool parallelism to measure (default: 1 .. all CPUs)")
+    parser.add_argument("--copies", type=int, default=1,
+                        help="list every clip this many times (under other names): longer runs, so that a run's "
+                             "fixed costs weigh less")
+    parser.add_argument("--ray-niceness", type=int, default=0,
+                        help="niceness of Ray's workers (Ray's own default is 15, which on a machine shared "
+                             "with other programs starves them; the in-process paths run at 0)")
     parser.add_argument("--skip-original", action="store_true", help="do not time the original PNG pipeline")
     args = parser.parse_args()
+    ray_niceness(args.ray_niceness)
 
     from threadpoolctl import threadpool_limits
 
@@ -160,6 +165,9 @@ def main() -> None:
     if args.clips:
         corpus = pd.concat([g.head(max(1, round(args.clips * len(g) / len(corpus))))
                             for _, g in corpus.groupby("partition")]).reset_index(drop=True)
+    if args.copies > 1:
+        corpus = pd.concat([corpus.assign(file_name=corpus["file_name"] + f".{i}") if i else corpus
+                            for i in range(args.copies)], ignore_index=True)
     paths = corpus["path"].tolist()
     n = len(paths)
     cfg = SpectrogramConfig(**SPECTROGRAM_PRESETS["paper"])
@@ -168,8 +176,9 @@ def main() -> None:
     print(f"corpus: {n} clips, {audio_s:.0f} s of audio; settings: paper preset "
           f"({cfg.sample_rate} Hz, n_fft {cfg.n_fft}, hop {cfg.hop_length}, {cfg.n_mels} mels); "
           f"load average {load_start}", flush=True)
-    results: dict = {"clips": n, "audio_seconds": audio_s, "settings": "paper preset", "rounds": args.repeats,
-                     "workers": workers, "load_start": load_start}
+    results: dict = {"clips": n, "copies": args.copies, "audio_seconds": audio_s, "settings": "paper preset",
+                     "rounds": args.repeats, "workers": workers, "ray_worker_niceness": args.ray_niceness,
+                     "load_start": load_start}
     tmp = Path(tempfile.mkdtemp(prefix="bench-extract-"))
     import ray
 
@@ -210,12 +219,8 @@ def main() -> None:
         for w in workers:
             if w > 1:
                 jobs[f"ours:pool{w}"] = lambda w=w: spectro.extract(corpus, cfg, tmp / f"pool{w}", jobs=w)
-        # twice the clips (every clip listed twice under another name): the difference between the two
-        # runs is the per-clip cost without the per-run fixed cost (planning, header reads, Parquet files)
-        double = pd.concat([corpus, corpus.assign(file_name=corpus["file_name"] + ".2")], ignore_index=True)
         for w in workers:
             jobs[f"ours:ray{w}"] = lambda w=w: ray_extract(corpus, cfg, tmp / f"ray{w}", parallelism=w)
-            jobs[f"ours:ray{w}:x2"] = lambda w=w: ray_extract(double, cfg, tmp / f"ray{w}x2", parallelism=w)
         one_core = {k for k in jobs if k in ("original", "ours:decode+resample", "ours:spectrogram")
                     or k.startswith("floor:")}
         times: dict[str, list[float]] = {k: [] for k in jobs}
@@ -235,21 +240,12 @@ def main() -> None:
 
     best = {k: min(v) for k, v in times.items()}
     results["times"] = {k: summary(v) for k, v in times.items()}
-    marginal = {}  # Ray Data: seconds per clip beyond the fixed cost of a run, and that fixed cost
-    for w in workers:
-        x1, x2 = best.pop(f"ours:ray{w}"), best.pop(f"ours:ray{w}:x2")
-        per_clip = (x2 - x1) / n
-        marginal[w] = {"seconds_per_clip": per_clip, "fixed_seconds": x1 - per_clip * n,
-                       "clips_per_s": 1 / per_clip if per_clip > 0 else math.inf, "run_seconds": x1,
-                       "run_seconds_double": x2}
-        best[f"ours:ray{w}"] = x1
-    results["ray_marginal"] = marginal
     results["throughput"] = {k: rate(n, audio_s, v) for k, v in best.items()}
     floor_name = min(floors, key=lambda k: best[f"floor:{k}"])
     results["floor"] = {"best": floor_name, "max_abs_diff_vs_ours": diffs}
     results["per_clip_ms"] = {k: 1e3 * v / n for k, v in best.items()}
     results["load_end"] = loadavg()
-    results["ratios"] = compute_ratios(best, floor_name, workers, n, marginal)
+    results["ratios"] = compute_ratios(best, floor_name, workers, n)
 
     labels = {"original": "original: librosa + PNG, 1 core", "ours:decode+resample": "ours: decode + resample only, 1 core",
               "ours:spectrogram": "ours: spectrogram only (in memory), 1 core",
@@ -260,10 +256,6 @@ def main() -> None:
                                     f"ours: process pool, jobs={key[9:]}" if key.startswith("ours:pool") else
                                     f"ours: Ray Data, {key[8:]} task(s), whole run (warm)")
         rows.append((label, t, n / t, audio_s / t, 1e3 * t / n))
-    for w, m in marginal.items():
-        rows.append((f"ours: Ray Data, {w} task(s), per clip beyond the run's fixed {m['fixed_seconds']:.2f} s",
-                     m["seconds_per_clip"] * n, m["clips_per_s"], m["clips_per_s"] * audio_s / n,
-                     1e3 * m["seconds_per_clip"]))
     rs = results["ray_start"]
     rows.append((f"ours: Ray Data, {workers[0]} task(s), fresh session", rs["first_extraction_seconds"],
                  n / rs["first_extraction_seconds"], audio_s / rs["first_extraction_seconds"],
@@ -284,7 +276,7 @@ def main() -> None:
     print(f"wrote {path}")
 
 
-def compute_ratios(best: dict, floor_name: str, workers: list[int], n: int, marginal: dict) -> dict:
+def compute_ratios(best: dict, floor_name: str, workers: list[int], n: int) -> dict:
     """The three extraction targets of issue #6 (clips/s per core; best times of the same rounds)."""
     per_core = {k: n / t for k, t in best.items()}
     ray1 = per_core[f"ours:ray{workers[0]}"] / workers[0]
@@ -294,15 +286,11 @@ def compute_ratios(best: dict, floor_name: str, workers: list[int], n: int, marg
         out["ours/original per core (Ray Data, warm run)"] = _ratio(ray1 / per_core["original"], 10.0)
         out["ours/original per core (in-process)"] = _ratio(per_core["ours:in-process"] / per_core["original"], 10.0)
     out["ours/floor per core (Ray Data, warm run)"] = _ratio(ray1 / floor, 0.5)
-    out["ours/floor per core (Ray Data, per clip beyond fixed cost)"] = _ratio(
-        marginal[workers[0]]["clips_per_s"] / workers[0] / floor, 0.5)
     out["ours/floor per core (in-process)"] = _ratio(per_core["ours:in-process"] / floor, 0.5)
     out["ours spectrogram only / floor (in memory)"] = _ratio(per_core["ours:spectrogram"] / floor, 0.5)
     if 1 in workers and 2 in workers:
         out["parallel efficiency 1->2 (Ray Data, whole run)"] = _ratio(
             per_core["ours:ray2"] / (2 * per_core["ours:ray1"]), 0.85)
-        out["parallel efficiency 1->2 (Ray Data, per clip beyond fixed cost)"] = _ratio(
-            marginal[2]["clips_per_s"] / (2 * marginal[1]["clips_per_s"]), 0.85)
         if "ours:pool2" in per_core:
             out["parallel efficiency 1->2 (process pool vs in-process)"] = _ratio(
                 per_core["ours:pool2"] / (2 * per_core["ours:in-process"]), 0.85)

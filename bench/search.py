@@ -22,7 +22,9 @@ sampled with psutil) and of the whole machine, and per trial the share of its wa
 not spent in epochs (Tune's time_total_s vs the sum of the epoch_seconds the trial reports: process
 and TensorFlow start-up, reading the spectrograms, checkpoints, Tune's bookkeeping).
 
-Prints tables and writes bench/results/search.json (curves included). Nothing asserts a time.
+Ray's workers (the trials) run at niceness 0 (--ray-niceness; Ray's default of 15 lets any other
+program on a shared machine starve them). Prints tables and writes bench/results/search.json
+(curves included). Nothing asserts a time.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, CpuSampler, corpus_folder, loadavg, table, write_result  # noqa: E402
+from common import ROOT, CpuSampler, corpus_folder, loadavg, ray_niceness, table, write_result  # noqa: E402
 
 STRATEGIES = {
     "a": ("tpe-asha", "TPE + ASHA, 2 at a time (spaces/demo.yaml)", {}),
@@ -231,7 +233,11 @@ def main() -> None:
                         help="strategies to run (a: TPE+ASHA, b: random without stopping, c: one at a time)")
     parser.add_argument("--num-samples", type=int, default=1000, help="trial cap (the budget should end a search)")
     parser.add_argument("--no-start-point", action="store_true", help="drop the space's points_to_evaluate")
+    parser.add_argument("--ray-niceness", type=int, default=0,
+                        help="niceness of Ray's workers, i.e. of the trials (Ray's own default is 15, which on a "
+                             "machine shared with other programs starves them)")
     args = parser.parse_args()
+    ray_niceness(args.ray_niceness)
 
     from auttention import import_tensorflow_quietly
     from auttention.config import load_yaml
@@ -247,7 +253,7 @@ def main() -> None:
     runs = Path(args.runs) if keep else Path(tempfile.mkdtemp(prefix="bench-search-"))
     runs.mkdir(parents=True, exist_ok=True)
     out: dict = {"budget": args.budget, "budget_seconds": budget_s, "base_space": args.space, "load_start": load_start,
-                 "start_point": not args.no_start_point, "strategies": {}}
+                 "start_point": not args.no_start_point, "ray_worker_niceness": args.ray_niceness, "strategies": {}}
     try:
         for key in args.only:
             name, what, changes = STRATEGIES[key]
