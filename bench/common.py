@@ -40,13 +40,8 @@ def import_psutil():
 
 
 def psutil_path() -> str:
-    """A folder to put on sys.path so that a bare Python process can import psutil ('' if installed)."""
-    import importlib.util
-
-    if importlib.util.find_spec("psutil") is not None:
-        return ""
-    ray = importlib.util.find_spec("ray")
-    return str(Path(list(ray.submodule_search_locations)[0]) / "thirdparty_files") if ray else ""
+    """The folder holding the psutil package this process imports: put it on a bare process' sys.path."""
+    return str(Path(import_psutil().__file__).resolve().parents[1])
 
 
 def loadavg() -> list[float]:

@@ -39,10 +39,17 @@ def trial_status(result) -> str:
 
 def trials_table(results, metric: str) -> pd.DataFrame:
     """One row per trial: id, status, best metric, epochs, wall time, node(s), error, configuration."""
+    from .report import read_progress
+
     rows = []
     for result in results:
         metrics = result.metrics or {}
-        history = result.metrics_dataframe if result.metrics_dataframe is not None else pd.DataFrame()
+        # every epoch from the trial's progress.csv: Tune's own metrics_dataframe comes from result.json,
+        # which Tune starts afresh when it restores a trial (after a node loss it would forget the
+        # epochs, best score and node from before the restore)
+        history = read_progress(Path(result.path), metric) if result.path else pd.DataFrame()
+        if not len(history) and result.metrics_dataframe is not None:
+            history = result.metrics_dataframe
         best = history[metric].max() if metric in history else float("nan")
         nodes = sorted(set(history["node_id"].dropna())) if "node_id" in history else []
         error = ""

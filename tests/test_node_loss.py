@@ -20,6 +20,7 @@ from conftest import TINY_SPACE
 from test_cluster import LOCAL, _free_port, _get, _token
 
 pytestmark = pytest.mark.slow
+MAX_EPOCHS = 8
 
 
 def _node_pids(temp_dir: str) -> list[int]:
@@ -41,7 +42,7 @@ def test_node_removed_mid_search_trials_rescheduled(tiny, tmp_path):
     try:
         space = dict(TINY_SPACE, experiment={**TINY_SPACE["experiment"], "name": "loss", "num_samples": 2},
                      seq2seq={**TINY_SPACE["seq2seq"], "units": 32},
-                     scheduler={"type": "none", "max_epochs": 8, "grace_period": 1})
+                     scheduler={"type": "none", "max_epochs": MAX_EPOCHS, "grace_period": 1})
         path = tmp_path / "loss.yaml"
         path.write_text(yaml.safe_dump(space))
         job_id, _ = jobs.submit(str(path), address=address, data=str(corpus), runs=str(tmp_path / "runs"),
@@ -49,27 +50,34 @@ def test_node_removed_mid_search_trials_rescheduled(tiny, tmp_path):
         _, body = _get(address + "/nodes?view=summary", _token())
         worker = [n["raylet"]["nodeId"] for n in json.loads(body)["data"]["summary"]
                   if not n["raylet"].get("isHeadNode")][0]
-        # wait until a trial on the worker node has saved a checkpoint, then kill that node outright
-        tune_dir, killed, deadline = tmp_path / "runs" / "loss" / "tune", False, time.monotonic() + 400
-        while not killed and time.monotonic() < deadline:
-            time.sleep(0.5)
+        # wait until a trial on the worker node has saved a checkpoint early in its training, then kill that
+        # node outright: the trial is certain to be mid-training, so it has to go on elsewhere to finish
+        tune_dir, victim, deadline = tmp_path / "runs" / "loss" / "tune", None, time.monotonic() + 400
+        while victim is None and time.monotonic() < deadline:
+            time.sleep(0.2)
             for trial in tune_dir.glob("trial_*"):
                 checkpoints = sorted(trial.glob("checkpoint_*"))
                 metrics = checkpoints[-1] / "metrics.json" if checkpoints else None
-                if metrics and metrics.is_file() and json.loads(metrics.read_text())["node_id"] == worker:
+                if not (metrics and metrics.is_file()):
+                    continue
+                saved = json.loads(metrics.read_text())
+                if saved["node_id"] == worker and saved["epoch"] <= MAX_EPOCHS // 2:
                     for pid in _node_pids(f"{temp_dir}/node1"):
                         os.kill(pid, signal.SIGKILL)
-                    killed = True
+                    victim = (trial.name, saved["epoch"])
                     break
-        assert killed, jobs.logs(job_id, address)[-3000:]
+        assert victim, jobs.logs(job_id, address)[-3000:]
         while jobs.status(job_id, address) in ("PENDING", "RUNNING") and time.monotonic() < deadline + 600:
             time.sleep(3)
         log = jobs.logs(job_id, address)
         assert jobs.status(job_id, address) == "SUCCEEDED", log[-3000:]
-        trials = pd.read_csv(tmp_path / "runs" / "loss" / "trials.csv")
-        assert (trials["status"] == "completed").all() and (trials["epochs"] == 8).all(), trials
-        moved = trials[trials["node_ids"].str.split().str.len() == 2]
-        assert len(moved) >= 1, trials[["trial_id", "node_ids"]]  # it went on, elsewhere
+        trials = pd.read_csv(tmp_path / "runs" / "loss" / "trials.csv", dtype={"trial_id": str})
+        shown = trials[["trial_id", "status", "epochs", "node_ids"]].to_string()
+        assert (trials["status"] == "completed").all() and (trials["epochs"] == MAX_EPOCHS).all(), shown
+        killed = trials[[victim[0].endswith(t) for t in trials["trial_id"]]]
+        assert len(killed) == 1, (victim, shown)
+        # it went on, elsewhere: its epochs came from both nodes
+        assert len(killed["node_ids"].iloc[0].split()) == 2, (victim, shown, log[-3000:])
         assert (tmp_path / "runs" / "loss" / "best" / "predictions.test.csv").is_file()
     finally:
         subprocess.run(["bash", str(LOCAL), "down"], env=env, capture_output=True, text=True, timeout=120)
