@@ -206,13 +206,18 @@ def load_audio(path: str | os.PathLike, sample_rate: int, max_seconds: float | N
         raise BadAudio(path, "the audio is empty (0 samples)")
     mono = _mono(audio, path, native, 0)
     if native != sample_rate:
-        import soxr
-
-        target = resampled_length(len(mono), native, sample_rate)
-        mono = soxr.resample(mono, native, sample_rate, quality="HQ").astype(np.float32, copy=False)
-        # pin the length so it can be known from the header alone (see resampled_length)
-        mono = mono[:target] if len(mono) >= target else np.pad(mono, (0, target - len(mono)))
+        mono = _resample(mono, native, sample_rate)
     return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def _resample(mono: np.ndarray, native: int, sample_rate: int) -> np.ndarray:
+    """A whole clip from `native` to `sample_rate` Hz (soxr HQ, as librosa.load), float32, its length pinned
+    so that it can be known from the header alone (see resampled_length)."""
+    import soxr
+
+    target = resampled_length(len(mono), native, sample_rate)
+    mono = soxr.resample(mono, native, sample_rate, quality="HQ").astype(np.float32, copy=False)
+    return mono[:target] if len(mono) >= target else np.pad(mono, (0, target - len(mono)))
 
 
 def iter_audio(path: str | os.PathLike, sample_rate: int, block: int = 1 << 18) -> Iterator[np.ndarray]:
@@ -223,6 +228,17 @@ def iter_audio(path: str | os.PathLike, sample_rate: int, block: int = 1 << 18) 
     """
     with _open(path) as f:
         native = f.samplerate
+        if 0 < f.frames <= block:
+            # the whole clip in one piece (most clips): a one-shot resampler gives the same samples as
+            # the stream below and does not pay a stream's set-up for every clip
+            audio = _read(f, path, f.frames)
+            if audio.size:
+                mono = _mono(audio, path, native, 0)
+                if native != sample_rate:
+                    mono = _resample(mono, native, sample_rate)
+                yield np.ascontiguousarray(mono, dtype=np.float32)
+                return
+            f.seek(0)  # a header that promised samples the file does not hold: the streamed path says so
         stream = None
         if native != sample_rate:
             import soxr
@@ -284,9 +300,13 @@ def audio_problem(path: str | os.PathLike) -> str | None:
 
 def check_audio(corpus: pd.DataFrame, jobs: int = 8) -> dict[str, str]:
     """The clips whose headers show a problem: {file_name: what is wrong} (see audio_problem)."""
-    with ThreadPoolExecutor(max_workers=jobs) as pool:  # file opens, mostly waiting on the disk
-        problems = pool.map(audio_problem, corpus["path"])
-        return {name: why for name, why in zip(corpus["file_name"], problems) if why}
+    paths = list(corpus["path"])
+    # file opens, mostly waiting on the disk (a network file system above all); a few dozen per thread
+    # task, as one task per file costs more in thread hand-offs than the header read itself
+    chunks = [paths[i:i + 64] for i in range(0, len(paths), 64)]
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        problems = [why for found in pool.map(lambda chunk: [audio_problem(p) for p in chunk], chunks) for why in found]
+    return {name: why for name, why in zip(corpus["file_name"], problems) if why}
 
 
 def apply_bad_audio_policy(corpus: pd.DataFrame, bad: Mapping[str, str], on_bad_audio: str,

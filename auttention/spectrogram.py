@@ -120,18 +120,22 @@ def _mel_power(audio: np.ndarray, cfg: SpectrogramConfig) -> np.ndarray:
     return np.asarray(basis @ power.T, dtype=np.float32)
 
 
-def _db(mel: np.ndarray) -> np.ndarray:
-    return 10.0 * np.log10(np.maximum(mel, AMIN))
-
-
 def _scale(mel: np.ndarray, peak: float, cfg: SpectrogramConfig) -> np.ndarray:
-    """(n_mels, T) mel power -> (T, n_mels) in [-1, 1], dB relative to `peak` (the clip's maximum power)."""
-    peak_db = _db(np.asarray([peak], dtype=mel.dtype))[0]
+    """(n_mels, T) mel power -> (T, n_mels) in [-1, 1], dB relative to `peak` (the clip's maximum power).
+
+    2 (dB - clip_below) / -clip_below - 1 with dB = max(10 log10(max(mel, AMIN) / peak), clip_below),
+    computed in place in one buffer with the natural log (SIMD in NumPy; log10 is not, 3x slower).
+    """
+    peak_db = 10.0 * np.log10(max(float(peak), AMIN))
     if peak_db <= 10.0 * np.log10(AMIN):
         return np.full((mel.shape[1], cfg.n_mels), -1.0, dtype=np.float32)
-    db = np.maximum(_db(mel) - peak_db, cfg.clip_below)
-    scaled = 2.0 * (db - cfg.clip_below) / (-cfg.clip_below) - 1.0
-    return np.ascontiguousarray(scaled.T, dtype=np.float32)
+    span = -float(cfg.clip_below)
+    out = np.maximum(mel, np.float32(AMIN), dtype=np.float32)
+    np.log(out, out=out)
+    out *= np.float32(20.0 / (np.log(10.0) * span))  # ln -> dB -> 2 dB / span
+    out += np.float32(1.0 - 2.0 * peak_db / span)
+    np.maximum(out, np.float32(-1.0), out=out)
+    return np.ascontiguousarray(out.T)
 
 
 def streamed_mel_spectrogram(chunks: Iterable[np.ndarray], cfg: SpectrogramConfig, keep_start: int = 0,
@@ -222,8 +226,8 @@ def clip_spectrogram(path: str, cfg: SpectrogramConfig, frames: int) -> tuple[np
     if seconds is not None:
         spec = mel_spectrogram(load_audio(path, cfg.sample_rate, seconds), cfg)
         return fix_length(spec, frames, cfg.crop), spec.shape[0]
-    total = n_frames(audio_length(path, cfg.sample_rate), cfg)
-    start = 0 if cfg.crop == "start" else max(0, (total - frames) // 2)
+    # centre crop: where the kept frames start, from the header (a start crop needs no header read)
+    start = 0 if cfg.crop == "start" else max(0, (n_frames(audio_length(path, cfg.sample_rate), cfg) - frames) // 2)
     spec, count = streamed_mel_spectrogram(iter_audio(path, cfg.sample_rate, STREAM_BLOCK), cfg, start, start + frames)
     return fix_length(spec, frames, cfg.crop), count
 
@@ -318,6 +322,14 @@ def to_table(rows: pd.DataFrame, x: np.ndarray, lengths: np.ndarray, errors: lis
     })
 
 
+def write_part(table, path: str | os.PathLike) -> None:
+    """One Parquet file of a spectrogram folder. Uncompressed: float spectrograms barely compress
+    (snappy saves 0-1%) and reading them back is 3-4x faster without it."""
+    import pyarrow.parquet as pq
+
+    pq.write_table(table, path, compression="none", use_dictionary=["file_name", "partition", "error"])
+
+
 def settings(cfg: SpectrogramConfig, frames: int, skipped: dict[str, str] | None = None) -> dict[str, Any]:
     """What settings.json records: the spectrogram settings, the shape of one clip, and the clips left
     out for bad audio ({file_name: reason}; only ever non-empty under --on-bad-audio skip)."""
@@ -340,7 +352,6 @@ def extract(corpus: pd.DataFrame, cfg: SpectrogramConfig, out: str | os.PathLike
     """
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
     from .corpus import apply_bad_audio_policy, screen_audio, to_stderr
     from .io import atomic_dir, write_json
@@ -361,7 +372,7 @@ def extract(corpus: pd.DataFrame, cfg: SpectrogramConfig, out: str | os.PathLike
     apply_bad_audio_policy(corpus, failed, on_bad_audio, warn)  # 'fail' stops here, before any output
     with atomic_dir(out) as tmp:
         (tmp / PARQUET).mkdir()
-        pq.write_table(table.filter(pc.is_null(table.column("error"))), tmp / PARQUET / "part-00000.parquet")
+        write_part(table.filter(pc.is_null(table.column("error"))), tmp / PARQUET / "part-00000.parquet")
         write_json(tmp / SETTINGS, settings(cfg, frames, {**skipped, **failed}))
     return Path(out)
 
@@ -399,7 +410,7 @@ def is_complete(folder: str | os.PathLike) -> bool:
 
 
 def read(folder: str | os.PathLike) -> Spectrograms:
-    """Read a spectrogram folder written by `extract` (or by the Ray Data extraction)."""
+    """Read a spectrogram folder written by `extract` (or by the Ray extraction, search.extract.ray_extract)."""
     import pyarrow.parquet as pq
 
     folder = Path(folder)

@@ -1,4 +1,4 @@
-"""`auttention-search run`: corpus -> cached spectrograms (Ray Data) -> Tune trials -> export."""
+"""`auttention-search run`: corpus -> cached spectrograms (Ray tasks) -> Tune trials -> export."""
 
 from __future__ import annotations
 

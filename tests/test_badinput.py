@@ -342,7 +342,7 @@ def test_pipeline_reuse_obeys_the_policy(corpus, tmp_path):
 
 
 def test_ray_extraction_obeys_the_policy(tmp_path):
-    """The Ray Data path: decode errors in Ray tasks are skipped (recorded in the cache) or fail cleanly."""
+    """The Ray path: decode errors in Ray tasks are skipped (recorded in the cache) or fail cleanly."""
     import ray
 
     from search.extract import ensure_spectrograms

@@ -1,4 +1,4 @@
-"""A real tiny search on local Ray: Ray Data extraction, Tune + Optuna (TPE) + ASHA, export, resume."""
+"""A real tiny search on local Ray: Ray extraction, Tune + Optuna (TPE) + ASHA, export, resume."""
 
 from __future__ import annotations
 
