@@ -390,8 +390,12 @@ class Spectrograms:
     def select(self, partitions: str | Iterable[str]) -> "Spectrograms":
         """The rows of one or more partitions (e.g. 'train' or ('train', 'devel'))."""
         parts = [partitions] if isinstance(partitions, str) else list(partitions)
-        mask = np.isin(self.partition, parts)
-        return Spectrograms(self.file_name[mask], self.partition[mask], self.label[mask], self.x[mask], self.settings)
+        rows = np.flatnonzero(np.isin(self.partition, parts))
+        if len(rows) and rows[-1] - rows[0] + 1 == len(rows):
+            # contiguous (`read` orders the rows so that every fit_on choice is): views, not copies;
+            # in a trial, x stays a view of the one copy in the Ray object store
+            rows = slice(int(rows[0]), int(rows[-1]) + 1)
+        return Spectrograms(self.file_name[rows], self.partition[rows], self.label[rows], self.x[rows], self.settings)
 
     @property
     def skipped(self) -> dict[str, str]:
@@ -419,7 +423,13 @@ def read(folder: str | os.PathLike) -> Spectrograms:
                         f"`auttention-search extract --out {folder}`")
     try:
         meta = json.loads((folder / SETTINGS).read_text())
-        table = pq.read_table(folder / PARQUET).sort_by("file_name")
+        table = pq.read_table(folder / PARQUET)
+        # rows ordered test, devel, train, then by file name: each partition, and train + devel, is a
+        # contiguous block, so that `select` gives views (one copy of the data per process, not one per use)
+        rank = {"test": 0, "devel": 1, "train": 2}
+        names = np.asarray(table.column("file_name").to_pylist(), dtype=object)
+        ranks = np.asarray([rank.get(p, 3) for p in table.column("partition").to_pylist()])
+        table = table.take(np.lexsort((names, ranks)))
     except Exception as exc:  # json/pyarrow raise several types for a damaged file
         raise UserError(f"{folder}: cannot read the spectrograms ({str(exc).splitlines()[0]}); "
                         f"delete the folder and extract again") from None

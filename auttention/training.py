@@ -51,6 +51,30 @@ def use_xla(requested: bool) -> bool:
     return bool(tf.config.list_physical_devices("GPU"))
 
 
+class Batches(keras.utils.PyDataset):
+    """The batches of `x` in the order `order` (default: as it is), cut one at a time: (x_b, reversed
+    x_b) to train on, x_b alone to predict from.
+
+    The same batches as `fit(x[order], targets(x[order]), batch_size, shuffle=False)` (so the same
+    numbers), without its copies of the whole set: the shuffled copy, the reversed targets and the
+    tensors Keras makes of both. Trials hold x as a read-only view of the Ray object store, so a
+    trial's data then costs a batch, not another copy of the training set.
+    """
+
+    def __init__(self, x: np.ndarray, batch_size: int, order: np.ndarray | None = None,
+                 with_targets: bool = False):
+        super().__init__()
+        self.x, self.batch_size, self.order, self.with_targets = x, int(batch_size), order, with_targets
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.x) / self.batch_size)
+
+    def __getitem__(self, i: int):
+        rows = slice(i * self.batch_size, (i + 1) * self.batch_size)
+        xb = np.ascontiguousarray(self.x[rows] if self.order is None else self.x[self.order[rows]])
+        return (xb, targets(xb)) if self.with_targets else (xb,)
+
+
 class TrainingDiverged(RuntimeError):
     """The training loss became NaN or infinite."""
 
@@ -105,9 +129,8 @@ class Trainer:
             raise TrainingDiverged("the training frames contain NaN or Inf values, so the loss would be NaN; "
                                    "check the spectrogram cache")
         order = np.random.default_rng([self.train_cfg.seed, self.epoch]).permutation(len(x))
-        xs = x[order]
-        history = self.autoencoder.fit(xs, targets(xs), batch_size=self.train_cfg.batch_size, epochs=1,
-                                       shuffle=False, verbose=0)
+        batches = Batches(x, self.train_cfg.batch_size, order, with_targets=True)
+        history = self.autoencoder.fit(batches, epochs=1, shuffle=False, verbose=0)
         loss = float(history.history["loss"][-1])
         if not math.isfinite(loss):
             raise TrainingDiverged(f"training diverged in epoch {self.epoch + 1}: the loss is {loss}; "
@@ -125,12 +148,12 @@ class Trainer:
     def reconstruct(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
         """The reconstruction of reversed x, (N, frames, mels), inference mode."""
         x = self._check(x)
-        return np.asarray(self.autoencoder.predict(x, batch_size=self._eval_batch(batch_size), verbose=0))
+        return np.asarray(self.autoencoder.predict(Batches(x, self._eval_batch(batch_size)), verbose=0))
 
     def features(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
         """Feature vectors (N, feature_size) float32 of x, inference mode (no dropout)."""
         x = self._check(x)
-        out = np.asarray(self.encoder.predict(x, batch_size=self._eval_batch(batch_size), verbose=0), dtype=np.float32)
+        out = np.asarray(self.encoder.predict(Batches(x, self._eval_batch(batch_size)), verbose=0), dtype=np.float32)
         bad = ~np.isfinite(out).all(axis=1)
         if bad.any():
             # non-finite input frames or weights: no SVR could use these features

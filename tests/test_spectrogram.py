@@ -67,7 +67,11 @@ def test_extract_train_min_ignores_test(tone_corpus, tmp_path):
     spec = spectro.read(out)
     train_lengths = [1 + int(16000 * 0.6 * (1 + 0.1 * (i % 3))) // 256 for i in range(1, 7)]
     assert spec.x.shape == (18, min(train_lengths), 32)
-    assert list(spec.file_name) == sorted(corpus.file_name)
+    # rows: test, devel, train, each by file name (so that select() of any fit_on choice is a view)
+    rank = {"test": 0, "devel": 1, "train": 2}
+    assert list(spec.file_name) == sorted(corpus.file_name, key=lambda n: (rank[n.split("_")[0]], n))
+    for parts in ("train", ("train", "devel"), "devel", "test"):
+        assert np.shares_memory(spec.select(parts).x, spec.x)
     assert spec.config == cfg
     assert set(spec.select("train").partition) == {"train"}
     # the stored labels are the corpus labels
