@@ -56,8 +56,8 @@ class Batches(keras.utils.PyDataset):
     x_b) to train on, x_b alone to predict from.
 
     The same batches as `fit(x[order], targets(x[order]), batch_size, shuffle=False)` (so the same
-    numbers), without its copies of the whole set: the shuffled copy, the reversed targets and the
-    tensors Keras makes of both. Trials hold x as a read-only view of the Ray object store, so a
+    numbers), without copies of the whole set: the shuffled copy and the reversed targets, and
+    whatever Keras makes of whole arrays. Trials hold x as a read-only view of the Ray object store, so a
     trial's data then costs a batch, not another copy of the training set.
     """
 
