@@ -51,28 +51,15 @@ def use_xla(requested: bool) -> bool:
     return bool(tf.config.list_physical_devices("GPU"))
 
 
-class Batches(keras.utils.PyDataset):
-    """The batches of `x` in the order `order` (default: as it is), cut one at a time: (x_b, reversed
-    x_b) to train on, x_b alone to predict from.
-
-    The same batches as `fit(x[order], targets(x[order]), batch_size, shuffle=False)` (so the same
-    numbers), without copies of the whole set: the shuffled copy and the reversed targets, and
-    whatever Keras makes of whole arrays. Trials hold x as a read-only view of the Ray object store, so a
-    trial's data then costs a batch, not another copy of the training set.
-    """
-
-    def __init__(self, x: np.ndarray, batch_size: int, order: np.ndarray | None = None,
-                 with_targets: bool = False):
-        super().__init__()
-        self.x, self.batch_size, self.order, self.with_targets = x, int(batch_size), order, with_targets
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.x) / self.batch_size)
-
-    def __getitem__(self, i: int):
-        rows = slice(i * self.batch_size, (i + 1) * self.batch_size)
-        xb = np.ascontiguousarray(self.x[rows] if self.order is None else self.x[self.order[rows]])
-        return (xb, targets(xb)) if self.with_targets else (xb,)
+def batches(x: np.ndarray, batch_size: int, order: np.ndarray | None = None):
+    """The batches of `x` in the order `order` (default: as it is), cut one at a time, each a contiguous
+    float32 array: the batches `fit(x[order], ..., batch_size, shuffle=False)` or `predict(x, batch_size)`
+    would make, without their copies of the whole set (the shuffled copy, the reversed targets and
+    whatever Keras makes of whole arrays). A trial holds x as a read-only view of the Ray object
+    store, so its data then costs a batch, not another copy of the training set."""
+    for start in range(0, len(x), batch_size):
+        rows = slice(start, start + batch_size)
+        yield np.ascontiguousarray(x[rows] if order is None else x[order[rows]])
 
 
 class TrainingDiverged(RuntimeError):
@@ -129,9 +116,15 @@ class Trainer:
             raise TrainingDiverged("the training frames contain NaN or Inf values, so the loss would be NaN; "
                                    "check the spectrogram cache")
         order = np.random.default_rng([self.train_cfg.seed, self.epoch]).permutation(len(x))
-        batches = Batches(x, self.train_cfg.batch_size, order, with_targets=True)
-        history = self.autoencoder.fit(batches, epochs=1, shuffle=False, verbose=0)
-        loss = float(history.history["loss"][-1])
+        # batch by batch, as fit(x[order], targets(x[order]), shuffle=False) would go (the same
+        # numbers); the epoch's loss is the mean of the batches' losses weighted by their sizes,
+        # accumulated in float32 as Keras' fit does it
+        total = count = np.float32(0.0)
+        for xb in batches(x, self.train_cfg.batch_size, order):
+            batch_loss = np.float32(self.autoencoder.train_on_batch(xb, targets(xb)))
+            total += batch_loss * np.float32(len(xb))
+            count += np.float32(len(xb))
+        loss = float(total / count)
         if not math.isfinite(loss):
             raise TrainingDiverged(f"training diverged in epoch {self.epoch + 1}: the loss is {loss}; "
                                    "lower training.learning_rate or set training.clip_value")
@@ -148,18 +141,23 @@ class Trainer:
     def reconstruct(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
         """The reconstruction of reversed x, (N, frames, mels), inference mode."""
         x = self._check(x)
-        return np.asarray(self.autoencoder.predict(Batches(x, self._eval_batch(batch_size)), verbose=0))
+        return self._predict(self.autoencoder, x, batch_size)
 
     def features(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
         """Feature vectors (N, feature_size) float32 of x, inference mode (no dropout)."""
         x = self._check(x)
-        out = np.asarray(self.encoder.predict(Batches(x, self._eval_batch(batch_size)), verbose=0), dtype=np.float32)
+        out = self._predict(self.encoder, x, batch_size).astype(np.float32, copy=False)
         bad = ~np.isfinite(out).all(axis=1)
         if bad.any():
             # non-finite input frames or weights: no SVR could use these features
             raise TrainingDiverged(f"the features of {int(bad.sum())} of {len(out)} clip(s) are NaN or Inf "
                                    f"(non-finite spectrogram frames or model weights); check the spectrogram cache")
         return out
+
+    def _predict(self, model: keras.Model, x: np.ndarray, batch_size: int | None) -> np.ndarray:
+        """model.predict(x, batch_size) batch by batch (the same batches, the same numbers), no copy of x."""
+        return np.concatenate([np.asarray(model.predict_on_batch(xb))
+                               for xb in batches(x, self._eval_batch(batch_size))])
 
     def _eval_batch(self, batch_size: int | None) -> int:
         # Inference needs no gradients: larger batches amortise per-step overhead.

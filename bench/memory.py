@@ -179,7 +179,12 @@ def tensorflow_baseline() -> dict:
 
 
 def trial_estimate(space: dict, spec) -> dict:
-    """What one trial holds of its own: two models with Adam state and gradients, and its data copies."""
+    """What one trial holds of its own: two models with Adam state and gradients, and its batches.
+
+    Its spectrograms are views of the object store (Spectrograms.select of contiguous rows) and
+    training and prediction cut one batch at a time (training.batches): of the data, a trial holds
+    a training batch and its reversed target, a prediction batch (256 clips), and what Keras makes
+    of each (counted twice)."""
     from auttention import import_tensorflow_quietly
 
     import_tensorflow_quietly()
@@ -191,18 +196,15 @@ def trial_estimate(space: dict, spec) -> dict:
     for net in ("attention", "seq2seq"):
         model, _ = build_autoencoder(ModelConfig(network=net, **space[net]), frames, n_mels)
         params += model.count_params()
-    n_train = int((spec.partition == "train").sum())
-    n_devel = int((spec.partition == "devel").sum())
     clip = frames * n_mels * 4
     batch = space["training"]["batch_size"]
-    # per trial: select(train), select(devel) and the training set are copies (boolean indexing);
-    # each epoch's shuffled copy and its reversed target; weights + Adam m, v + gradients in float32
-    data = (2 * n_train + n_devel) * clip + 2 * n_train * clip
+    data = 2 * (2 * batch + 256) * clip
+    # weights + Adam m, v + gradients in float32
     model_bytes = params * 4 * 4
     # activations of one batch: a few (batch, frames, units*2) tensors per layer, kept for the gradient
     units = max(space["attention"]["units"], space["seq2seq"]["units"])
     activations = 12 * batch * frames * 2 * units * 4
-    return {"params": params, "model_bytes": model_bytes, "data_copies_bytes": data,
+    return {"params": params, "model_bytes": model_bytes, "batch_bytes": data,
             "activation_bytes": activations, "total_bytes": model_bytes + data + activations}
 
 

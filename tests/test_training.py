@@ -110,3 +110,21 @@ def test_load_reports_a_missing_checkpoint(tmp_path):
 def test_xla_only_where_it_pays():
     assert use_xla(False) is False
     assert use_xla(True) == bool(tf.config.list_physical_devices("GPU"))  # slower on CPU: off
+
+
+def test_batch_by_batch_trains_exactly_as_whole_arrays_from_a_read_only_view(x):
+    """fit_epoch feeds Keras batch by batch (training.batches) from a read-only view, as a trial does
+    with the object store's pages: the same weights, loss and features as Keras' own fit of the
+    shuffled copy and its reversed targets (N = 32 with batch 10: a last partial batch too)."""
+    cfg = TrainingConfig(batch_size=10, learning_rate=1e-2, jit_compile=False, seed=3)
+    view = x[:]
+    view.flags.writeable = False
+    ours, whole = Trainer(SMALL, cfg, T, F), Trainer(SMALL, cfg, T, F)
+    for epoch in range(2):
+        loss = ours.fit_epoch(view)
+        xs = x[np.random.default_rng([cfg.seed, epoch]).permutation(len(x))]
+        history = whole.autoencoder.fit(xs, targets(xs), batch_size=cfg.batch_size, epochs=1, shuffle=False, verbose=0)
+        assert loss == history.history["loss"][-1]
+    for a, b in zip(ours.autoencoder.get_weights(), whole.autoencoder.get_weights()):
+        assert np.array_equal(a, b)
+    assert np.array_equal(ours.features(view), whole.encoder.predict(x, batch_size=256, verbose=0))
