@@ -323,8 +323,8 @@ def to_table(rows: pd.DataFrame, x: np.ndarray, lengths: np.ndarray, errors: lis
 
 
 def write_part(table, path: str | os.PathLike) -> None:
-    """One Parquet file of a spectrogram folder. Uncompressed: float spectrograms barely compress
-    (snappy saves 0-1%) and reading them back is 3-4x faster without it."""
+    """One Parquet file of a spectrogram folder. Uncompressed: float spectrograms barely compress,
+    and reading them back is faster without it."""
     import pyarrow.parquet as pq
 
     pq.write_table(table, path, compression="none", use_dictionary=["file_name", "partition", "error"])
