@@ -53,8 +53,8 @@ def ray_extract(corpus: pd.DataFrame, cfg: SpectrogramConfig, out: str | os.Path
     shared disk (trials get the spectrograms from the object store, not the cache).
 
     Plain tasks rather than Ray Data's map_batches: on a small cluster Ray Data's streaming executor
-    ran these CPU-bound tasks barely in parallel (2 CPUs: 1.4-1.8 s against 0.82 s for the same
-    600 clips as tasks; see docs/PERFORMANCE.md).
+    ran these CPU-bound tasks barely in parallel (bench/extract.py on 2 CPUs: parallel efficiency
+    0.51 with Ray Data, 0.87 with tasks; docs/PERFORMANCE.md).
 
     Clips that fail to decode are handled per `on_bad_audio` (corpus.apply_bad_audio_policy): 'fail'
     writes nothing; 'skip' warns and records them, with `skipped` (clips the caller already left
@@ -70,13 +70,14 @@ def ray_extract(corpus: pd.DataFrame, cfg: SpectrogramConfig, out: str | os.Path
     slots = max(1, parallelism or int(ray.cluster_resources().get("CPU", 1)))
     chunk = int(np.clip(np.ceil(len(rows) / (4 * slots)), MIN_CHUNK, MAX_CHUNK))
     chunks = [rows.iloc[i:i + chunk] for i in range(0, len(rows), chunk)]
+    n_parts = len(chunks)  # one Parquet part per chunk, written as its task returns
     task = ray.remote(num_cpus=1, max_retries=3)(_batch)
     settings = to_dict(cfg)
     in_flight: list = []
     try:
         with atomic_dir(out) as tmp:
             (tmp / spectro.PARQUET).mkdir()
-            for i in range(len(chunks)):
+            for i in range(n_parts):
                 while len(in_flight) < slots and chunks:
                     in_flight.append(task.remote(chunks.pop(0), settings, frames))
                 done, in_flight = ray.wait(in_flight, num_returns=1)
