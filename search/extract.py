@@ -60,7 +60,6 @@ def ray_extract(corpus: pd.DataFrame, cfg: SpectrogramConfig, out: str | os.Path
     writes nothing; 'skip' warns and records them, with `skipped` (clips the caller already left
     out), in settings.json.
     """
-    import pyarrow.parquet as pq
     import ray
 
     from auttention.corpus import apply_bad_audio_policy
@@ -74,6 +73,7 @@ def ray_extract(corpus: pd.DataFrame, cfg: SpectrogramConfig, out: str | os.Path
     task = ray.remote(num_cpus=1, max_retries=3)(_batch)
     settings = to_dict(cfg)
     in_flight: list = []
+    failed: dict[str, str] = {}
     try:
         with atomic_dir(out) as tmp:
             (tmp / spectro.PARQUET).mkdir()
@@ -81,8 +81,9 @@ def ray_extract(corpus: pd.DataFrame, cfg: SpectrogramConfig, out: str | os.Path
                 while len(in_flight) < slots and chunks:
                     in_flight.append(task.remote(chunks.pop(0), settings, frames))
                 done, in_flight = ray.wait(in_flight, num_returns=1)
-                spectro.write_part(ray.get(done[0]), tmp / spectro.PARQUET / f"part-{i:05d}.parquet")
-            failed = spectro.bad_clips(pq.read_table(tmp / spectro.PARQUET, columns=["file_name", "error"]))
+                table = ray.get(done[0])
+                failed.update(spectro.bad_clips(table))
+                spectro.write_part(table, tmp / spectro.PARQUET / f"part-{i:05d}.parquet")
             apply_bad_audio_policy(corpus, failed, on_bad_audio, warn)  # 'fail' raises: atomic_dir keeps nothing
             write_json(tmp / spectro.SETTINGS, spectro.settings(cfg, frames, {**(skipped or {}), **failed}))
     finally:
