@@ -121,7 +121,7 @@ def make_trainable(space, spectrograms: dict):
     from ray.tune import PlacementGroupFactory
     from ray.tune.trainable.function_trainable import wrap_function
 
-    from .runner import trial_resources
+    from .resources import trial_resources
 
     base = wrap_function(tune.with_parameters(run_trial, space=space, spectrograms=spectrograms))
 
