@@ -8,6 +8,8 @@ setup(
     license="GPL-3.0-or-later",
     python_requires=">=3.10",
     packages=find_packages(include=["auttention", "auttention.*", "search", "search.*"]),
+    package_data={"search": ["report.css"]},  # the search report's style sheet, read at run time
+    include_package_data=True,
     install_requires=[
         "tensorflow>=2.16",  # Keras 3
         "keras>=3.3",

@@ -39,7 +39,7 @@ def trial_status(result) -> str:
 
 def trials_table(results, metric: str) -> pd.DataFrame:
     """One row per trial: id, status, best metric, epochs, wall time, node(s), error, configuration."""
-    from .report import read_progress
+    from .rundata import read_progress
 
     rows = []
     for result in results:
