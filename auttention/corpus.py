@@ -9,6 +9,7 @@ Bad audio (a clip that cannot be decoded, is empty or holds NaN/Inf samples) is 
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import re
@@ -146,6 +147,9 @@ def _safe_path(root: Path, name: str, source: Path, line: int) -> Path:
     if candidate.is_absolute() or ".." in candidate.parts:
         raise UserError(f"{source}, line {line}: file name {name!r} points outside the corpus folder; "
                         f"use a path relative to {root}")
+    if _symlink_loop(root / candidate):
+        raise UserError(f"{source}, line {line}: {root / candidate}: a symlink loop; replace it with the audio "
+                        f"file or remove it")
     root_real = root.resolve()
     path = (root / candidate).resolve()
     if root_real != path and root_real not in path.parents:
@@ -155,6 +159,15 @@ def _safe_path(root: Path, name: str, source: Path, line: int) -> Path:
         raise UserError(f"{source}, line {line}: audio file {root / candidate} not found; "
                         f"add it or remove its row")
     return path
+
+
+def _symlink_loop(path: Path) -> bool:
+    """Whether following `path`'s symlinks never ends (resolve() raises RuntimeError on it before Python 3.13)."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno == errno.ELOOP
+    return False
 
 
 def _parse_label(value: str, source: Path, line: int) -> float:

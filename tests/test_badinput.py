@@ -273,6 +273,21 @@ def test_symlink_out_of_the_corpus(corpus, tmp_path):
                    "line 11: 'train_0004.wav' resolves outside the corpus folder (a symlink out?); copy the file into")
 
 
+@pytest.mark.parametrize("pair", [False, True], ids=["to-itself", "two-links"])
+def test_symlink_loop_in_the_corpus(corpus, tmp_path, pair):
+    wav = corpus / "wav" / "train_0002.wav"
+    wav.unlink()
+    if pair:  # two links pointing at each other
+        other = corpus / "wav" / "loop.wav"
+        other.symlink_to(wav.name)
+        wav.symlink_to(other.name)
+    else:
+        wav.symlink_to(wav.name)
+    one_error_line(*cli("extract", "--data", corpus, "--out", tmp_path / "spec", *SPEC),
+                   "labels.csv, line 3: ", f"{wav}: a symlink loop; replace it with the audio file or remove it")
+    assert not (tmp_path / "spec").exists()
+
+
 def test_manifest_rows(corpus, tmp_path):
     truth = labels_of(corpus)
     rows = [f"wav/{n},{truth[n]:g},{n.split('_')[0]}" for n in sorted(truth)]
