@@ -1,15 +1,16 @@
 # make demo: install into .venv and run the main job on the built-in demo corpus
 # make test: install into .venv (with test extras) and run the test suite
+# installs pin the versions in constraints.txt (README: Upgrading dependencies)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
 .PHONY: demo test install clean
 
-$(BIN)/.installed: setup.py
+$(BIN)/.installed: setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
 	touch $@
 
 install: $(BIN)/.installed

@@ -10,29 +10,31 @@ setup(
     packages=find_packages(include=["auttention", "auttention.*", "search", "search.*"]),
     package_data={"search": ["report.css"]},  # the search report's style sheet, read at run time
     include_package_data=True,
+    # lower bounds: what the code needs; upper bounds: below the next major version of what
+    # constraints.txt pins (the exact versions the suite passes with)
     install_requires=[
-        "tensorflow>=2.16",  # Keras 3
-        "keras>=3.3",
-        "tensorboard>=2.16",  # TensorFlow no longer pulls it in; trials write TensorBoard scalars
-        "ray[default,data,tune]>=2.40",
-        "optuna>=4.0",
-        "librosa>=0.10",
-        "soundfile>=0.12",
-        "soxr>=0.3",
-        "numpy>=1.26",
-        "scipy>=1.11",
-        "pandas>=2.0",
-        "scikit-learn>=1.3",
-        "threadpoolctl>=3.1",
-        "pyarrow>=14",
-        "click>=8.1",
-        "pyyaml>=6.0",
-        "espeakng-loader>=0.2",
-        "matplotlib>=3.7",
+        "tensorflow>=2.16,<3",  # Keras 3
+        "keras>=3.3,<4",
+        "tensorboard>=2.16,<3",  # TensorFlow no longer pulls it in; trials write TensorBoard scalars
+        "ray[default,data,tune]>=2.40,<3",
+        "optuna>=4.0,<6",
+        "librosa>=0.10,<1",
+        "soundfile>=0.12,<1",
+        "soxr>=0.3,<2",
+        "numpy>=1.26,<3",
+        "scipy>=1.11,<2",
+        "pandas>=2.0,<4",
+        "scikit-learn>=1.3,<2",
+        "threadpoolctl>=3.1,<4",
+        "pyarrow>=14,<27",
+        "click>=8.1,<9",
+        "pyyaml>=6.0,<7",
+        "espeakng-loader>=0.2,<1",
+        "matplotlib>=3.7,<4",
     ],
     extras_require={
-        "gpu": ["tensorflow[and-cuda]>=2.16"],
-        "test": ["pytest>=7.4", "pytest-timeout>=2.2"],
+        "gpu": ["tensorflow[and-cuda]>=2.16,<3"],
+        "test": ["pytest>=7.4,<10", "pytest-timeout>=2.2,<3"],
     },
     entry_points={"console_scripts": ["auttention-search=search.cli:main"]},
     classifiers=["License :: OSI Approved :: GNU General Public License v3 or later (GPLv3+)"],
