@@ -11,7 +11,7 @@ setup(
     package_data={"search": ["report.css"]},  # the search report's style sheet, read at run time
     include_package_data=True,
     # lower bounds: what the code needs; upper bounds: below the next major version of what
-    # constraints.txt pins (the exact versions the suite passes with)
+    # constraints.txt pins (the exact versions installs use)
     install_requires=[
         "tensorflow>=2.16,<3",  # Keras 3
         "keras>=3.3,<4",
