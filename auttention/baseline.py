@@ -10,6 +10,8 @@ import os
 
 import numpy as np
 
+from .corpus import BadAudioPolicy
+
 N_MFCC = 20
 _STATS = ("mean", "std", "p10", "p50", "p90")
 _FRAME_S, _HOP_S, _PITCH_FRAME_S = 0.025, 0.010, 0.040
@@ -120,24 +122,24 @@ def _voicing(x: np.ndarray, sample_rate: int, hop: int, loud_db: float) -> np.nd
     return np.asarray(out, dtype=np.float64)
 
 
-def evaluate_baseline(corpus, cfg, *, sample_rate: int = 16000, jobs: int | None = None, on_bad_audio: str = "fail",
-                      warn=None):
+def evaluate_baseline(corpus, cfg, *, sample_rate: int = 16000, jobs: int | None = None,
+                      policy: BadAudioPolicy | None = None):
     """MFCC functionals of every clip of a corpus (a read_corpus frame), scored by the paper's protocol.
 
     cfg: a ScoringConfig (SVR C grid chosen on devel, refit on train+devel for test); sample_rate:
     Hz the clips are resampled to; jobs: threads for feature extraction (default: all CPUs);
-    on_bad_audio: 'fail' or 'skip' clips that cannot be decoded (one `warn` line each, default stderr).
+    policy: 'fail' or 'skip' clips that cannot be decoded (one warning line each; default 'fail', stderr).
     A clip shorter than one 25 ms frame is zero-padded to one frame, as the spectrograms are.
     Returns auttention.scoring.Evaluation (c, devel_rho, test_rho: None without test labels).
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from .corpus import BadAudio, apply_bad_audio_policy, load_audio, screen_audio, to_stderr
+    from .corpus import BadAudio, load_audio
     from .features import feature_frame
     from .scoring import evaluate
 
-    warn, n_clips = warn or to_stderr, len(corpus)
-    corpus, _ = screen_audio(corpus, on_bad_audio, warn)
+    policy, n_clips = policy or BadAudioPolicy(), len(corpus)
+    corpus, _ = policy.screen(corpus)
     frame_len = int(round(_FRAME_S * sample_rate))
 
     def one(path: str) -> np.ndarray | str:
@@ -151,9 +153,9 @@ def evaluate_baseline(corpus, cfg, *, sample_rate: int = 16000, jobs: int | None
     with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
         results = list(pool.map(one, corpus["path"]))
     bad = {name: r for name, r in zip(corpus["file_name"], results) if isinstance(r, str)}
-    kept = apply_bad_audio_policy(corpus, bad, on_bad_audio, warn)
+    kept = policy.apply(corpus, bad)
     if len(kept) < len(corpus) or len(corpus) < n_clips:
-        warn(f"baseline: skipped {n_clips - len(kept)} of {n_clips} clips with bad audio")
+        policy.warn(f"baseline: skipped {n_clips - len(kept)} of {n_clips} clips with bad audio")
     x = np.stack([r for r in results if not isinstance(r, str)])
     frame = feature_frame(kept["file_name"], kept["partition"], kept["label"], x, "mfcc")
     return evaluate(frame, cfg)

@@ -27,6 +27,9 @@ def _opt(default: Any = None, *, choices: tuple | None = None, lo: float | None 
     return field(default=default, metadata=meta)
 
 
+FRAME_RULES = ("train_max", "train_min")
+
+
 @dataclass(frozen=True)
 class SpectrogramConfig:
     """Mel spectrogram settings; lengths in samples or frames, frequencies in Hz, levels in dB."""
@@ -39,8 +42,16 @@ class SpectrogramConfig:
     fmin: float = _opt(0.0, lo=0.0, doc="lowest mel band edge (Hz)")
     fmax: typing.Optional[float] = _opt(None, lo=0.0, lo_open=True, doc="highest band edge (Hz); null = sample_rate / 2")
     clip_below: float = _opt(-80.0, lo=-200.0, hi=-1.0, doc="dB below the clip's maximum where values are clipped")
-    frames: typing.Union[int, str] = _opt("train_min", doc="fixed length: a number of frames, or train_min")
-    crop: str = _opt("start", choices=("start", "center"), doc="which part of a longer clip is kept")
+    frames: typing.Union[int, str] = _opt(
+        "train_max", doc="length of a row: train_max (the longest training clip, capped at max_seconds; shorter "
+                         "clips are padded and masked, longer ones cut into chunks), train_min (every clip cropped "
+                         "to the shortest training clip, the paper) or a number of frames (crop or pad)")
+    crop: str = _opt("start", choices=("start", "center"), doc="which part of a longer clip is kept (train_min, "
+                                                               "a number of frames)")
+    max_seconds: float = _opt(30.0, lo=0.0, lo_open=True, doc="train_max only: rows are at most this long (s); "
+                                                               "a longer clip becomes chunks of this length")
+    chunk_hop_seconds: typing.Optional[float] = _opt(
+        None, lo=0.0, lo_open=True, doc="train_max only: hop between the chunks of a long clip (s); null = max_seconds")
 
     def __post_init__(self) -> None:
         if self.hop_length > self.n_fft:
@@ -52,18 +63,24 @@ class SpectrogramConfig:
                             f"({self.sample_rate / 2}); lower it or raise spectrogram.sample_rate")
         if self.fmin >= top:
             raise UserError(f"spectrogram.fmin ({self.fmin}) must be below fmax ({top})")
-        if isinstance(self.frames, str) and self.frames != "train_min":
-            raise UserError(f"spectrogram.frames must be a positive number of frames or 'train_min', got {self.frames!r}")
+        if isinstance(self.frames, str) and self.frames not in FRAME_RULES:
+            raise UserError(f"spectrogram.frames must be a positive number of frames, train_max or train_min; "
+                            f"got {self.frames!r}")
         if isinstance(self.frames, int) and self.frames < 1:
             raise UserError(f"spectrogram.frames must be at least 1, got {self.frames}")
 
     def hash(self) -> str:
         """A short stable hash of the settings, naming the spectrogram cache folder."""
-        import hashlib
-        import json
+        return settings_hash(self)
 
-        blob = json.dumps(to_dict(self), sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+
+def settings_hash(cfg: Any) -> str:
+    """A short stable hash of a config object's settings (provenance of what was made with them)."""
+    import hashlib
+    import json
+
+    blob = json.dumps(to_dict(cfg), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
 
 
 SPECTROGRAM_PRESETS: dict[str, dict[str, Any]] = {
@@ -78,6 +95,9 @@ SPECTROGRAM_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+FEATURES = ("final", "mean", "mean_std", "final_mean", "final_mean_std")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """One recurrent autoencoder: `network` is seq2seq or attention."""
@@ -88,8 +108,14 @@ class ModelConfig:
     units: int = _opt(256, lo=1, hi=4096)
     encoder_bidirectional: bool = _opt(True)
     dropout: float = _opt(0.2, lo=0.0, hi=0.95, doc="dropout on the encoder input")
+    feature: str = _opt("final", choices=FEATURES,
+                        doc="the clip's feature: final (the paper: seq2seq's bottleneck of the final states, "
+                            "attention's final states), mean or mean_std (statistics of the top encoder layer's "
+                            "outputs over the clip's real frames), or final_mean / final_mean_std (both)")
     # seq2seq only
-    decoder_bidirectional: bool = _opt(True, doc="seq2seq only")
+    decoder_bidirectional: bool = _opt(True, doc="seq2seq only; a bidirectional decoder's backward direction "
+                                                   "sees the frames after the one it predicts (the next target "
+                                                   "frame among them), as in the paper: not causal")
     feature_units: typing.Optional[int] = _opt(None, lo=1, hi=4096, doc="seq2seq bottleneck width; null = units")
     # attention only
     attention: str = _opt("bahdanau", choices=("bahdanau", "luong"), doc="attention only")

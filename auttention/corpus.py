@@ -4,17 +4,19 @@ A corpus is a pandas DataFrame with one row per clip: file_name, path (absolute)
 (train | devel | test) and label (float; NaN where unknown, e.g. ComParE's '?' test labels).
 
 Bad audio (a clip that cannot be decoded, is empty or holds NaN/Inf samples) is a BadAudio error;
-`on_bad_audio` ('fail' or 'skip', see apply_bad_audio_policy) decides whether it stops the run.
+a BadAudioPolicy ('fail' or 'skip') decides whether it stops the run.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import math
 import os
 import re
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
@@ -83,6 +85,23 @@ def read_corpus(data: str | os.PathLike, labels: str | os.PathLike | None = None
         warn(f"warning: {wav_dir}: {len(unlisted)} file(s) have no row in {labels} and are left out: "
              f"{', '.join(unlisted[:3])}{more}")
     return corpus
+
+
+def fingerprint(corpus: pd.DataFrame) -> str:
+    """A short hash of what a corpus' spectrograms are made from: each clip's file name, partition and
+    audio file (size and modification time). Labels are left out: relabelling a corpus keeps its
+    spectrograms, and labels are joined by file name where they are used."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, path, part in corpus[["file_name", "path", "partition"]].itertuples(index=False):
+        try:
+            stat = os.stat(path)
+            size, mtime = stat.st_size, stat.st_mtime_ns
+        except OSError:
+            size = mtime = -1  # unreadable: the audio check names it
+        digest.update(f"{name}\0{part}\0{size}\0{mtime}\n".encode())
+    return digest.hexdigest()[:16]
 
 
 def check_label_range(frame: pd.DataFrame, label_min: float, label_max: float) -> None:
@@ -322,44 +341,67 @@ def check_audio(corpus: pd.DataFrame, jobs: int = 8) -> dict[str, str]:
     return {name: why for name, why in zip(corpus["file_name"], problems) if why}
 
 
-def apply_bad_audio_policy(corpus: pd.DataFrame, bad: Mapping[str, str], on_bad_audio: str,
-                           warn: Callable[[str], None] = to_stderr) -> pd.DataFrame:
-    """The corpus without its bad clips (`bad`: file_name -> what is wrong), per `on_bad_audio`.
+@dataclass(frozen=True)
+class BadAudioPolicy:
+    """What a run does with clips whose audio cannot be used (cannot be decoded, is empty, holds NaN/Inf
+    samples): created once, from --on-bad-audio, and passed down to every step that reads audio.
 
-    'fail': a BadAudio error naming the first bad clip (and how many more there are).
-    'skip': one warning line per clip (the first MAX_LISTED, then a count); the rows are dropped
-    whole, so every remaining clip keeps its own label. A partition left empty is a UserError.
+    mode : 'fail' (a BadAudio error naming the first bad clip, before any output) or 'skip' (the clip is
+        left out with one warning line)
+    warn : where warning lines go (the skipped clips, and the other warnings of the steps that take it)
     """
-    if on_bad_audio not in ON_BAD_AUDIO:
-        raise UserError(f"on_bad_audio must be one of {', '.join(ON_BAD_AUDIO)}, got {on_bad_audio!r}")
-    names = [n for n in corpus["file_name"] if n in bad]
-    if not names:
-        return corpus
-    paths = dict(zip(corpus["file_name"], corpus["path"]))
-    if on_bad_audio == "fail":
-        more = ""
-        if len(names) > 1:
-            more = f" (and {len(names) - 1} more bad clip(s): {', '.join(names[1:4])}{', ...' if len(names) > 4 else ''})"
-        raise BadAudio(paths[names[0]], bad[names[0]] + more)
-    for name in names[:MAX_LISTED]:
-        warn(f"warning: skipping {paths[name]}: {bad[name]}")
-    if len(names) > MAX_LISTED:
-        warn(f"warning: skipping {len(names) - MAX_LISTED} more clips with bad audio")
-    kept = corpus[~corpus["file_name"].isin(names)].reset_index(drop=True)
-    for part in PARTITIONS:
-        members = set(corpus.loc[corpus["partition"] == part, "file_name"])
-        lost = [n for n in names if n in members]
-        if lost and not (kept["partition"] == part).any():
-            raise UserError(f"{paths[lost[0]]}: every {part} clip has bad audio ({len(lost)} skipped; this one: "
-                            f"{bad[lost[0]]}); the {part} partition cannot be empty, fix the files")
-    return kept
 
+    mode: str = "fail"
+    warn: Callable[[str], None] = to_stderr
 
-def screen_audio(corpus: pd.DataFrame, on_bad_audio: str = "fail",
-                 warn: Callable[[str], None] = to_stderr) -> tuple[pd.DataFrame, dict[str, str]]:
-    """Header check of every clip, then the policy: (the clips to use, {file_name: reason} of those skipped)."""
-    bad = check_audio(corpus)
-    return apply_bad_audio_policy(corpus, bad, on_bad_audio, warn), bad
+    def __post_init__(self) -> None:
+        if self.mode not in ON_BAD_AUDIO:
+            raise UserError(f"on_bad_audio must be one of {', '.join(ON_BAD_AUDIO)}, got {self.mode!r}")
+
+    def apply(self, corpus: pd.DataFrame, bad: Mapping[str, str]) -> pd.DataFrame:
+        """The corpus without its bad clips (`bad`: file_name -> what is wrong).
+
+        'fail': a BadAudio error naming the first bad clip (and how many more there are).
+        'skip': one warning line per clip (the first MAX_LISTED, then a count); the rows are dropped
+        whole, so every remaining clip keeps its own label. A partition left empty is a UserError.
+        """
+        names = [n for n in corpus["file_name"] if n in bad]
+        if not names:
+            return corpus
+        paths = dict(zip(corpus["file_name"], corpus["path"]))
+        if self.mode == "fail":
+            more = ""
+            if len(names) > 1:
+                more = f" (and {len(names) - 1} more bad clip(s): {', '.join(names[1:4])}{', ...' if len(names) > 4 else ''})"
+            raise BadAudio(paths[names[0]], bad[names[0]] + more)
+        for name in names[:MAX_LISTED]:
+            self.warn(f"warning: skipping {paths[name]}: {bad[name]}")
+        if len(names) > MAX_LISTED:
+            self.warn(f"warning: skipping {len(names) - MAX_LISTED} more clips with bad audio")
+        kept = corpus[~corpus["file_name"].isin(names)].reset_index(drop=True)
+        for part in PARTITIONS:
+            members = set(corpus.loc[corpus["partition"] == part, "file_name"])
+            lost = [n for n in names if n in members]
+            if lost and not (kept["partition"] == part).any():
+                raise UserError(f"{paths[lost[0]]}: every {part} clip has bad audio ({len(lost)} skipped; this one: "
+                                f"{bad[lost[0]]}); the {part} partition cannot be empty, fix the files")
+        return kept
+
+    def screen(self, corpus: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
+        """Header check of every clip, then the policy: (the clips to use, {file_name: reason} of those skipped)."""
+        bad = check_audio(corpus)
+        return self.apply(corpus, bad), bad
+
+    def warning_once(self) -> "BadAudioPolicy":
+        """The same policy, saying each warning line once (several settings decode the same bad clip)."""
+        said: set[str] = set()
+
+        def warn(line: str) -> None:
+            if line not in said:
+                said.add(line)
+                self.warn(line)
+
+        return dataclasses.replace(self, warn=warn)
 
 
 _DECODE_ERRORS = (RuntimeError, OSError, TypeError, ValueError)  # soundfile.LibsndfileError is a RuntimeError

@@ -5,6 +5,7 @@ Fusion is early fusion by concatenation, joined on file_name, never on row order
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Sequence
@@ -16,6 +17,8 @@ from .errors import UserError
 
 KEYS = ["file_name", "partition", "label"]
 FILE = "features.parquet"
+MADE_FROM = b"auttention.made_from"
+SAME_DATA = ("corpus", "spectrogram")  # what every fused set must share
 
 
 def feature_frame(file_name: Sequence[str], partition: Sequence[str], label: Sequence[float],
@@ -38,10 +41,16 @@ def write_features(frame: pd.DataFrame, out: str | os.PathLike, csv: bool = Fals
     """Write out/features.parquet (and out/features.csv when asked), atomically."""
     from .io import atomic_path, write_csv
 
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    # provenance (corpus fingerprint, settings hashes) in the file's own metadata: it travels with it
+    meta = {**(table.schema.metadata or {}), MADE_FROM: json.dumps(frame.attrs.get("made_from") or {}).encode()}
     with atomic_path(out / FILE) as tmp:
-        frame.to_parquet(tmp, index=False)
+        pq.write_table(table.replace_schema_metadata(meta), tmp)
     if csv:
         write_csv(out / "features.csv", frame)
     return out
@@ -55,9 +64,17 @@ def read_features(folder: str | os.PathLike) -> pd.DataFrame:
     if not path.is_file():
         raise UserError(f"{path}: feature file not found; create it with `auttention-search features`")
     try:
-        frame = pd.read_parquet(path) if path.suffix != ".csv" else pd.read_csv(path)
+        if path.suffix == ".csv":
+            frame, made_from = pd.read_csv(path), {}
+        else:
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(path)
+            made_from = json.loads((table.schema.metadata or {}).get(MADE_FROM, b"{}"))
+            frame = table.to_pandas()
     except Exception as exc:  # pyarrow/pandas raise many types for a damaged file
         raise UserError(f"{path}: cannot read features ({str(exc).splitlines()[0]})") from None
+    frame.attrs = {"made_from": made_from}
     missing = [k for k in KEYS if k not in frame.columns]
     if missing:
         raise UserError(f"{path}: missing column(s) {', '.join(missing)}; not a feature set of this tool")
@@ -72,6 +89,7 @@ def fuse(frames: Sequence[pd.DataFrame], sources: Sequence[str] | None = None) -
     if len(frames) < 2:
         raise UserError("fusion needs at least two feature sets")
     sources = list(sources or [f"set {i + 1}" for i in range(len(frames))])
+    made_from = _same_data(frames, sources)
     base = frames[0][KEYS].set_index("file_name")
     names = set(base.index)
     fused = frames[0].set_index("file_name")
@@ -97,7 +115,23 @@ def fuse(frames: Sequence[pd.DataFrame], sources: Sequence[str] | None = None) -
                             f"fuse features of different networks")
         seen.update(cols)
         fused = fused.join(indexed[cols])
-    return fused.reset_index()
+    fused = fused.reset_index()
+    fused.attrs = {"made_from": made_from}
+    return fused
+
+
+def _same_data(frames: Sequence[pd.DataFrame], sources: Sequence[str]) -> dict:
+    """The fused provenance; refuses sets made from another corpus or other spectrograms than the first."""
+    records = [f.attrs.get("made_from") or {} for f in frames]
+    for record, source in zip(records[1:], sources[1:]):
+        for key in SAME_DATA:
+            if key in record and key in records[0] and record[key] != records[0][key]:
+                raise UserError(f"{source} was made from another {key} than {sources[0]} ({record[key]} vs "
+                                f"{records[0][key]}); extract both from the same spectrograms")
+    merged: dict = {}
+    for record in records:
+        merged.update(record)
+    return merged
 
 
 def matrix(frame: pd.DataFrame, partition: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -105,3 +139,11 @@ def matrix(frame: pd.DataFrame, partition: str) -> tuple[np.ndarray, np.ndarray,
     part = frame[frame["partition"] == partition].sort_values("file_name", kind="stable")
     x = part[feature_columns(frame)].to_numpy(dtype=np.float64)
     return x, part["label"].to_numpy(dtype=float), part["file_name"].to_numpy()
+
+
+def fuse_folders(sets: Sequence[str], out: str | os.PathLike, csv: bool = False) -> pd.DataFrame:
+    """The `fuse` step: the feature folders `sets` fused (joined on file_name) and written to `out`
+    (also features.csv if `csv`); returns the fused feature set."""
+    frame = fuse([read_features(s) for s in sets], list(sets))
+    write_features(frame, out, csv=csv)
+    return frame

@@ -61,6 +61,14 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
 
 
+def read_json(path: str | os.PathLike) -> Any:
+    """A JSON file's content; None when it is missing or unreadable (a record that cannot be trusted)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
 def write_yaml(path: str | os.PathLike, obj: Any) -> None:
     """Write YAML atomically (safe dumper, keys in insertion order)."""
     write_text(path, yaml.safe_dump(obj, sort_keys=False, default_flow_style=False))

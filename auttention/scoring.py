@@ -13,8 +13,10 @@ import numpy as np
 import pandas as pd
 
 from .config import ScoringConfig
+from .corpus import check_label_range, read_labels
 from .errors import UserError
-from .features import matrix
+from .features import matrix, read_features
+from .io import write_csv, write_json
 
 
 def spearman(truth: np.ndarray, pred: np.ndarray) -> float:
@@ -112,6 +114,32 @@ def evaluate(features: pd.DataFrame, cfg: ScoringConfig) -> Evaluation:
                       pd.DataFrame({"file_name": f_te, "prediction": test_pred}), test_rho, chosen.rho_per_c)
 
 
+def evaluate_features(features_path: str | os.PathLike, labels_path: str | os.PathLike | None,
+                      out: str | os.PathLike, cfg: ScoringConfig) -> Evaluation:
+    """The `evaluate` step: a feature folder scored by the paper's protocol, its test predictions written to `out`.
+
+    Parameters
+    ----------
+    features_path : folder written by `write_features`
+    labels_path : labels.csv (file_name,label) replacing the labels stored with the features, or None
+    out : the test predictions CSV; beside it NAME.devel.csv and NAME.metrics.json (NAME is `out`'s
+        file name without .test.csv / .csv)
+    cfg : the scoring settings; known labels must lie in [label_min, label_max]
+    """
+    frame = read_features(features_path)
+    if labels_path:
+        frame = attach_labels(frame, read_labels(labels_path))
+        frame.attrs["labels"] = labels_path
+    check_label_range(frame, cfg.label_min, cfg.label_max)
+    ev = evaluate(frame, cfg)
+    write_predictions(out, ev.test, cfg)
+    out_path = Path(out)
+    stem = out_path.name.removesuffix(".csv").removesuffix(".test")
+    write_predictions(out_path.with_name(f"{stem}.devel.csv"), ev.devel, cfg)
+    write_json(out_path.with_name(f"{stem}.metrics.json"), ev.metrics())
+    return ev
+
+
 def attach_labels(features: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
     """Replace a feature set's labels by those of a label table (file_name, label), joined on file_name."""
     table = labels.set_index("file_name")["label"]
@@ -125,8 +153,6 @@ def attach_labels(features: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
 
 def write_predictions(path: str | os.PathLike, predictions: pd.DataFrame, cfg: ScoringConfig) -> Path:
     """Write ComParE-style predictions (file_name,prediction), atomically."""
-    from .io import write_csv
-
     out = predictions[["file_name", "prediction"]].copy()
     if cfg.round:
         out["prediction"] = out["prediction"].round().astype(int)

@@ -1,15 +1,21 @@
-"""Mel spectrograms of clips, fixed to a common length, stored as Parquet keyed by file_name.
+"""Mel spectrograms of clips in rows of a common length, stored as Parquet keyed by file_name.
 
 Values: mel power in dB relative to the clip's maximum, clipped at `clip_below` dB, then mapped
-linearly from [clip_below, 0] dB to [-1, 1]. Shape of one clip: (frames, n_mels).
+linearly from [clip_below, 0] dB to [-1, 1]. Shape of one row: (frames, n_mels). By default
+(`frames: train_max`) a row holds a whole clip, padded with -1 up to the longest training clip;
+`length` says how many frames are real, and the models mask the rest. A clip longer than
+`max_seconds` becomes several rows (chunks).
 
-A spectrogram folder holds parquet/*.parquet (columns file_name, partition, label, n_frames,
-spectrogram, error: set on rows of clips with bad audio, which `read` leaves out) and settings.json,
-written last: a folder without settings.json is incomplete.
+A spectrogram folder holds parquet/*.parquet (columns file_name, partition, label (as extracted;
+the pipeline and the search join the corpus' current labels by file name), chunk, length,
+n_frames, spectrogram, error: set on rows of clips with bad audio, which `read` leaves out) and
+settings.json (settings, their hash, the corpus fingerprint), written last: a folder without
+settings.json is incomplete.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -23,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from .config import SpectrogramConfig, build, to_dict
+from .corpus import BadAudioPolicy
 from .errors import UserError
 
 AMIN = 1e-10  # power floor before the log, as librosa.power_to_db
@@ -192,11 +199,23 @@ def fix_length(spec: np.ndarray, frames: int, crop: str = "start") -> np.ndarray
     return np.pad(spec, ((before, frames - t - before), (0, 0)), constant_values=-1.0)
 
 
-def max_seconds(cfg: SpectrogramConfig) -> float | None:
+def crop_seconds(cfg: SpectrogramConfig) -> float | None:
     """Seconds of audio needed for a fixed frame count cropped from the start (None: the whole clip)."""
     if isinstance(cfg.frames, int) and cfg.crop == "start":
         return (cfg.frames * cfg.hop_length + cfg.n_fft) / cfg.sample_rate
     return None
+
+
+def cap_frames(cfg: SpectrogramConfig) -> int:
+    """Frames of spectrogram.max_seconds of audio: the longest row under frames: train_max."""
+    return n_frames(int(round(cfg.max_seconds * cfg.sample_rate)), cfg)
+
+
+def chunk_hop(cfg: SpectrogramConfig, frames: int) -> int:
+    """Frames between the starts of a long clip's chunks (train_max)."""
+    if cfg.chunk_hop_seconds is None:
+        return frames
+    return max(1, min(frames, int(round(cfg.chunk_hop_seconds * cfg.sample_rate / cfg.hop_length))))
 
 
 def clip_frames(path: str, cfg: SpectrogramConfig) -> int:
@@ -206,30 +225,62 @@ def clip_frames(path: str, cfg: SpectrogramConfig) -> int:
     return n_frames(audio_length(path, cfg.sample_rate), cfg)
 
 
-def common_frames(corpus: pd.DataFrame, cfg: SpectrogramConfig) -> int:
-    """The fixed length: cfg.frames, or the shortest *training* clip (never decided by test files)."""
+def chunk_starts(total: int, frames: int, hop: int) -> list[int]:
+    """Where the chunks of a clip of `total` frames start: every `hop` frames, the last one flush with the
+    clip's end, so that every chunk is whole and every frame is in one (auDeep's fixed windows)."""
+    if total <= frames:
+        return [0]
+    starts = list(range(0, total - frames + 1, hop))
+    if starts[-1] != total - frames:
+        starts.append(total - frames)
+    return starts
+
+
+def common_frames(corpus: pd.DataFrame, cfg: SpectrogramConfig, warn: Callable[[str], None] | None = None) -> int:
+    """The length of a row: cfg.frames, the shortest *training* clip (train_min) or the longest one
+    capped at max_seconds (train_max); never decided by devel or test files. Under train_max, clips
+    past the cap (in any partition) are named in one `warn` line: they become chunks."""
     if isinstance(cfg.frames, int):
         return cfg.frames
-    return min(clip_frames(p, cfg) for p in corpus.loc[corpus["partition"] == "train", "path"])
+    train = [clip_frames(p, cfg) for p in corpus.loc[corpus["partition"] == "train", "path"]]
+    if cfg.frames == "train_min":
+        return min(train)
+    cap = cap_frames(cfg)
+    frames = min(max(train), cap)
+    if warn is not None:
+        longer = [n for n, p in zip(corpus["file_name"], corpus["path"]) if clip_frames(p, cfg) > frames]
+        if longer and frames == cap:
+            hop = chunk_hop(cfg, frames) * cfg.hop_length / cfg.sample_rate
+            warn(f"warning: {len(longer)} clip(s) are longer than spectrogram.max_seconds = {cfg.max_seconds:g} s "
+                 f"(e.g. {longer[0]}): each is cut into chunks of {cfg.max_seconds:g} s every {hop:g} s, and its "
+                 f"features are the mean over its chunks; raise max_seconds to keep them whole")
+    return frames
 
 
-def clip_spectrogram(path: str, cfg: SpectrogramConfig, frames: int) -> tuple[np.ndarray, int]:
-    """One clip's (frames, n_mels) spectrogram, cropped or padded per cfg.crop, and its frame count before that.
+def clip_spectrogram(path: str, cfg: SpectrogramConfig, frames: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """One clip's rows: (K, frames, n_mels) spectrograms, (K,) real frames per row, and the clip's frame count.
 
-    Decodes only what the kept frames need when they are the first ones of a fixed count; otherwise
-    streams the clip, so a recording of an hour costs no more memory than the frames kept.
+    train_max: the whole clip, padded with -1 (the floor) to `frames` (one row), or cut into whole
+    chunks when it is longer (K rows). A number of frames or train_min: one row, cropped per cfg.crop
+    or padded. Decodes only what the kept frames need when they are the first ones of a fixed count;
+    otherwise streams the clip, so a long recording costs no more memory than the frames kept.
     Raises BadAudio for a clip that cannot be decoded or holds NaN/Inf samples.
     """
     from .corpus import audio_length, iter_audio, load_audio
 
-    seconds = max_seconds(cfg)
+    seconds = crop_seconds(cfg)
     if seconds is not None:
         spec = mel_spectrogram(load_audio(path, cfg.sample_rate, seconds), cfg)
-        return fix_length(spec, frames, cfg.crop), spec.shape[0]
+        return fix_length(spec, frames, cfg.crop)[None], np.asarray([min(frames, spec.shape[0])]), spec.shape[0]
+    if cfg.frames == "train_max":
+        spec, count = streamed_mel_spectrogram(iter_audio(path, cfg.sample_rate, STREAM_BLOCK), cfg)
+        starts = chunk_starts(count, frames, chunk_hop(cfg, frames))
+        rows = np.stack([fix_length(spec[s:s + frames], frames, "start") for s in starts])
+        return rows, np.asarray([min(frames, count - s) for s in starts]), count
     # centre crop: where the kept frames start, from the header (a start crop needs no header read)
     start = 0 if cfg.crop == "start" else max(0, (n_frames(audio_length(path, cfg.sample_rate), cfg) - frames) // 2)
     spec, count = streamed_mel_spectrogram(iter_audio(path, cfg.sample_rate, STREAM_BLOCK), cfg, start, start + frames)
-    return fix_length(spec, frames, cfg.crop), count
+    return fix_length(spec, frames, cfg.crop)[None], np.asarray([min(frames, count)]), count
 
 
 @functools.lru_cache(maxsize=1)
@@ -263,23 +314,24 @@ def _keep_freed_memory() -> None:
 
 
 def spectrogram_batch(paths: Iterable[str], cfg: SpectrogramConfig, frames: int) -> tuple[np.ndarray, np.ndarray]:
-    """Decode clips and compute their fixed-length spectrograms: (B, frames, n_mels), original lengths (B,)."""
+    """Decode clips and compute their rows: (R, frames, n_mels) and the real frames of each row (R,)."""
     _keep_freed_memory()
     specs, lengths = [], []
     # one BLAS thread: clips run in parallel anyway, and float rounding then does not depend on how
     # many threads a worker happened to have (identical cache everywhere)
     with _threadpools().limit(limits=1, user_api="blas"):
         for path in paths:
-            spec, length = clip_spectrogram(path, cfg, frames)
+            rows, length, _ = clip_spectrogram(path, cfg, frames)
             lengths.append(length)
-            specs.append(spec)
+            specs.append(rows)
     if not specs:
         return np.zeros((0, frames, cfg.n_mels), np.float32), np.zeros(0, np.int32)
-    return np.stack(specs), np.asarray(lengths, np.int32)
+    return np.concatenate(specs), np.concatenate(lengths).astype(np.int32)
 
 
 def spectrogram_table(rows: pd.DataFrame, cfg: SpectrogramConfig, frames: int):
-    """to_table of the clips in `rows`; a clip with bad audio gets a row of -1 with its reason in `error`.
+    """to_table of the clips in `rows` (one row per chunk); a clip with bad audio gets one row of -1
+    with its reason in `error`.
 
     Extraction never stops at a bad clip: the caller applies the --on-bad-audio policy to all of
     them at once (see bad_clips), so a user learns every bad file in one go.
@@ -287,16 +339,24 @@ def spectrogram_table(rows: pd.DataFrame, cfg: SpectrogramConfig, frames: int):
     from .corpus import BadAudio
 
     _keep_freed_memory()
-    x = np.full((len(rows), frames, cfg.n_mels), -1.0, np.float32)
-    lengths = np.zeros(len(rows), np.int32)
-    errors: list[str | None] = [None] * len(rows)
+    parts, lengths, totals, owners, chunks = [], [], [], [], []
+    errors: list[str | None] = []
     with _threadpools().limit(limits=1, user_api="blas"):  # see spectrogram_batch
         for i, path in enumerate(rows["path"]):
             try:
-                x[i], lengths[i] = clip_spectrogram(path, cfg, frames)
+                x, length, total = clip_spectrogram(path, cfg, frames)
+                error = None
             except BadAudio as exc:
-                errors[i] = exc.reason
-    return to_table(rows, x, lengths, errors)
+                x, length, total, error = np.full((1, frames, cfg.n_mels), -1.0, np.float32), np.zeros(1), 0, exc.reason
+            parts.append(x)
+            lengths.append(length)
+            totals += [total] * len(x)
+            owners += [i] * len(x)
+            chunks += list(range(len(x)))
+            errors += [error] * len(x)
+    x = np.concatenate(parts) if parts else np.zeros((0, frames, cfg.n_mels), np.float32)
+    length = np.concatenate(lengths) if lengths else np.zeros(0)
+    return to_table(rows.iloc[owners], x, length, np.asarray(totals), np.asarray(chunks), errors)
 
 
 def bad_clips(table) -> dict[str, str]:
@@ -306,8 +366,10 @@ def bad_clips(table) -> dict[str, str]:
     return {n: e for n, e in zip(table.column("file_name").to_pylist(), table.column("error").to_pylist()) if e}
 
 
-def to_table(rows: pd.DataFrame, x: np.ndarray, lengths: np.ndarray, errors: list[str | None] | None = None):
-    """An Arrow table of spectrograms with their keys (file_name, partition, label) and bad-audio reasons."""
+def to_table(rows: pd.DataFrame, x: np.ndarray, length: np.ndarray, n_frames: np.ndarray, chunk: np.ndarray,
+             errors: list[str | None] | None = None):
+    """An Arrow table of spectrogram rows: their clip (file_name, partition, label at extraction), chunk
+    index, real frames (`length`), the clip's frame count (`n_frames`) and bad-audio reasons."""
     import pyarrow as pa
 
     n, frames, n_mels = x.shape
@@ -316,7 +378,9 @@ def to_table(rows: pd.DataFrame, x: np.ndarray, lengths: np.ndarray, errors: lis
         "file_name": pa.array(rows["file_name"].tolist(), pa.string()),
         "partition": pa.array(rows["partition"].tolist(), pa.string()),
         "label": pa.array(rows["label"].to_numpy(dtype=float), pa.float64(), from_pandas=True),
-        "n_frames": pa.array(lengths, pa.int32()),
+        "chunk": pa.array(np.asarray(chunk, np.int32), pa.int32()),
+        "length": pa.array(np.asarray(length, np.int32), pa.int32()),
+        "n_frames": pa.array(np.asarray(n_frames, np.int32), pa.int32()),
         "spectrogram": pa.FixedSizeListArray.from_arrays(flat, frames * n_mels),
         "error": pa.array(errors if errors is not None else [None] * n, pa.string()),
     })
@@ -330,11 +394,13 @@ def write_part(table, path: str | os.PathLike) -> None:
     pq.write_table(table, path, compression="none", use_dictionary=["file_name", "partition", "error"])
 
 
-def settings(cfg: SpectrogramConfig, frames: int, skipped: dict[str, str] | None = None) -> dict[str, Any]:
-    """What settings.json records: the spectrogram settings, the shape of one clip, and the clips left
-    out for bad audio ({file_name: reason}; only ever non-empty under --on-bad-audio skip)."""
-    return {"settings": to_dict(cfg), "frames": frames, "n_mels": cfg.n_mels,
-            "skipped": dict(sorted((skipped or {}).items()))}
+def settings(cfg: SpectrogramConfig, frames: int, corpus: str, skipped: dict[str, str] | None = None
+             ) -> dict[str, Any]:
+    """What settings.json records: the spectrogram settings and their hash, the corpus fingerprint
+    (see corpus.fingerprint), the shape of one row, and the clips left out for bad audio
+    ({file_name: reason}; only ever non-empty under --on-bad-audio skip)."""
+    return {"settings": to_dict(cfg), "settings_hash": cfg.hash(), "corpus": corpus, "frames": frames,
+            "n_mels": cfg.n_mels, "skipped": dict(sorted((skipped or {}).items()))}
 
 
 def _chunk_worker(args: tuple[pd.DataFrame, dict, int]):
@@ -343,23 +409,25 @@ def _chunk_worker(args: tuple[pd.DataFrame, dict, int]):
 
 
 def extract(corpus: pd.DataFrame, cfg: SpectrogramConfig, out: str | os.PathLike, jobs: int | None = None,
-            on_bad_audio: str = "fail", warn: Callable[[str], None] | None = None) -> Path:
+            policy: BadAudioPolicy | None = None) -> Path:
     """Compute every clip's spectrogram in `jobs` processes; write the folder `out` atomically.
 
-    Bad audio (see corpus.screen_audio; clips that fail to decode) is handled per `on_bad_audio`:
-    'fail' raises BadAudio and writes nothing, 'skip' leaves those clips out with a warning line each
-    (through `warn`, default stderr) and records them in settings.json.
+    Bad audio (see BadAudioPolicy.screen; clips that fail to decode) is handled per `policy` (default
+    'fail', warnings on stderr): 'fail' raises BadAudio and writes nothing, 'skip' leaves those clips
+    out with a warning line each and records them in settings.json. settings.json records the
+    fingerprint of the whole corpus given (before any clip is skipped).
     """
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from .corpus import apply_bad_audio_policy, screen_audio, to_stderr
+    from .corpus import fingerprint
     from .io import atomic_dir, write_json
 
-    warn = warn or to_stderr
-    corpus, skipped = screen_audio(corpus, on_bad_audio, warn)
+    policy = policy or BadAudioPolicy()
+    corpus_id = fingerprint(corpus)
+    corpus, skipped = policy.screen(corpus)
     jobs = jobs or os.cpu_count() or 1
-    frames = common_frames(corpus, cfg)
+    frames = common_frames(corpus, cfg, policy.warn)
     chunk = max(1, min(64, len(corpus) // (jobs * 4) or 1))
     tasks = [(corpus.iloc[i:i + chunk], to_dict(cfg), frames) for i in range(0, len(corpus), chunk)]
     if jobs == 1:
@@ -369,22 +437,38 @@ def extract(corpus: pd.DataFrame, cfg: SpectrogramConfig, out: str | os.PathLike
             tables = list(pool.map(_chunk_worker, tasks))
     table = pa.concat_tables(tables)
     failed = bad_clips(table)
-    apply_bad_audio_policy(corpus, failed, on_bad_audio, warn)  # 'fail' stops here, before any output
+    policy.apply(corpus, failed)  # 'fail' stops here, before any output
     with atomic_dir(out) as tmp:
         (tmp / PARQUET).mkdir()
         write_part(table.filter(pc.is_null(table.column("error"))), tmp / PARQUET / "part-00000.parquet")
-        write_json(tmp / SETTINGS, settings(cfg, frames, {**skipped, **failed}))
+        write_json(tmp / SETTINGS, settings(cfg, frames, corpus_id, {**skipped, **failed}))
     return Path(out)
+
+
+
+def extract_corpus(data: str | os.PathLike, cfg: SpectrogramConfig, out: str | os.PathLike, jobs: int | None = None,
+                   policy: BadAudioPolicy | None = None) -> "Spectrograms":
+    """The `extract` step: the corpus at `data` (a ComParE folder or a manifest CSV) read, its spectrograms
+    written to `out` (see `extract`) and read back."""
+    from .corpus import read_corpus
+
+    policy = policy or BadAudioPolicy()
+    corpus = read_corpus(data, warn=policy.warn)
+    extract(corpus, cfg, out, jobs=jobs, policy=policy)
+    return read(out)
 
 
 @dataclass
 class Spectrograms:
-    """Spectrograms of a corpus: x (N, T, F) float32 with file_name, partition, label per row."""
+    """Spectrogram rows of a corpus: x (R, T, F) float32, with per row its clip's file_name, partition
+    and label, its chunk index and its real frames (`length`; the rest of the row is padding)."""
 
     file_name: np.ndarray
     partition: np.ndarray
     label: np.ndarray
     x: np.ndarray
+    length: np.ndarray
+    chunk: np.ndarray
     settings: dict[str, Any]
 
     def select(self, partitions: str | Iterable[str]) -> "Spectrograms":
@@ -395,7 +479,34 @@ class Spectrograms:
             # contiguous (`read` orders the rows so that every fit_on choice is): views, not copies;
             # in a trial, x stays a view of the one copy in the Ray object store
             rows = slice(int(rows[0]), int(rows[-1]) + 1)
-        return Spectrograms(self.file_name[rows], self.partition[rows], self.label[rows], self.x[rows], self.settings)
+        return Spectrograms(self.file_name[rows], self.partition[rows], self.label[rows], self.x[rows],
+                            self.length[rows], self.chunk[rows], self.settings)
+
+    def with_labels(self, corpus: pd.DataFrame) -> "Spectrograms":
+        """The same rows with the labels of `corpus` (file_name, label), joined by file name: labels are
+        not part of the spectrograms, so relabelling a corpus reuses them."""
+        table = corpus.set_index("file_name")["label"]
+        missing = sorted(set(self.file_name) - set(table.index))
+        if missing:
+            raise UserError(f"the corpus has no row for {len(missing)} clip(s) of the spectrograms, e.g. "
+                            f"{missing[0]}; extract them again from this corpus")
+        label = table.reindex(self.file_name).to_numpy(dtype=float)
+        return dataclasses.replace(self, label=label)
+
+    @property
+    def clips(self) -> int:
+        """Number of clips (a clip may have several rows, its chunks)."""
+        return len(set(self.file_name))
+
+    @property
+    def corpus(self) -> str | None:
+        """The fingerprint of the corpus they were made from."""
+        return self.settings.get("corpus")
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        """What they were made from: the corpus fingerprint and the spectrogram settings' hash."""
+        return {"corpus": self.corpus, "spectrogram": self.settings.get("settings_hash") or self.config.hash()}
 
     @property
     def skipped(self) -> dict[str, str]:
@@ -413,6 +524,28 @@ def is_complete(folder: str | os.PathLike) -> bool:
     return (Path(folder) / SETTINGS).is_file() and (Path(folder) / PARQUET).is_dir()
 
 
+def made_from(folder: str | os.PathLike) -> dict[str, Any] | None:
+    """settings.json of a finished spectrogram folder (None if unfinished or unreadable)."""
+    if not is_complete(folder):
+        return None
+    try:
+        return json.loads((Path(folder) / SETTINGS).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def differs(folder: str | os.PathLike, corpus_id: str, cfg: SpectrogramConfig) -> str | None:
+    """What makes a finished spectrogram folder unusable for this corpus and these settings (None: usable)."""
+    meta = made_from(folder)
+    if meta is None:
+        return "no finished spectrograms"
+    if meta.get("corpus") != corpus_id:
+        return "made from another corpus (or the audio files changed)"
+    if meta.get("settings") != to_dict(cfg):
+        return "made with other spectrogram settings"
+    return None
+
+
 def read(folder: str | os.PathLike) -> Spectrograms:
     """Read a spectrogram folder written by `extract` (or by the Ray extraction, search.extract.ray_extract)."""
     import pyarrow.parquet as pq
@@ -424,12 +557,15 @@ def read(folder: str | os.PathLike) -> Spectrograms:
     try:
         meta = json.loads((folder / SETTINGS).read_text())
         table = pq.read_table(folder / PARQUET)
-        # rows ordered test, devel, train, then by file name: each partition, and train + devel, is a
-        # contiguous block, so that `select` gives views (one copy of the data per process, not one per use)
+        if "chunk" not in table.column_names:
+            raise ValueError("written by an older version")
+        # rows ordered test, devel, train, then by file name and chunk: each partition, and train + devel,
+        # is a contiguous block, so that `select` gives views (one copy of the data per process, not one per use)
         rank = {"test": 0, "devel": 1, "train": 2}
         names = np.asarray(table.column("file_name").to_pylist(), dtype=object)
         ranks = np.asarray([rank.get(p, 3) for p in table.column("partition").to_pylist()])
-        table = table.take(np.lexsort((names, ranks)))
+        chunks = table.column("chunk").to_numpy()
+        table = table.take(np.lexsort((chunks, names, ranks)))
     except Exception as exc:  # json/pyarrow raise several types for a damaged file
         raise UserError(f"{folder}: cannot read the spectrograms ({str(exc).splitlines()[0]}); "
                         f"delete the folder and extract again") from None
@@ -442,4 +578,6 @@ def read(folder: str | os.PathLike) -> Spectrograms:
     x = values.astype(np.float32, copy=False).reshape(len(table), frames, n_mels)
     label = table.column("label").to_numpy(zero_copy_only=False).astype(float)
     return Spectrograms(np.asarray(table.column("file_name").to_pylist(), dtype=object),
-                        np.asarray(table.column("partition").to_pylist(), dtype=object), label, x, meta)
+                        np.asarray(table.column("partition").to_pylist(), dtype=object), label, x,
+                        table.column("length").to_numpy().astype(np.int32),
+                        table.column("chunk").to_numpy().astype(np.int32), meta)

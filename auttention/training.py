@@ -25,7 +25,7 @@ import numpy as np
 from .config import ModelConfig, TrainingConfig, build, to_dict
 from .errors import UserError
 from .io import atomic_dir
-from .models import build_autoencoder, feature_size, targets
+from .models import build_autoencoder, feature_size, frame_weights, full_lengths, targets
 
 CHECKPOINT_FORMAT = 1
 STATE_FILE = "state.json"
@@ -51,15 +51,17 @@ def use_xla(requested: bool) -> bool:
     return bool(tf.config.list_physical_devices("GPU"))
 
 
-def batches(x: np.ndarray, batch_size: int, order: np.ndarray | None = None):
-    """The batches of `x` in the order `order` (default: as it is), cut one at a time, each a contiguous
-    float32 array: the batches `fit(x[order], ..., batch_size, shuffle=False)` or `predict(x, batch_size)`
+def batches(x: np.ndarray, lengths: np.ndarray, batch_size: int, order: np.ndarray | None = None):
+    """The (x, lengths) batches in the order `order` (default: as it is), cut one at a time, each a
+    contiguous array: the batches `fit(x[order], ..., batch_size, shuffle=False)` or `predict(x, batch_size)`
     would make, without their copies of the whole set (the shuffled copy, the reversed targets and
     whatever Keras makes of whole arrays). A trial holds x as a read-only view of the Ray object
     store, so its data then costs a batch, not another copy of the training set."""
     for start in range(0, len(x), batch_size):
         rows = slice(start, start + batch_size)
-        yield np.ascontiguousarray(x[rows] if order is None else x[order[rows]])
+        if order is not None:
+            rows = order[rows]
+        yield np.ascontiguousarray(x[rows]), np.ascontiguousarray(lengths[rows], dtype=np.int32)
 
 
 class TrainingDiverged(RuntimeError):
@@ -70,7 +72,9 @@ class Trainer:
     """One autoencoder being trained epoch by epoch (state: model, optimizer, epoch)."""
 
     def __init__(self, model_cfg: ModelConfig, train_cfg: TrainingConfig, n_frames: int, n_mels: int,
-                 log_dir: str | Path | None = None):
+                 log_dir: str | Path | None = None, made_from: dict | None = None):
+        # made_from: the provenance of its training data (corpus fingerprint, spectrogram settings hash)
+        self.made_from = dict(made_from or {})
         self.model_cfg = model_cfg
         self.train_cfg = train_cfg
         self.n_frames = int(n_frames)
@@ -90,7 +94,10 @@ class Trainer:
             # With cuDNN RNN layers on a GPU, Keras turns XLA off (cuDNN ops do not compile)
             # and warns; cuDNN is the faster choice there, so the fallback is silent.
             warnings.filterwarnings("ignore", message=".*jit_compile.*")
-            self.autoencoder.compile(optimizer=self.optimizer, loss="mse", jit_compile=jit)
+            # the mean squared error over real frames only: sample weights 0 on padding, and the mean
+            # taken over the weights (each batch's real frames), not over every step
+            loss = keras.losses.MeanSquaredError(reduction="mean_with_sample_weight")
+            self.autoencoder.compile(optimizer=self.optimizer, loss=loss, jit_compile=jit)
             self.encoder.compile(jit_compile=jit)
         self.jit_compile = bool(self.autoencoder.jit_compile)  # what is actually used
         # Creating the optimizer variables now spares tf.function a second trace of the train step.
@@ -101,17 +108,23 @@ class Trainer:
         """Length of the feature vector."""
         return feature_size(self.model_cfg)
 
-    def _check(self, x: np.ndarray, what: str = "x") -> np.ndarray:
+    def _check(self, x: np.ndarray, lengths: np.ndarray | None, what: str = "x") -> tuple[np.ndarray, np.ndarray]:
         x = np.asarray(x, dtype=np.float32)
         if x.ndim != 3 or x.shape[1:] != (self.n_frames, self.n_mels):
             raise ValueError(f"{what} must be shaped (N, {self.n_frames}, {self.n_mels}), got {x.shape}")
         if len(x) == 0:
             raise ValueError(f"{what} is empty")
-        return x
+        lengths = full_lengths(x) if lengths is None else np.asarray(lengths, dtype=np.int32)
+        if lengths.shape != (len(x),) or lengths.min() < 1 or lengths.max() > self.n_frames:
+            raise ValueError(f"lengths must be {len(x)} frame counts in 1..{self.n_frames}")
+        return x, lengths
 
-    def fit_epoch(self, x: np.ndarray) -> float:
-        """Train one epoch (Adam on MSE(reconstruction, reversed x)); return the mean training loss."""
-        x = self._check(x)
+    def fit_epoch(self, x: np.ndarray, lengths: np.ndarray | None = None) -> float:
+        """Train one epoch (Adam on the MSE of each reversed clip's real frames); return the mean training loss.
+
+        lengths: each row's real frames (default: all of them); the padding after them is masked.
+        """
+        x, lengths = self._check(x, lengths)
         if not np.isfinite(x).all():
             raise TrainingDiverged("the training frames contain NaN or Inf values, so the loss would be NaN; "
                                    "check the spectrogram cache")
@@ -120,8 +133,9 @@ class Trainer:
         # numbers); the epoch's loss is the mean of the batches' losses weighted by their sizes,
         # accumulated in float32 as Keras' fit does it
         total = count = np.float32(0.0)
-        for xb in batches(x, self.train_cfg.batch_size, order):
-            batch_loss = np.float32(self.autoencoder.train_on_batch(xb, targets(xb)))
+        for xb, lb in batches(x, lengths, self.train_cfg.batch_size, order):
+            batch_loss = np.float32(self.autoencoder.train_on_batch([xb, lb], targets(xb, lb),
+                                                                    sample_weight=frame_weights(xb, lb)))
             total += batch_loss * np.float32(len(xb))
             count += np.float32(len(xb))
         loss = float(total / count)
@@ -133,20 +147,22 @@ class Trainer:
         self._log("loss", loss)
         return loss
 
-    def reconstruction_loss(self, x: np.ndarray) -> float:
-        """Mean reconstruction MSE of x without training (inference mode)."""
-        x = self._check(x)
-        return float(self.autoencoder.evaluate(x, targets(x), batch_size=self._eval_batch(None), verbose=0))
+    def reconstruction_loss(self, x: np.ndarray, lengths: np.ndarray | None = None) -> float:
+        """Mean reconstruction MSE of the real frames of x without training (inference mode)."""
+        x, lengths = self._check(x, lengths)
+        return float(self.autoencoder.evaluate([x, lengths], targets(x, lengths), sample_weight=frame_weights(x, lengths),
+                                               batch_size=self._eval_batch(None), verbose=0))
 
-    def reconstruct(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
-        """The reconstruction of reversed x, (N, frames, mels), inference mode."""
-        x = self._check(x)
-        return self._predict(self.autoencoder, x, batch_size)
+    def reconstruct(self, x: np.ndarray, lengths: np.ndarray | None = None, batch_size: int | None = None) -> np.ndarray:
+        """The reconstruction of each reversed clip, (N, frames, mels), inference mode (padding steps: whatever
+        the decoder makes of them)."""
+        x, lengths = self._check(x, lengths)
+        return self._predict(self.autoencoder, x, lengths, batch_size)
 
-    def features(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+    def features(self, x: np.ndarray, lengths: np.ndarray | None = None, batch_size: int | None = None) -> np.ndarray:
         """Feature vectors (N, feature_size) float32 of x, inference mode (no dropout)."""
-        x = self._check(x)
-        out = self._predict(self.encoder, x, batch_size).astype(np.float32, copy=False)
+        x, lengths = self._check(x, lengths)
+        out = self._predict(self.encoder, x, lengths, batch_size).astype(np.float32, copy=False)
         bad = ~np.isfinite(out).all(axis=1)
         if bad.any():
             # non-finite input frames or weights: no SVR could use these features
@@ -154,10 +170,10 @@ class Trainer:
                                    f"(non-finite spectrogram frames or model weights); check the spectrogram cache")
         return out
 
-    def _predict(self, model: keras.Model, x: np.ndarray, batch_size: int | None) -> np.ndarray:
-        """model.predict(x, batch_size) batch by batch (the same batches, the same numbers), no copy of x."""
-        return np.concatenate([np.asarray(model.predict_on_batch(xb))
-                               for xb in batches(x, self._eval_batch(batch_size))])
+    def _predict(self, model: keras.Model, x: np.ndarray, lengths: np.ndarray, batch_size: int | None) -> np.ndarray:
+        """model.predict([x, lengths], batch_size) batch by batch (the same batches, the same numbers), no copy of x."""
+        return np.concatenate([np.asarray(model.predict_on_batch([xb, lb]))
+                               for xb, lb in batches(x, lengths, self._eval_batch(batch_size))])
 
     def _eval_batch(self, batch_size: int | None) -> int:
         # Inference needs no gradients: larger batches amortise per-step overhead.
@@ -194,6 +210,7 @@ class Trainer:
             "n_mels": self.n_mels,
             "model": to_dict(self.model_cfg),
             "training": to_dict(self.train_cfg),
+            "made_from": self.made_from,
         }
         with atomic_dir(folder) as tmp:
             _save_variables(tmp / MODEL_FILE, self.autoencoder.variables)
@@ -205,9 +222,20 @@ class Trainer:
         """Rebuild a Trainer from a checkpoint (a training output folder also works) to continue exactly."""
         folder = checkpoint_folder(folder)
         state = read_state(folder)
-        trainer = cls(state["model_cfg"], state["train_cfg"], state["n_frames"], state["n_mels"], log_dir=log_dir)
+        trainer = cls(state["model_cfg"], state["train_cfg"], state["n_frames"], state["n_mels"], log_dir=log_dir,
+                      made_from=state.get("made_from"))
         trainer._restore(folder, state)
         return trainer
+
+    def check_made_from(self, made_from: dict, where: str | Path) -> None:
+        """Refuse, in one line, data other than what this model was trained on (another corpus or other
+        spectrogram settings): features from it would be silently wrong."""
+        problems = [f"{key} {self.made_from.get(key)} vs {value}" for key, value in made_from.items()
+                    if self.made_from.get(key) != value]
+        if problems:
+            raise UserError(f"{where}: this model was trained on other data than these spectrograms "
+                            f"({'; '.join(problems)}); train it on these (a new --out) or use the spectrograms "
+                            f"it was trained on")
 
     def _restore(self, folder: Path, state: dict) -> None:
         """Load weights, dropout seed state, optimizer state and epoch from a checkpoint folder."""
@@ -267,11 +295,14 @@ def _load_variables(path: Path, variables: list) -> None:
 
 
 def train(model_cfg: ModelConfig, train_cfg: TrainingConfig, x: np.ndarray, out: str | Path,
-          on_epoch_end: Callable[[int, float], None] | None = None) -> Trainer:
+          on_epoch_end: Callable[[int, float], None] | None = None, lengths: np.ndarray | None = None,
+          made_from: dict | None = None) -> Trainer:
     """Train for train_cfg.epochs, checkpointing to out/checkpoint after every epoch and resuming from it.
 
     TensorBoard logs go to out/tensorboard; the final model is out/checkpoint
     (Trainer.load(out) finds it). on_epoch_end(epoch, loss) runs after each epoch's checkpoint.
+    lengths: real frames per row (default: all). made_from: the data's provenance, recorded in the
+    checkpoint; a checkpoint of other data is refused.
     """
     out = Path(out)
     ckpt = out / "checkpoint"
@@ -279,15 +310,17 @@ def train(model_cfg: ModelConfig, train_cfg: TrainingConfig, x: np.ndarray, out:
     if x.ndim != 3:
         raise ValueError(f"x must be shaped (N, frames, mels), got {x.shape}")
     if (ckpt / STATE_FILE).exists():
-        state = _resumable_state(ckpt, model_cfg, train_cfg, x.shape[1], x.shape[2])
+        state = _resumable_state(ckpt, model_cfg, train_cfg, x.shape[1], x.shape[2], made_from or {})
         # Built from the new configs: settings allowed to change (more epochs, XLA) take effect.
-        trainer = Trainer(model_cfg, train_cfg, x.shape[1], x.shape[2], log_dir=out / "tensorboard")
+        trainer = Trainer(model_cfg, train_cfg, x.shape[1], x.shape[2], log_dir=out / "tensorboard",
+                          made_from=made_from)
         trainer._restore(ckpt, state)
     else:
-        trainer = Trainer(model_cfg, train_cfg, x.shape[1], x.shape[2], log_dir=out / "tensorboard")
+        trainer = Trainer(model_cfg, train_cfg, x.shape[1], x.shape[2], log_dir=out / "tensorboard",
+                          made_from=made_from)
     try:
         while trainer.epoch < train_cfg.epochs:
-            loss = trainer.fit_epoch(x)
+            loss = trainer.fit_epoch(x, lengths)
             trainer.save(ckpt)
             if on_epoch_end is not None:
                 on_epoch_end(trainer.epoch, loss)
@@ -297,10 +330,14 @@ def train(model_cfg: ModelConfig, train_cfg: TrainingConfig, x: np.ndarray, out:
 
 
 def _resumable_state(ckpt: Path, model_cfg: ModelConfig, train_cfg: TrainingConfig, n_frames: int,
-                     n_mels: int) -> dict:
-    """The checkpoint's state; refuses one written for another model, training setup or data shape."""
+                     n_mels: int, made_from: dict) -> dict:
+    """The checkpoint's state; refuses one written for another model, training setup, data shape or data."""
     state = read_state(ckpt)
     problems = []
+    old_data = state.get("made_from") or {}
+    changed = [k for k, v in made_from.items() if old_data.get(k) != v]
+    if changed:
+        problems.append(f"training data ({', '.join(f'{k} {old_data.get(k)} vs {made_from[k]}' for k in changed)})")
     if state["model_cfg"] != model_cfg:
         problems.append("model settings")
     ignore = set(RESUMABLE_CHANGES)

@@ -189,7 +189,7 @@ def main() -> None:
     import ray
 
     from search.extract import ray_extract
-    from search.runner import start_ray
+    from search.raysession import start_ray
 
     try:
         # first calls in a process cost time (imports, filterbank, soxr): paid once, reported apart

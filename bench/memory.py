@@ -45,7 +45,7 @@ def tiny_space(k: int, epochs: int) -> dict:
     """k identical-sized trials at once (one searched value so that Optuna has something to sample)."""
     cpus = os.cpu_count() or 1
     return {
-        "experiment": {"name": f"bench-memory-{k}", "metric": "fused_rho", "num_samples": k, "max_concurrent": k,
+        "experiment": {"name": f"bench-memory-{k}", "metric": "fusion_rho", "num_samples": k, "max_concurrent": k,
                        "seed": 0, "max_failures": 0},
         "resources": {"cpu": min(1.0, cpus / k), "gpu": 0},
         "spectrogram": {"sample_rate": 16000, "window": "hamming", "n_fft": 1024, "hop_length": 640, "n_mels": 64,
@@ -223,7 +223,8 @@ def main() -> None:
     from auttention.corpus import read_corpus
     from auttention.io import write_yaml
     from search.extract import ensure_spectrograms
-    from search.runner import default_cache, run_search, start_ray
+    from search.raysession import start_ray
+    from search.runner import default_cache, run_search
     from search.space import load_space
 
     load_start = loadavg()

@@ -1,4 +1,4 @@
-"""Search efficiency at equal compute budget: best fused devel rho over wall time for three strategies.
+"""Search efficiency at equal compute budget: best fusion devel rho over wall time for three strategies.
 
     .venv/bin/python bench/search.py [--budget 5m] [--data DIR] [--runs DIR] [--only a b c]
 
@@ -16,7 +16,7 @@ points_to_evaluate (the hand-picked start) unless --no-start-point. The spectrog
 warmed before the first search so that no strategy pays for extraction.
 
 From each run's Tune results (runs/NAME/tune/trial_*/result.json) the best-so-far curve of the
-fused devel rho over time since the search started is built; also trials completed / stopped,
+fusion devel rho over time since the search started is built; also trials completed / stopped,
 the time to reach the best, the CPU busy fraction of our process tree (driver + Ray workers,
 sampled with psutil) and of the whole machine, and per trial the share of its wall time that is
 not spent in epochs (Tune's time_total_s vs the sum of the epoch_seconds the trial reports: process
@@ -79,7 +79,7 @@ def read_results(run_dir: Path) -> list[dict]:
     return out
 
 
-def curve(results: list[dict], t0: float, metric: str = "fused_rho") -> list[tuple[float, float]]:
+def curve(results: list[dict], t0: float, metric: str = "fusion_rho") -> list[tuple[float, float]]:
     """Best-so-far metric at each time (s since t0) it improved, from results with a unix timestamp."""
     points, best = [], -math.inf
     for r in sorted(results, key=lambda r: r["timestamp"]):
@@ -204,7 +204,8 @@ def warm_cache(space: dict, data: str | None) -> None:
     """Extract every spectrogram setting of the space once, so that no strategy pays for it."""
     from auttention.corpus import read_corpus
     from search.extract import ensure_spectrograms
-    from search.runner import default_cache, start_ray
+    from search.raysession import start_ray
+    from search.runner import default_cache
     from search.space import load_space
 
     import ray
@@ -298,7 +299,7 @@ def report(out: dict) -> None:
     print()
     print(table(rows, ["strategy", "trials", "done", "stopped", "errors", "best rho", "t best s", "wall s",
                        "CPU ours", "CPU all", "overhead", "start-up s", "slots used"]))
-    print("\nbest-so-far fused devel rho (s since the search started: rho)")
+    print("\nbest-so-far fusion devel rho (s since the search started: rho)")
     for key, r in out["strategies"].items():
         print(f"  ({key}) " + ", ".join(f"{t:.0f}: {v:.3f}" for t, v in r["curve"]))
     print()

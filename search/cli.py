@@ -19,11 +19,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up 
 import click
 import yaml
 
-from auttention.config import (ModelConfig, ScoringConfig, SpectrogramConfig, TrainingConfig, build,
+from auttention.config import (ModelConfig, ScoringConfig, SpectrogramConfig, TrainingConfig, _not_for, build,
                                field_types, load_yaml)
 from auttention import import_tensorflow_quietly
-from auttention.corpus import ON_BAD_AUDIO
+from auttention.corpus import ON_BAD_AUDIO, BadAudioPolicy
 from auttention.errors import UserError
+from auttention.features import fuse_folders
+from auttention.pipeline import model_features, train_from_folder
+from auttention.scoring import evaluate_features
+from auttention.spectrogram import extract_corpus
 
 
 def _flag(name: str) -> str:
@@ -160,14 +164,10 @@ def demo_corpus(out: str, n_clips: int, n_speakers: int, seed: int, jobs: int | 
 @user_errors
 def extract(data: str, out: str, config_path: str | None, jobs: int | None, on_bad_audio: str, **flags: Any) -> None:
     """Compute the corpus' mel spectrograms (Parquet)."""
-    from auttention import spectrogram
-    from auttention.corpus import read_corpus
-
     cfg = make_config(SpectrogramConfig, "spectrogram", config_path, flags)
-    corpus = read_corpus(data, warn=_warn)
-    spectrogram.extract(corpus, cfg, out, jobs=jobs, on_bad_audio=on_bad_audio, warn=_warn)
-    spec = spectrogram.read(out)
-    skipped = f" (skipped {len(spec.skipped)} of {len(corpus)} clips with bad audio)" if spec.skipped else ""
+    spec = extract_corpus(data, cfg, out, jobs=jobs, policy=BadAudioPolicy(on_bad_audio, _warn))
+    n_clips = spec.clips + len(spec.skipped)  # file names are unique in a corpus
+    skipped = f" (skipped {len(spec.skipped)} of {n_clips} clips with bad audio)" if spec.skipped else ""
     click.echo(f"spectrograms: {len(spec.x)} clips x {spec.x.shape[1]} frames x {spec.x.shape[2]} bands -> {out}"
                f"{skipped}")
 
@@ -183,18 +183,13 @@ def extract(data: str, out: str, config_path: str | None, jobs: int | None, on_b
 def train(network: str, spectrograms: str, out: str, config_path: str | None, **flags: Any) -> None:
     """Train a seq2seq or attention autoencoder on the spectrograms."""
     import_tensorflow_quietly()
-    from auttention import spectrogram
-    from auttention.config import _not_for
-    from auttention.pipeline import train_network
-
     bad = [k for k in _not_for(network) if flags.get(k) is not None]
     if bad:
         raise UserError(f"{_flag(bad[0])} does not apply to --network {network}")
     model_cfg = make_config(ModelConfig, network, config_path, flags, network=network)
     train_cfg = make_config(TrainingConfig, "training", config_path, flags)
-    spec = spectrogram.read(spectrograms)
-    train_network(spec, model_cfg, train_cfg, out,
-                  on_epoch_end=lambda e, loss: click.echo(f"{network}: epoch {e} loss {loss:.4f}"))
+    train_from_folder(spectrograms, model_cfg, train_cfg, out,
+                      on_epoch_end=lambda e, loss: click.echo(f"{network}: epoch {e} loss {loss:.4f}"))
     click.echo(f"model: {out}")
 
 
@@ -207,18 +202,7 @@ def train(network: str, spectrograms: str, out: str, config_path: str | None, **
 def features(model: str, spectrograms: str, out: str, csv: bool) -> None:
     """Extract every clip's feature vector with a trained autoencoder."""
     import_tensorflow_quietly()
-    from auttention import spectrogram
-    from auttention.features import write_features
-    from auttention.pipeline import network_features
-    from auttention.training import Trainer
-
-    checkpoint = Path(model) / "checkpoint"
-    if not checkpoint.is_dir():
-        raise UserError(f"{model}: no trained model here (no checkpoint/); run `auttention-search train --out {model}`")
-    trainer = Trainer.load(checkpoint)
-    spec = spectrogram.read(spectrograms)
-    frame = network_features(trainer, spec, trainer.model_cfg.network)
-    write_features(frame, out, csv=csv)
+    frame = model_features(model, spectrograms, out, csv=csv)
     click.echo(f"features: {len(frame)} clips x {frame.shape[1] - 3} -> {out}")
 
 
@@ -229,11 +213,8 @@ def features(model: str, spectrograms: str, out: str, csv: bool) -> None:
 @user_errors
 def fuse(sets: tuple[str, ...], out: str, csv: bool) -> None:
     """Early fusion: concatenate feature sets, joined on file_name."""
-    from auttention.features import fuse as fuse_sets, read_features, write_features
-
-    frame = fuse_sets([read_features(s) for s in sets], list(sets))
-    write_features(frame, out, csv=csv)
-    click.echo(f"fused: {len(frame)} clips x {frame.shape[1] - 3} -> {out}")
+    frame = fuse_folders(sets, out, csv=csv)
+    click.echo(f"fusion: {len(frame)} clips x {frame.shape[1] - 3} -> {out}")
 
 
 @main.command()
@@ -245,26 +226,8 @@ def fuse(sets: tuple[str, ...], out: str, csv: bool) -> None:
 @user_errors
 def evaluate(features_path: str, labels: str | None, out: str, config_path: str | None, **flags: Any) -> None:
     """Linear SVR: C chosen on devel, refit on train+devel, test predictions written."""
-    from auttention.corpus import read_labels
-    from auttention.features import read_features
-    from auttention.io import write_json
-    from auttention.scoring import attach_labels, evaluate as run_evaluation, write_predictions
-
     cfg = make_config(ScoringConfig, "scoring", config_path, flags)
-    from auttention.corpus import check_label_range
-
-    frame = read_features(features_path)
-    if labels:
-        frame = attach_labels(frame, read_labels(labels))
-        frame.attrs["labels"] = labels
-    check_label_range(frame, cfg.label_min, cfg.label_max)
-    ev = run_evaluation(frame, cfg)
-    write_predictions(out, ev.test, cfg)
-    # beside the test predictions: NAME.devel.csv and NAME.metrics.json (NAME without .test.csv/.csv)
-    out_path = Path(out)
-    stem = out_path.name.removesuffix(".csv").removesuffix(".test")
-    write_predictions(out_path.with_name(f"{stem}.devel.csv"), ev.devel, cfg)
-    write_json(out_path.with_name(f"{stem}.metrics.json"), ev.metrics())
+    ev = evaluate_features(features_path, labels, out, cfg)  # also NAME.devel.csv, NAME.metrics.json beside out
     test = f"{ev.test_rho:.3f}" if ev.test_rho is not None else "n/a (labels unknown)"
     click.echo(f"C={ev.c:g}  devel rho={ev.devel_rho:.3f}  test rho={test}  -> {out}")
 
@@ -303,7 +266,7 @@ def pipeline(data: str, config_path: str | None, out: str | None, jobs: int | No
     check_label_range(corpus, cfg.scoring.label_min, cfg.scoring.label_max)
     out = out or f"runs/pipeline-{Path(config_path).stem if config_path else 'default'}"
     t0 = time.perf_counter()
-    results = pipe.run(corpus, cfg, out, jobs=jobs, log=click.echo, on_bad_audio=on_bad_audio, warn=_warn)
+    results = pipe.run(corpus, cfg, out, jobs=jobs, log=click.echo, policy=BadAudioPolicy(on_bad_audio, _warn))
     click.echo("")
     click.echo(pipe.table(results))
     click.echo(f"\n{len(corpus)} clips, {time.perf_counter() - t0:.0f} s; outputs in {out} "
@@ -325,7 +288,8 @@ def baseline(data: str, config_path: str | None, sample_rate: int, jobs: int | N
     cfg = make_config(ScoringConfig, "scoring", config_path, {})
     corpus = read_corpus(data, warn=_warn)
     check_label_range(corpus, cfg.label_min, cfg.label_max)
-    ev = evaluate_baseline(corpus, cfg, sample_rate=sample_rate, jobs=jobs, on_bad_audio=on_bad_audio, warn=_warn)
+    ev = evaluate_baseline(corpus, cfg, sample_rate=sample_rate, jobs=jobs,
+                           policy=BadAudioPolicy(on_bad_audio, _warn))
     test = f"{ev.test_rho:.3f}" if ev.test_rho is not None else "n/a"
     click.echo(f"MFCC functionals + SVR: C={ev.c:g}  devel rho={ev.devel_rho:.3f}  test rho={test}")
 
@@ -357,11 +321,12 @@ def search_options(func: Callable) -> Callable:
 @click.option("--dashboard/--no-dashboard", default=True, show_default=True, help="start the Ray dashboard (local Ray only)")
 @click.option("--verbose", is_flag=True, help="show every trial worker's log lines too")
 @user_errors
-def run(space: str, address: str | None, dashboard: bool, verbose: bool, **options: Any) -> None:
+def run(space: str, address: str | None, dashboard: bool, verbose: bool, on_bad_audio: str, **options: Any) -> None:
     """Search SPACE (YAML) with Ray Tune + Optuna; export the best configuration's test predictions."""
     from search.runner import run_search
 
-    run_search(space, address=address, dashboard=dashboard, verbose=verbose, echo=click.echo, **options)
+    run_search(space, address=address, dashboard=dashboard, verbose=verbose, echo=click.echo,
+               policy=BadAudioPolicy(on_bad_audio, click.echo), **options)
 
 
 ADDRESS = click.option("--address", help="the cluster's dashboard, e.g. http://127.0.0.1:8265 "

@@ -4,28 +4,19 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from auttention import spectrogram as spectro
-from auttention.config import SpectrogramConfig, to_dict
+from auttention.config import SpectrogramConfig, build, to_dict
+from auttention.corpus import BadAudioPolicy, fingerprint
 from auttention.io import atomic_dir, write_json
-
-
-def corpus_fingerprint(corpus: pd.DataFrame) -> str:
-    """A short hash of the corpus: names, partitions, labels, and each file's size and mtime."""
-    digest = hashlib.sha256()
-    for name, path, part, label in corpus[["file_name", "path", "partition", "label"]].itertuples(index=False):
-        stat = os.stat(path)
-        digest.update(f"{name}\0{part}\0{label!r}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()[:16]
 
 
 def cache_folder(cache: str | os.PathLike, corpus_hash: str, cfg: SpectrogramConfig) -> Path:
@@ -42,8 +33,8 @@ MIN_CHUNK, MAX_CHUNK = 16, 256  # clips per task: enough to amortise a task, few
 
 
 def ray_extract(corpus: pd.DataFrame, cfg: SpectrogramConfig, out: str | os.PathLike,
-                parallelism: int | None = None, on_bad_audio: str = "fail",
-                warn: Callable[[str], None] = print, skipped: dict[str, str] | None = None) -> Path:
+                parallelism: int | None = None, policy: BadAudioPolicy | None = None,
+                skipped: dict[str, str] | None = None) -> Path:
     """Extract with Ray tasks (at most `parallelism` at once, default every CPU of the cluster) into
     the folder `out`, atomically.
 
@@ -56,15 +47,16 @@ def ray_extract(corpus: pd.DataFrame, cfg: SpectrogramConfig, out: str | os.Path
     ran these CPU-bound tasks barely in parallel (bench/extract.py on 2 CPUs: parallel efficiency
     0.51 with Ray Data, 0.87 with tasks; docs/PERFORMANCE.md).
 
-    Clips that fail to decode are handled per `on_bad_audio` (corpus.apply_bad_audio_policy): 'fail'
-    writes nothing; 'skip' warns and records them, with `skipped` (clips the caller already left
-    out), in settings.json.
+    Clips that fail to decode are handled per `policy` (corpus.BadAudioPolicy; default 'fail', warnings
+    printed): 'fail' writes nothing; 'skip' warns and records them, with `skipped` (clips the caller
+    already left out), in settings.json. settings.json records the fingerprint of `corpus` (corpus.fingerprint), which
+    also names its cache folder.
     """
     import ray
 
-    from auttention.corpus import apply_bad_audio_policy
-
-    frames = spectro.common_frames(corpus, cfg)
+    policy = policy or BadAudioPolicy(warn=print)
+    corpus_id = fingerprint(corpus)
+    frames = spectro.common_frames(corpus, cfg, policy.warn)
     rows = corpus[["file_name", "path", "partition", "label"]].reset_index(drop=True)
     slots = max(1, parallelism or int(ray.cluster_resources().get("CPU", 1)))
     chunk = int(np.clip(np.ceil(len(rows) / (4 * slots)), MIN_CHUNK, MAX_CHUNK))
@@ -84,8 +76,8 @@ def ray_extract(corpus: pd.DataFrame, cfg: SpectrogramConfig, out: str | os.Path
                 table = ray.get(done[0])
                 failed.update(spectro.bad_clips(table))
                 spectro.write_part(table, tmp / spectro.PARQUET / f"part-{i:05d}.parquet")
-            apply_bad_audio_policy(corpus, failed, on_bad_audio, warn)  # 'fail' raises: atomic_dir keeps nothing
-            write_json(tmp / spectro.SETTINGS, spectro.settings(cfg, frames, {**(skipped or {}), **failed}))
+            policy.apply(corpus, failed)  # 'fail' raises: atomic_dir keeps nothing
+            write_json(tmp / spectro.SETTINGS, spectro.settings(cfg, frames, corpus_id, {**(skipped or {}), **failed}))
     finally:
         for ref in in_flight:  # interrupted (Ctrl-C, an error): stop what is still running
             ray.cancel(ref)
@@ -98,38 +90,32 @@ def skipped_clips(folder: str | os.PathLike) -> dict[str, str]:
 
 
 def ensure_spectrograms(corpus: pd.DataFrame, settings: list[dict[str, Any]], cache: str | os.PathLike,
-                        log=print, parallelism: int | None = None, on_bad_audio: str = "fail",
+                        log=print, parallelism: int | None = None, policy: BadAudioPolicy | None = None,
                         skipped: dict[str, str] | None = None) -> dict[str, Path]:
     """Every setting's spectrogram folder, extracting those not in the cache yet: {settings hash: folder}.
 
-    Bad audio per `on_bad_audio` ('fail' or 'skip', warnings through `log`). The clips' headers are
-    checked here unless the caller did so already (corpus.screen_audio): then `skipped` is what it left out.
-    A cached folder that left clips out fails under 'fail' too.
+    Bad audio per `policy` ('fail' or 'skip'; default 'fail', warnings through `log`). The clips' headers
+    are checked here unless the caller did so already (BadAudioPolicy.screen): then `skipped` is what it
+    left out. A cached folder that left clips out fails under 'fail' too.
     """
-    from auttention.config import build
-    from auttention.corpus import apply_bad_audio_policy, screen_audio
-
-    warned: set[str] = set()
-
-    def warn(line: str) -> None:  # every setting decodes the same bad clip: say it once
-        if line not in warned:
-            warned.add(line)
-            log(line)
-
+    policy = (policy or BadAudioPolicy(warn=log)).warning_once()  # every setting decodes the same bad clip
     if skipped is None:
-        corpus, skipped = screen_audio(corpus, on_bad_audio, warn)
-    corpus_hash = corpus_fingerprint(corpus)
+        corpus, skipped = policy.screen(corpus)
+    corpus_hash = fingerprint(corpus)
     folders = {}
     for values in settings:
         cfg = build(SpectrogramConfig, values, "spectrogram")
         folder = cache_folder(cache, corpus_hash, cfg)
-        if spectro.is_complete(folder):
+        stale = spectro.differs(folder, corpus_hash, cfg) if spectro.is_complete(folder) else None
+        if stale:
+            log(f"spectrograms: {folder} was {stale}; extracting them again")
+        if spectro.is_complete(folder) and not stale:
             log(f"spectrograms: cached {folder}")
-            apply_bad_audio_policy(corpus, skipped_clips(folder), on_bad_audio, warn)
+            policy.apply(corpus, skipped_clips(folder))
         else:
             log(f"spectrograms: extracting {len(corpus)} clips with Ray tasks -> {folder}")
             started = time.perf_counter()
-            ray_extract(corpus, cfg, folder, parallelism, on_bad_audio=on_bad_audio, warn=warn, skipped=skipped)
+            ray_extract(corpus, cfg, folder, parallelism, policy=policy, skipped=skipped)
             log(f"spectrograms: done in {time.perf_counter() - started:.1f} s")
         folders[cfg.hash()] = folder
     return folders

@@ -17,6 +17,10 @@ from typing import Callable, Iterator
 
 from auttention.errors import UserError
 
+from .raysession import QUIET_ENV, use_token_auth
+from .runner import override
+from .space import load_space
+
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 TOOL = "auttention-search"  # job metadata marks our jobs among others on a shared cluster
 PACKAGES = ("auttention", "search")
@@ -33,8 +37,6 @@ def dashboard_address(address: str | None) -> str:
 
 def client(address: str | None):
     """A JobSubmissionClient for the cluster; one clear line when it cannot be reached or refuses us."""
-    from .runner import use_token_auth
-
     use_token_auth()
     from ray.job_submission import JobSubmissionClient
 
@@ -98,9 +100,6 @@ def submit(space_path: str, *, address: str | None = None, data: str | None = No
            runs: str = "runs", cache: str | None = None, num_samples: int | None = None,
            time_budget: str | None = None, resume: bool = False, on_bad_audio: str = "fail") -> tuple[str, str]:
     """Submit a search as a Ray job; returns (job id, dashboard URL of the job)."""
-    from .runner import QUIET_ENV, override
-    from .space import load_space
-
     space = override(load_space(space_path), name, num_samples, time_budget)  # a bad space fails here, not there
     name = space.experiment.name
     jobs = client(address)

@@ -284,7 +284,8 @@ def section_best(run: RunData, out: Path) -> str:
     best = run.best
     tid = esc(best.get("trial_id", "?"))
     body = [f"<p>Trial <code>{tid}</code>, checkpoint of epoch {esc(best.get('epoch', '?'))}, scored again for "
-            f"export; test predictions come from the SVR refit on train+devel.</p>", paper_table(best)]
+            f"export; test predictions come from the SVR refit on train+devel.</p>", paper_table(best),
+            ensemble_html(best), confirmation_html(best)]
     try:
         cfg = yaml.safe_load((run.run_dir / "best" / "config.yaml").read_text()) or {}
     except (OSError, yaml.YAMLError):
@@ -304,8 +305,10 @@ def section_best(run: RunData, out: Path) -> str:
         if not len(both):
             notes.append(f"{part}: labels unknown" if part == "test" else f"{part}: no labelled clips")
             continue
-        rho = (best.get("fusion") or {}).get(f"{part}_rho")
-        title = f"{part}: {len(both)} clips" + (f", fused ρ = {rho:.3f}" if isinstance(rho, (int, float)) else "")
+        exported = best.get("ensemble") or best.get("fusion") or {}
+        rho = exported.get(f"{part}_rho")
+        what = "seed ensemble" if best.get("ensemble") else "fusion"
+        title = f"{part}: {len(both)} clips" + (f", {what} ρ = {rho:.3f}" if isinstance(rho, (int, float)) else "")
         fig = plot_predictions(both["label"].to_numpy(), both["prediction"].to_numpy(), lo, hi, title)
         figures.append(figure_html(save_png(fig, out, f"best_{part}.png"), f"predicted vs true label on {part}",
                                    f"{part}: predicted (rounded, clipped) against true label, clips counted per "
@@ -323,15 +326,53 @@ def section_best(run: RunData, out: Path) -> str:
     return section("best", "\n".join(body))
 
 
+def ensemble_html(best: dict) -> str:
+    """The exported predictions: the configuration's fusion predictions averaged over its seeds."""
+    ens = best.get("ensemble")
+    if not ens:
+        return ""
+    return (f"<p>Exported predictions (best/predictions.*.csv): this configuration's fusion predictions averaged "
+            f"over its models of seeds {esc(', '.join(map(str, ens.get('seeds', []))))}: devel ρ "
+            f"{fmt(ens.get('devel_rho'))}, test ρ {fmt(ens.get('test_rho'))}. The table above is the trial's own "
+            f"model (its predictions: best/single/).</p>")
+
+
+def confirmation_html(best: dict) -> str:
+    """How the exported configuration was chosen: each confirmed candidate's selection score and test rho
+    per training seed (test shown, never used to choose)."""
+    sel, confirmed = best.get("selection") or {}, best.get("confirmation") or []
+    if not confirmed:
+        return ""
+    how = esc(sel.get("select", "?")) + (f" (last {esc(sel.get('select_last'))})" if sel.get("select") == "mean_last"
+                                           else "")
+    rows = []
+    for cand in confirmed:
+        chosen = cand.get("trial_id") == best.get("trial_id")
+        seeds = "; ".join(f"seed {esc(s.get('seed'))}: {fmt(s.get('devel_rho'))} / {fmt(s.get('test_rho'))}"
+                          for s in cand.get("seeds", []))
+        rows.append(f"<tr><td><code>{esc(cand.get('trial_id'))}</code>{' (exported)' if chosen else ''}</td>"
+                    f"<td>{fmt(cand.get('selection_score'))}</td><td>{fmt(cand.get('mean_devel_rho'))}</td>"
+                    f"<td>{fmt(cand.get('mean_test_rho'))}</td><td>{seeds}</td></tr>")
+    return (f"<h3>How it was chosen</h3><p>Trials are ranked by their selection score ({how} of their devel "
+            f"scores); the top {len(confirmed)} were trained again with new seeds, and the one with the best mean "
+            f"devel score over its seeds is exported. Devel / test rho per seed; test is shown, never used to "
+            f"choose.</p><div class=\"scroll\"><table class=\"trials\"><thead><tr><th>trial</th><th>selection score"
+            f"</th><th>mean devel over seeds</th><th>mean test over seeds</th><th>seed: devel / test</th></tr>"
+            f"</thead><tbody>{''.join(rows)}</tbody></table></div>")
+
+
 def section_top(run: RunData, out: Path, top: int = 10) -> str:
     """The top trials by best metric as a table, with links to each one's TensorBoard logs."""
     trials = run.trials
     if not len(trials):
         return section("top", note("No trials in trials.csv."))
-    ranked = trials.sort_values(run.best_col, ascending=False, na_position="last", kind="stable").head(top)
+    by = [c for c in ("selection_score", run.best_col) if c in trials.columns]
+    ranked = trials.sort_values(by, ascending=False, na_position="last", kind="stable").head(top)
     params = run.params
     show_error = ranked["error"].astype(str).str.strip().ne("").any()
-    head = ["#", "trial", "logs", "no.", "status", f"best {esc(metric_label(run.metric))}", "epochs", "wall&nbsp;s"]
+    has_selection = "selection_score" in trials.columns
+    head = ["#", "trial", "logs", "no.", "status"] + (["selection score"] if has_selection else []) + [
+        f"best epoch {esc(metric_label(run.metric))}", "epochs", "wall&nbsp;s"]
     head += [esc(c[len("config."):]).replace(".", ".<wbr>") for c in params] + (["error"] if show_error else [])
     lines = []
     for rank, (_, row) in enumerate(ranked.iterrows(), start=1):
@@ -339,14 +380,15 @@ def section_top(run: RunData, out: Path, top: int = 10) -> str:
         tb = folder / "tensorboard" if folder is not None and (folder / "tensorboard").is_dir() else folder
         logs = (f'<a href="{rel_link(tb, run.run_dir)}/">TensorBoard</a>' if tb is not None
                 else '<span class="muted">none</span>')
-        cells = [str(rank), f"<code>{esc(row['trial_id'])}</code>", logs, fmt(row["number"]),
-                 status_badge(row["status"]), fmt(row[run.best_col]), fmt(row["epochs"]), fmt(row["wall_seconds"], 1)]
+        cells = [str(rank), f"<code>{esc(row['trial_id'])}</code>", logs, fmt(row["number"]), status_badge(row["status"])]
+        cells += [fmt(row["selection_score"])] if has_selection else []
+        cells += [fmt(row[run.best_col]), fmt(row["epochs"]), fmt(row["wall_seconds"], 1)]
         cells += [fmt_value(row[c]) for c in params]
         if show_error:
             cells.append(f'<span class="error">{esc(row["error"])}</span>')
         lines.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     shown = f"The top {len(ranked)} of {len(trials)}" if len(trials) > len(ranked) else f"All {len(trials)}"
-    table = (f"<p>{shown} trials by best {esc(metric_label(run.metric))}; “no.” is the order trials started, the "
+    table = (f"<p>{shown} trials by {'selection score' if has_selection else 'best ' + esc(metric_label(run.metric))}; “no.” is the order trials started, the "
              f"columns after “wall s” are the parameters that differ between trials. Every trial is in "
              f'<a href="../trials.csv">trials.csv</a>.</p>'
              f'<div class="scroll"><table class="trials"><thead><tr>{"".join(f"<th>{h}</th>" for h in head)}'

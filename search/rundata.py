@@ -19,6 +19,8 @@ import yaml
 
 from auttention.errors import UserError
 
+from .keys import column_name
+
 
 @dataclass
 class RunData:
@@ -50,7 +52,7 @@ class RunData:
 
 def metric_label(metric: str) -> str:
     """How the metric is named on axes and in headings."""
-    known = {"fused_rho": "fused devel ρ", "attention_rho": "attention devel ρ", "seq2seq_rho": "seq2seq devel ρ"}
+    known = {"fusion_rho": "fusion devel ρ", "attention_rho": "attention devel ρ", "seq2seq_rho": "seq2seq devel ρ"}
     return known.get(metric, f"{metric} (devel)")
 
 
@@ -151,7 +153,7 @@ def trial_numbers(trials: pd.DataFrame, curves: dict[str, pd.DataFrame], study) 
         for ot in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
             if not ot.params:
                 continue  # nothing to recognise it by
-            cols = {name: f"config.{name.replace('/', '.')}" for name in ot.params}
+            cols = {name: f"config.{column_name(name)}" for name in ot.params}
             for i, row in rows.items():
                 if all(c in row and _same(row[c], ot.params[n]) for n, c in cols.items()):
                     order[i] = ot.number
@@ -211,7 +213,7 @@ def log_params_of(space: dict, study) -> set[str]:
         for trial in study.get_trials(deepcopy=False):
             for pname, dist in trial.distributions.items():
                 if getattr(dist, "log", False):
-                    out.add(f"config.{pname.replace('/', '.')}")
+                    out.add(f"config.{column_name(pname)}")
     return out
 
 
@@ -227,7 +229,7 @@ def load_run(run_dir: str | Path) -> RunData:
     space = space if isinstance(space, dict) else {}
     experiment = space.get("experiment") or {}
     name = str(experiment.get("name") or run_dir.resolve().name)
-    metric = str(experiment.get("metric") or "fused_rho")
+    metric = str(experiment.get("metric") or "fusion_rho")
     trials = read_trials(run_dir / "trials.csv", metric)
     folders = [trial_folder(run_dir / "tune", tid) for tid in trials["trial_id"]]
     trials["folder"] = folders

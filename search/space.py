@@ -25,7 +25,10 @@ from auttention.config import (SECTIONS, ModelConfig, PipelineConfig, _opt, _not
                                field_types, load_yaml, pipeline_config)
 from auttention.errors import UserError
 
-METRICS = ("fused_rho", "attention_rho", "seq2seq_rho")
+from .keys import flat_params, nested_params, param_name
+
+METRICS = ("fusion_rho", "attention_rho", "seq2seq_rho")
+SELECT = ("mean_last", "last", "best")
 KINDS = ("choice", "uniform", "loguniform", "int")
 MAX_SPECTROGRAM_SETTINGS = 32
 
@@ -35,13 +38,21 @@ class ExperimentConfig:
     """What the search optimises, how many trials, and for how long."""
 
     name: str = _opt("search", doc="run folder name under --runs")
-    metric: str = _opt("fused_rho", choices=METRICS)
+    metric: str = _opt("fusion_rho", choices=METRICS, doc="the devel Spearman's rho a trial reports every epoch "
+                                                          "(ASHA stops trials on it)")
     num_samples: int = _opt(8, lo=1, hi=100000, doc="trials")
     max_concurrent: int = _opt(2, lo=1, hi=10000, doc="trials at once")
     seed: int = _opt(0, lo=0)
     time_budget: typing.Optional[typing.Union[int, str]] = _opt(None, doc="e.g. 900, 15m, 6h; null = none")
     report_every: int = _opt(1, lo=1, doc="score the features every k epochs")
     max_failures: int = _opt(2, lo=0, doc="retries of a failed trial (from its last checkpoint)")
+    select: str = _opt("mean_last", choices=SELECT,
+                       doc="what a trial is ranked by (its selection_score, Optuna's value): the mean of its last "
+                           "select_last scores, its last score, or its best epoch (the most optimistic)")
+    select_last: int = _opt(3, lo=1, doc="scores averaged by select: mean_last")
+    confirm_top: int = _opt(3, lo=0, doc="the best trials trained again with new seeds at the end (0: none)")
+    confirm_seeds: int = _opt(2, lo=0, doc="new training seeds per confirmed trial; the exported best has the best "
+                                           "mean selection score over its seeds")
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", self.name):
@@ -128,7 +139,7 @@ class Param:
     @property
     def name(self) -> str:
         """The Optuna parameter name: section/key (Ray unflattens it into the nested config)."""
-        return f"{self.section}/{self.key}"
+        return param_name(self.section, self.key)
 
 
 @dataclass
@@ -156,7 +167,7 @@ class Space:
             else:
                 value = trial.suggest_float(p.name, p.args[0], p.args[1], log=p.kind == "loguniform")
             chosen[p.section][p.key] = value
-        return {f"{s}/{k}": v for s, values in self.fixed.items() for k, v in values.items()}
+        return flat_params(self.fixed)
 
     def spectrogram_settings(self) -> list[dict[str, Any]]:
         """Every spectrogram setting a trial can ask for (fixed values x choices), to extract up front."""
@@ -330,10 +341,7 @@ def _check_some_trial_is_valid(space: Space) -> None:
     for _ in range(50):
         trial = study.ask()
         fixed = space.define_by_run(trial)
-        config: dict[str, dict[str, Any]] = {}
-        for name, value in {**trial.params, **fixed}.items():
-            section, key = name.split("/")
-            config.setdefault(section, {})[key] = value
+        config = nested_params({**trial.params, **fixed})
         try:
             space.trial_config(config)
             return

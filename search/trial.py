@@ -1,13 +1,16 @@
-"""One Tune trial: the whole published pipeline, epoch by epoch, reporting the fused devel rho.
+"""One Tune trial: the pipeline's AutoencoderPair (auttention/pipeline.py), epoch by epoch, reporting
+the fusion's devel rho.
 
-Each reported epoch: train both autoencoders one more epoch, extract train and devel features,
-score attention, seq2seq and their fusion with the SVR (C chosen on devel), checkpoint both
-models (weights, optimizer, epoch) and report. A restarted trial continues from its checkpoint.
+Each reported epoch: train both autoencoders one more epoch, score attention, seq2seq and their
+fusion on devel (AutoencoderPair.score_devel), checkpoint both models (weights, optimizer, epoch)
+and report, with the trial's selection score (experiment.select) so far. A restarted trial
+continues from its checkpoint. Only what Tune needs is here: resources, reports, checkpoints.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import tempfile
@@ -17,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from auttention.config import ScoringConfig
-from auttention.scoring import select_c
+from .keys import column_name
+
 
 FINAL_ERROR = "final-error.txt"  # a trial that cannot succeed by retrying: its reason, for the retries
 
@@ -87,19 +90,6 @@ def _gpu_memory_limit_mb(fraction: float) -> int | None:
         return None
 
 
-def score_epoch(att_train: np.ndarray, att_devel: np.ndarray, s2s_train: np.ndarray, s2s_devel: np.ndarray,
-                y_train: np.ndarray, y_devel: np.ndarray, cfg: ScoringConfig) -> dict[str, float]:
-    """Devel rho (and chosen C) of attention, seq2seq and their fusion (rows already aligned)."""
-    out = {}
-    sets = {"attention": (att_train, att_devel), "seq2seq": (s2s_train, s2s_devel),
-            "fused": (np.hstack([att_train, s2s_train]), np.hstack([att_devel, s2s_devel]))}
-    for name, (tr, dv) in sets.items():
-        chosen = select_c(tr, y_train, dv, y_devel, cfg)
-        out[f"{name}_rho"] = chosen.rho
-        out[f"{name}_c"] = chosen.c
-    return out
-
-
 def describe(trial_id: str, config: dict[str, Any], space) -> str:
     """`trial_<id>` and the trial's searched values, short enough for a dashboard column."""
     values = []
@@ -108,7 +98,7 @@ def describe(trial_id: str, config: dict[str, Any], space) -> str:
         if value is None:
             continue
         text = f"{value:.3g}" if isinstance(value, float) else str(value)
-        values.append(f"{p.name.replace('/', '.')}={text}")
+        values.append(f"{column_name(p.name)}={text}")
     text = f"trial_{trial_id} " + " ".join(values)
     return text if len(text) <= 240 else text[:237] + "..."
 
@@ -138,7 +128,8 @@ def make_trainable(space, spectrograms: dict):
 
 
 def run_trial(config: dict[str, Any], space=None, spectrograms: dict | None = None) -> None:
-    """The Tune function trainable (bound with tune.with_parameters(space=..., spectrograms=...))."""
+    """The Tune function trainable (bound with tune.with_parameters(space=..., spectrograms=...)): the
+    pipeline's AutoencoderPair trained epoch by epoch, scored, checkpointed and reported."""
     import ray
     from ray import tune
 
@@ -147,47 +138,37 @@ def run_trial(config: dict[str, Any], space=None, spectrograms: dict | None = No
     import_tensorflow_quietly()
     import tensorflow as tf
 
-    from auttention.pipeline import training_set
-    from auttention.training import Trainer, TrainingDiverged
+    from auttention.pipeline import AutoencoderPair
+    from auttention.training import TrainingDiverged
 
     cfg = space.trial_config(config)
     configure_tensorflow(space.resources.cpu, space.resources.gpu)
     spec = ray.get(spectrograms[cfg.spectrogram.hash()])
-    x_fit = training_set(spec, cfg.training).x
-    train, devel = spec.select("train"), spec.select("devel")
-    _, n_frames, n_mels = spec.x.shape
     max_epochs = space.scheduler.max_epochs
-    every = space.experiment.report_every
     trial_dir = Path(tune.get_context().get_trial_dir())
     recorded = trial_dir / FINAL_ERROR
     if recorded.is_file():
         # a retry of a diverged or out-of-memory trial would end the same way: fail at once, same reason
         kind, _, reason = recorded.read_text().strip().partition(": ")
         raise (TrainingDiverged if kind == "TrainingDiverged" else TrialOutOfMemory)(reason)
-    logs = trial_dir / "tensorboard"
     node = ray.get_runtime_context().get_node_id()
+    history: list[float] = []
     try:
         checkpoint = tune.get_checkpoint()
         if checkpoint:
             with checkpoint.as_directory() as folder:
-                att = Trainer.load(Path(folder) / "attention", log_dir=logs / "attention")
-                s2s = Trainer.load(Path(folder) / "seq2seq", log_dir=logs / "seq2seq")
+                pair = AutoencoderPair.load(folder, cfg, spec, log_dir=trial_dir / "tensorboard")
+                history = json.loads((Path(folder) / "metrics.json").read_text()).get("history", [])
         else:
-            att = Trainer(cfg.attention, cfg.training, n_frames, n_mels, log_dir=logs / "attention")
-            s2s = Trainer(cfg.seq2seq, cfg.training, n_frames, n_mels, log_dir=logs / "seq2seq")
-        needed = memory_needed(att) + memory_needed(s2s)
+            pair = AutoencoderPair(cfg, spec, log_dir=trial_dir / "tensorboard")
+        needed = sum(memory_needed(t) for t in pair.trainers.values())
         if space.resources.memory_gb and needed > space.resources.memory_gb * 2**30:
             raise MemoryError(f"OOM: training both autoencoders needs about {needed / 2**30:.2f} GiB")
-        while s2s.epoch < max_epochs:
-            started = time.perf_counter()
-            att_loss = att.fit_epoch(x_fit)
-            s2s_loss = s2s.fit_epoch(x_fit)
-            epoch = s2s.epoch
-            if epoch % every and epoch < max_epochs:
-                continue
-            metrics = score_epoch(att.features(train.x), att.features(devel.x), s2s.features(train.x),
-                                  s2s.features(devel.x), train.label, devel.label, cfg.scoring)
-            _report(metrics, att, s2s, epoch, max_epochs, att_loss, s2s_loss, started, node)
+        for epoch, metrics in epochs(pair, max_epochs, space.experiment.report_every):
+            history.append(metrics[space.experiment.metric])
+            metrics.update(epoch=epoch, max_epochs=max_epochs, node_id=node, history=list(history),
+                           selection_score=selection_score(history, space.experiment))
+            _report(metrics, pair)
     except TrainingDiverged as exc:
         recorded.write_text(f"TrainingDiverged: {exc}\n")
         raise
@@ -197,19 +178,43 @@ def run_trial(config: dict[str, Any], space=None, spectrograms: dict | None = No
         raise error from None
 
 
-def _report(metrics: dict, att, s2s, epoch: int, max_epochs: int, att_loss: float, s2s_loss: float,
-            started: float, node: str) -> None:
+def epochs(pair, max_epochs: int, every: int):
+    """Train `pair` up to max_epochs; after every `every`-th epoch (and the last) yield (epoch, metrics):
+    each branch's devel rho and C, the training losses and the epoch's seconds."""
+    while pair.epoch < max_epochs:
+        started = time.perf_counter()
+        losses = pair.fit_epoch()
+        if pair.epoch % every and pair.epoch < max_epochs:
+            continue
+        metrics = pair.score_devel()
+        metrics.update({f"{name}_loss": loss for name, loss in losses.items()},
+                       epoch_seconds=time.perf_counter() - started)
+        yield pair.epoch, metrics
+
+
+def selection_score(history: list[float], experiment) -> float:
+    """The statistic a trial is chosen by (experiment.select) over its reported scores so far: the best,
+    the last, or the mean of the last experiment.select_last (robust to one lucky epoch)."""
+    values = [v for v in history if v is not None and math.isfinite(v)]
+    if not values:
+        return float("nan")
+    if experiment.select == "best":
+        return max(values)
+    if experiment.select == "last":
+        return values[-1]
+    return float(np.mean(values[-experiment.select_last:]))
+
+
+def _report(metrics: dict, pair) -> None:
     """Checkpoint both models with the epoch's metrics and report them to Tune."""
     from ray import tune
 
-    metrics.update(epoch=epoch, max_epochs=max_epochs, attention_loss=att_loss, seq2seq_loss=s2s_loss,
-                   epoch_seconds=time.perf_counter() - started, node_id=node)
     with tempfile.TemporaryDirectory(prefix="auttention-ckpt-") as folder:
-        att.save(Path(folder) / "attention")
-        s2s.save(Path(folder) / "seq2seq")
+        pair.save(folder)
         (Path(folder) / "metrics.json").write_text(json.dumps(metrics))
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+        reported = {k: v for k, v in metrics.items() if k != "history"}
+        tune.report(reported, checkpoint=tune.Checkpoint.from_directory(folder))
     # the actor's log (dashboard: Actors -> this trial -> Logs) shows its progress as it goes
-    print(f"{tune.get_context().get_trial_name()} epoch {epoch}/{max_epochs}: fused_rho {metrics['fused_rho']:.3f} "
-          f"attention_rho {metrics['attention_rho']:.3f} seq2seq_rho {metrics['seq2seq_rho']:.3f} "
-          f"({metrics['epoch_seconds']:.1f} s)", flush=True)
+    print(f"{tune.get_context().get_trial_name()} epoch {metrics['epoch']}/{metrics['max_epochs']}: "
+          f"fusion_rho {metrics['fusion_rho']:.3f} attention_rho {metrics['attention_rho']:.3f} "
+          f"seq2seq_rho {metrics['seq2seq_rho']:.3f} ({metrics['epoch_seconds']:.1f} s)", flush=True)

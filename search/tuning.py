@@ -10,14 +10,39 @@ from typing import Any
 from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
+from .keys import flat_params
+
 logger = logging.getLogger(__name__)
+SELECTION = "selection_score"  # what a trial reports as its rank (search/trial.py selection_score)
+
+
+def settle_study(run_dir: Path, study_name: str) -> dict[str, int]:
+    """After a search: every Optuna trial still RUNNING (the trials a time budget ended, or never started)
+    is recorded as what happened to it: PRUNED where it reported epochs (its intermediate values stay),
+    FAIL where it never reported. Returns the study's counts per state."""
+    import optuna
+
+    study = optuna.load_study(study_name=study_name, storage=optuna_storage_url(run_dir))
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        state = optuna.trial.TrialState.PRUNED if trial.intermediate_values else optuna.trial.TrialState.FAIL
+        try:
+            study.tell(trial.number, state=state)
+        except Exception as exc:  # finished meanwhile
+            logger.warning("optuna: could not settle trial %s: %s", trial.number, exc)
+    counts: dict[str, int] = {}
+    for trial in study.get_trials(deepcopy=False):
+        counts[trial.state.name] = counts.get(trial.state.name, 0) + 1
+    return counts
 
 
 class HonestOptunaSearch(OptunaSearch):
     """OptunaSearch that records trials ASHA stopped as PRUNED and errored trials as FAIL.
 
     Ray's OptunaSearch tells Optuna every trial that ends with a result as COMPLETE with its
-    last (possibly one-epoch) score, so TPE would learn from truncated scores as if final.
+    last (possibly one-epoch) score, so TPE would learn from truncated scores as if final. A completed
+    trial's value here is its selection score (experiment.select over its epochs), what the search
+    ranks trials by; each epoch's metric is an intermediate value.
+    Checked against Ray 2.60's OptunaSearch (its private _ot_trials, _ot_study, _completed_trials).
     """
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
@@ -42,7 +67,7 @@ class HonestOptunaSearch(OptunaSearch):
         ot_trial = self._ot_trials[trial_id]
         if result:
             self.on_trial_result(trial_id, result)  # Tune hands the last result only to this method
-        value = (result or {}).get(self.metric)
+        value = (result or {}).get(SELECTION, (result or {}).get(self.metric))
         finished = bool(result) and result.get("epoch", 0) >= result.get("max_epochs", math.inf)
         if error or (value is not None and not math.isfinite(value)):
             state, value = optuna.trial.TrialState.FAIL, None
@@ -85,8 +110,7 @@ def make_searcher(space, run_dir: Path):
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # TPE's group option
     storage = optuna.storages.RDBStorage(optuna_storage_url(run_dir))
-    points = [{f"{s}/{k}": v for s, values in point.items() for k, v in values.items()}
-              for point in space.searcher.points_to_evaluate]
+    points = [flat_params(point) for point in space.searcher.points_to_evaluate]
     searcher = HonestOptunaSearch(space=space.define_by_run, metric=space.experiment.metric, mode="max",
                                   sampler=make_sampler(space), storage=storage, study_name=space.experiment.name,
                                   points_to_evaluate=points or None)
@@ -115,7 +139,8 @@ class ProgressLog(tune.Callback):
         self.best = max(self.best, value) if math.isfinite(value) else self.best
         self.echo(f"  {trial.trial_id} epoch {result.get('epoch')}/{result.get('max_epochs')}: "
                   f"{self.metric} {value:.3f} (attention {result.get('attention_rho', float('nan')):.3f}, "
-                  f"seq2seq {result.get('seq2seq_rho', float('nan')):.3f}; best so far {self.best:.3f})")
+                  f"seq2seq {result.get('seq2seq_rho', float('nan')):.3f}; selection score "
+                  f"{result.get(SELECTION, float('nan')):.3f}; best epoch so far {self.best:.3f})")
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
         last = trial.last_result or {}
@@ -139,28 +164,35 @@ def checkpoint_metrics(trial_dir: str | Path) -> list[tuple[Path, dict]]:
     return out
 
 
-def best_checkpoint(trial_dir: str | Path, metric: str) -> tuple[Path, dict] | None:
-    """The trial's checkpoint with the highest finite metric (the earliest epoch on ties)."""
+def selected_checkpoint(trial_dir: str | Path, metric: str, select: str) -> tuple[Path, dict, float] | None:
+    """(checkpoint folder, its metrics, the trial's selection score) of the checkpoint a trial is chosen and
+    exported by: under select: best, its best epoch (the earliest on ties); otherwise its last epoch, scored
+    by the selection statistic it reported there. None when no checkpoint has a finite score."""
     best = None
     for folder, metrics in checkpoint_metrics(trial_dir):
-        value = metrics.get(metric)
-        if value is not None and math.isfinite(value) and (best is None or value > best[1][metric]):
-            best = (folder, metrics)
+        value = metrics.get(metric) if select == "best" else metrics.get(SELECTION, metrics.get(metric))
+        if value is None or not math.isfinite(value):
+            continue
+        if select == "best" and best is not None and value <= best[2]:
+            continue
+        if select != "best" and best is not None and metrics.get("epoch", 0) < best[1].get("epoch", 0):
+            continue
+        best = (folder, metrics, float(value))
     return best
 
 
 class PruneCheckpoints(tune.Callback):
-    """When a trial has ended, keep only its best checkpoint (what the export needs)."""
+    """When a trial has ended, keep only its selected checkpoint (what the export needs)."""
 
-    def __init__(self, metric: str) -> None:
-        self.metric = metric
+    def __init__(self, metric: str, select: str) -> None:
+        self.metric, self.select = metric, select
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
         import shutil
 
         if not trial.path or not Path(trial.path).is_dir():
             return  # storage on a remote filesystem: leave it to its own lifecycle rules
-        best = best_checkpoint(trial.path, self.metric)
+        best = selected_checkpoint(trial.path, self.metric, self.select)
         for folder, _ in checkpoint_metrics(trial.path):
             if best is None or folder != best[0]:
                 shutil.rmtree(folder, ignore_errors=True)
@@ -201,4 +233,4 @@ def run_config(space, run_dir: Path, echo=print):
         # trial's checkpoints to its best one once the trial has ended.
         checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
         failure_config=tune.FailureConfig(max_failures=exp.max_failures),
-        callbacks=[ProgressLog(exp.metric, echo), PruneCheckpoints(exp.metric)])
+        callbacks=[ProgressLog(exp.metric, echo), PruneCheckpoints(exp.metric, exp.select)])

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 from auttention import spectrogram as spectro
 from auttention.config import SpectrogramConfig
-from auttention.corpus import BadAudio, read_corpus
+from auttention.corpus import BadAudio, BadAudioPolicy, read_corpus
 from conftest import TINY_SPACE, write_tone_corpus
 from search.cli import main
 
@@ -209,10 +209,12 @@ def test_twenty_minute_clip_in_bounded_memory(tmp_path):
     spectro.clip_spectrogram(str(path), cfg, 5)  # warm up: imports and the mel basis are not the clip's
     tracemalloc.start()
     try:
-        spec, count = spectro.clip_spectrogram(str(path), cfg, 100)
+        rows, lengths, count = spectro.clip_spectrogram(str(path), cfg, 100)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
+    spec = rows[0]
+    assert rows.shape == (1, 100, 40) and lengths[0] == 100
     assert count == spectro.n_frames(n, cfg) == 75001
     assert peak < 20 * 2**20, f"peak {peak / 2**20:.1f} MiB"
     # reference: the whole-clip computation on an hop-aligned excerpt holding the kept frames and the
@@ -348,11 +350,11 @@ def test_pipeline_reuse_obeys_the_policy(corpus, tmp_path):
     out = tmp_path / "p"
     table = read_corpus(corpus)
     with pytest.raises(BadAudio, match="devel_0003.wav: the audio contains NaN"):
-        pipe.run(table, cfg, out, jobs=1, on_bad_audio="fail", log=lambda line: None)
+        pipe.run(table, cfg, out, jobs=1, policy=BadAudioPolicy("fail"), log=lambda line: None)
     assert not out.exists()  # nothing written, not even the config or an empty folder
-    spectro.extract(table, cfg.spectrogram, out / "spectrograms", jobs=1, on_bad_audio="skip", warn=lambda l: None)
+    spectro.extract(table, cfg.spectrogram, out / "spectrograms", jobs=1, policy=BadAudioPolicy("skip", lambda l: None))
     with pytest.raises(BadAudio, match="devel_0003.wav: the audio contains NaN"):
-        pipe.run(table, cfg, out, jobs=1, on_bad_audio="fail", log=lambda line: None)
+        pipe.run(table, cfg, out, jobs=1, policy=BadAudioPolicy("fail"), log=lambda line: None)
     assert not (out / "config.yaml").exists()
 
 
@@ -369,10 +371,12 @@ def test_ray_extraction_obeys_the_policy(tmp_path):
     ray.init(num_cpus=1, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     try:
         with pytest.raises(BadAudio, match="train_0003.wav: the audio contains NaN"):
-            ensure_spectrograms(table, settings, tmp_path / "cache", log=lambda line: None, on_bad_audio="fail")
+            ensure_spectrograms(table, settings, tmp_path / "cache", log=lambda line: None,
+                                policy=BadAudioPolicy("fail"))
         assert not list((tmp_path / "cache").rglob("settings.json"))
         lines: list[str] = []
-        folders = ensure_spectrograms(table, settings, tmp_path / "cache", log=lines.append, on_bad_audio="skip")
+        folders = ensure_spectrograms(table, settings, tmp_path / "cache", log=lines.append,
+                                      policy=BadAudioPolicy("skip", lines.append))
         spec = spectro.read(next(iter(folders.values())))
         assert "train_0003.wav" not in set(spec.file_name) and len(spec.file_name) == 8
         assert list(spec.skipped) == ["train_0003.wav"]
@@ -382,7 +386,8 @@ def test_ray_extraction_obeys_the_policy(tmp_path):
         assert all(truth[n] == y for n, y in zip(spec.file_name, spec.label))
         # the cached folder is reused, and a run that asks to fail still fails on the recorded clip
         with pytest.raises(BadAudio, match="train_0003.wav"):
-            ensure_spectrograms(table, settings, tmp_path / "cache", log=lambda line: None, on_bad_audio="fail")
+            ensure_spectrograms(table, settings, tmp_path / "cache", log=lambda line: None,
+                                policy=BadAudioPolicy("fail"))
     finally:
         ray.shutdown()
 

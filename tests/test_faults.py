@@ -49,7 +49,7 @@ def _trial_pids(session: int) -> list[int]:
 @pytest.mark.timeout(1200)  # bounds a search that never reaches epoch 2 (the loop below would wait on it)
 def test_worker_killed_mid_training_resumes_from_its_checkpoint(tiny):
     root, corpus, _ = tiny
-    space = _space(root, "killed", experiment={"num_samples": 2, "max_concurrent": 2},
+    space = _space(root, "killed", experiment={"num_samples": 2, "max_concurrent": 2, "confirm_top": 0},
                    seq2seq={"units": 32}, attention={"units": 32, "attention": "luong"},
                    scheduler={"type": "none", "max_epochs": 8, "grace_period": 1})
     cmd = [EXE, "run", str(space), "--data", str(corpus), "--runs", str(root / "runs"), "--cache",
@@ -87,7 +87,7 @@ def test_out_of_memory_trial_is_an_error_and_the_rest_go_on(tiny):
     from search.runner import run_search
 
     root, corpus, _ = tiny
-    space = _space(root, "oom", experiment={"num_samples": 2, "max_concurrent": 2},
+    space = _space(root, "oom", experiment={"num_samples": 2, "max_concurrent": 2, "confirm_top": 0},
                    resources={"cpu": 1, "memory_gb": 0.25},
                    attention={"units": {"choice": [8, 2048]}, "attention": "luong"},
                    scheduler={"type": "none", "max_epochs": 2, "grace_period": 1},

@@ -40,7 +40,7 @@ def test_node_removed_mid_search_trials_rescheduled(tiny, tmp_path):
     up = subprocess.run(["bash", str(LOCAL), "up"], env=env, capture_output=True, text=True, timeout=300)
     assert up.returncode == 0, up.stdout + up.stderr
     try:
-        space = dict(TINY_SPACE, experiment={**TINY_SPACE["experiment"], "name": "loss", "num_samples": 2},
+        space = dict(TINY_SPACE, experiment={**TINY_SPACE["experiment"], "name": "loss", "num_samples": 2, "confirm_top": 0},
                      seq2seq={**TINY_SPACE["seq2seq"], "units": 32},
                      scheduler={"type": "none", "max_epochs": MAX_EPOCHS, "grace_period": 1})
         path = tmp_path / "loss.yaml"

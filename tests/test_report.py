@@ -138,6 +138,12 @@ def test_top_table_links_and_best(report, searched):
         assert f">{branch}<" in best
         assert f"{metrics[branch]['devel_rho']:.3f}" in best
         assert f"{metrics[branch]['test_rho']:.3f}" in best  # the tone corpus has test labels
+    # how it was chosen: every confirmed trial with its devel / test rho per seed
+    assert "How it was chosen" in best and metrics["confirmation"]
+    for cand in metrics["confirmation"]:
+        assert cand["trial_id"] in best
+        for seed in cand["seeds"]:
+            assert f"{seed['devel_rho']:.3f} / {seed['test_rho']:.3f}" in best
     assert "learning_rate" in best  # the configuration is shown
 
 
@@ -159,7 +165,7 @@ def test_awkward_run_escaped_errored_unknown_labels(searched, tmp_path):
     shutil.copytree(searched, run, ignore=shutil.ignore_patterns("report"))
     trials = pd.read_csv(run / "trials.csv", dtype={"trial_id": str, "error": object})
     victim = trials["trial_id"].iloc[-1]
-    trials.loc[trials.index[-1], ["status", "best_fused_rho", "epochs", "error"]] = \
+    trials.loc[trials.index[-1], ["status", "best_fusion_rho", "epochs", "error"]] = \
         ["errored", np.nan, 0, "RuntimeError: <script>alert('x')</script> & more"]
     trials.to_csv(run / "trials.csv", index=False)
     for name in ("progress.csv", "result.json"):

@@ -28,8 +28,30 @@ def test_outputs_complete_and_consistent(finished, tiny):
     metrics = yaml.safe_load((run_dir / "best" / "metrics.json").read_text())
     best_row = trials.iloc[0]
     assert metrics["trial_id"] == best_row["trial_id"]
-    # the export re-scores the best checkpoint: the same figure the trial reported
-    assert metrics["fusion"]["devel_rho"] == pytest.approx(best_row["best_fused_rho"], abs=1e-9)
+    # the export re-scores the selected checkpoint (mean_last: the last epoch's): the same figure the
+    # trial reported at that epoch, through the one pipeline implementation
+    from search.rundata import read_progress
+
+    progress = read_progress(run_dir / "tune" / f"trial_{best_row['trial_id']}", "fusion_rho")
+    reported = progress.set_index("epoch").loc[metrics["epoch"], "fusion_rho"]
+    assert metrics["fusion"]["devel_rho"] == pytest.approx(reported, abs=1e-9)
+    assert metrics["epoch"] == 3 and best_row["status"] == "completed"
+    # selection: the top 2 completed trials trained again with 1 new seed; the exported one has the best mean
+    confirmation = metrics["confirmation"]
+    assert 1 <= len(confirmation) <= 2 and all(len(c["seeds"]) == 2 for c in confirmation)
+    means = {c["trial_id"]: c["mean_devel_rho"] for c in confirmation}
+    assert max(means, key=means.get) == metrics["trial_id"]
+    for c in confirmation:
+        assert c["seeds"][0]["devel_rho"] == pytest.approx(c["selection_score"])
+        assert all(s["test_rho"] is not None for s in c["seeds"])  # shown where test labels are known
+    assert metrics["selection"]["select"] == "mean_last"
+    assert metrics["made_from"]["corpus"] and metrics["made_from"]["spectrogram"]
+    assert best_row["confirmation_devel_rho"] == pytest.approx(means[metrics["trial_id"]])
+    # the exported predictions: the chosen configuration's seeds averaged; the trial's own model in single/
+    ensemble = metrics["ensemble"]
+    assert len(ensemble["seeds"]) == 2 and ensemble["test_rho"] is not None
+    single = pd.read_csv(run_dir / "best" / "single" / "predictions.test.csv")
+    assert sorted(single["file_name"]) == sorted(pd.read_csv(run_dir / "best" / "predictions.test.csv")["file_name"])
 
     preds = pd.read_csv(run_dir / "best" / "predictions.test.csv")
     labels = pd.read_csv(tiny[1] / "lab" / "labels.csv")
@@ -80,6 +102,33 @@ def test_honest_searcher_states_directly():
         searcher.on_trial_complete(trial_id, result, error=error)
     states = [t.state.name for t in searcher._ot_study.trials]
     assert states == ["COMPLETE", "PRUNED", "FAIL", "FAIL"]
+
+
+def test_time_budget_leaves_no_running_optuna_trial(tiny):
+    """Trials the time budget ends are recorded as what happened to them: PRUNED with their epochs, FAIL
+    where they never reported; none stays RUNNING after the search."""
+    import copy
+
+    from conftest import TINY_SPACE
+    from search.runner import run_search
+
+    root, corpus_dir, _ = tiny
+    space = copy.deepcopy(TINY_SPACE)
+    space["experiment"].update(name="budget", num_samples=6, time_budget=45, confirm_top=0)
+    space["scheduler"] = {"type": "none", "max_epochs": 200}
+    path = root / "budget.yaml"
+    path.write_text(yaml.safe_dump(space))
+    run_dir = run_search(str(path), data=str(corpus_dir), runs=str(root / "runs"), cache=str(root / "cache-budget"),
+                         dashboard=False, echo=lambda line: None)
+    study = optuna.load_study(study_name="budget", storage=f"sqlite:///{run_dir / 'optuna.db'}")
+    states = [t.state for t in study.trials]
+    assert optuna.trial.TrialState.PRUNED in states  # cut by the budget after some epochs
+    assert optuna.trial.TrialState.RUNNING not in states
+    for t in study.trials:
+        if t.state == optuna.trial.TrialState.PRUNED:
+            assert t.intermediate_values
+        if t.state == optuna.trial.TrialState.FAIL:
+            assert not t.intermediate_values
 
 
 def test_spectrogram_cache_reused(finished, tiny):
@@ -148,7 +197,8 @@ def test_diverging_trial_errors_and_the_search_goes_on(tiny):
     from auttention.config import build, SpectrogramConfig
     from auttention.corpus import read_corpus
     from conftest import TINY_SPACE
-    from search.extract import cache_folder, corpus_fingerprint
+    from auttention.corpus import fingerprint as corpus_fingerprint
+    from search.extract import cache_folder
     from search.runner import run_search
 
     root, corpus_dir, _ = tiny

@@ -3,7 +3,7 @@ import pytest
 
 from auttention import spectrogram as spectro
 from auttention.config import SpectrogramConfig
-from auttention.corpus import read_corpus
+from auttention.corpus import BadAudioPolicy, read_corpus
 
 CFG = SpectrogramConfig(sample_rate=16000, n_fft=512, hop_length=256, n_mels=40, frames=20)
 
@@ -79,10 +79,54 @@ def test_extract_train_min_ignores_test(tone_corpus, tmp_path):
     assert all(lab[f] == y for f, y in zip(spec.file_name, spec.label))
     assert not list(out.parent.glob(".*tmp"))
     # the length known from headers alone matches the decoded audio, at another rate too
-    cfg22 = SpectrogramConfig(sample_rate=22050, n_fft=1024, hop_length=256, n_mels=32)
+    cfg22 = SpectrogramConfig(sample_rate=22050, n_fft=1024, hop_length=256, n_mels=32, frames="train_min")
     for path in corpus.path:
-        x, lengths = spectro.spectrogram_batch([path], cfg22, 5)
-        assert lengths[0] == spectro.clip_frames(path, cfg22)
+        rows, lengths, total = spectro.clip_spectrogram(path, cfg22, 5)
+        assert total == spectro.clip_frames(path, cfg22) and rows.shape == (1, 5, 32) and lengths[0] == 5
+
+
+def test_train_max_pads_whole_clips_and_chunks_long_ones(tone_corpus, tmp_path):
+    """Whole clips by default: rows as long as the longest *training* clip (a longer test clip does not
+    decide it), padded with the floor and their real frames recorded; clips past max_seconds become whole
+    chunks (the last flush with the clip's end), named in one warning line."""
+    import soundfile as sf
+
+    rng = np.random.default_rng(0)
+    sf.write(tone_corpus / "wav" / "test_0001.wav", 0.1 * rng.standard_normal(16000 * 3).astype(np.float32), 16000)
+    corpus = read_corpus(tone_corpus)
+    cfg = SpectrogramConfig(n_fft=512, hop_length=256, n_mels=16)
+    assert cfg.frames == "train_max"
+    spec = spectro.read(spectro.extract(corpus, cfg, tmp_path / "spec", jobs=1))
+    train = corpus[corpus.partition == "train"]
+    longest = max(spectro.clip_frames(p, cfg) for p in train.path)
+    assert spec.x.shape[1] == longest and spec.clips == len(corpus)
+    for name, length, row in zip(spec.file_name, spec.length, spec.x):
+        path = corpus.set_index("file_name").path[name]
+        if name != "test_0001.wav":
+            assert length == spectro.clip_frames(path, cfg)
+            assert np.all(row[length:] == -1.0)  # padding: the floor, masked by the models
+    # a cap below the longest clip: long clips become chunks of the cap's length
+    capped = SpectrogramConfig(n_fft=512, hop_length=256, n_mels=16, max_seconds=0.5, chunk_hop_seconds=0.25)
+    lines = []
+    spec = spectro.read(spectro.extract(corpus, capped, tmp_path / "capped", jobs=1,
+                                        policy=BadAudioPolicy(warn=lines.append)))
+    frames = spectro.cap_frames(capped)
+    assert spec.x.shape[1] == frames and len(spec.x) > spec.clips == len(corpus)
+    assert len([ln for ln in lines if "max_seconds" in ln]) == 1
+    name = "test_0001.wav"
+    mine = spec.file_name == name
+    total = spectro.clip_frames(corpus.set_index("file_name").path[name], capped)
+    starts = spectro.chunk_starts(total, frames, spectro.chunk_hop(capped, frames))
+    assert mine.sum() == len(starts) and starts[-1] == total - frames and np.all(spec.length[mine] == frames)
+    whole = spectro.mel_spectrogram(spectro_audio(corpus, name, capped), capped)
+    for k, start in enumerate(starts):
+        assert np.allclose(spec.x[mine][k], whole[start:start + frames], atol=1e-5)
+
+
+def spectro_audio(corpus, name, cfg):
+    from auttention.corpus import load_audio
+
+    return load_audio(corpus.set_index("file_name").path[name], cfg.sample_rate)
 
 
 def test_same_values_whatever_the_thread_count(tmp_path):

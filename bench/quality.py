@@ -1,0 +1,225 @@
+"""Prediction quality: the MFCC baseline, the pipeline and the search, devel and test rho, over corpora.
+
+For each demo-corpus seed (the built-in generator, unchanged; `--clips` / `--speakers` make larger
+corpora with its own size options) and each `--data` corpus, through the real CLI:
+
+- baseline: `auttention-search baseline` (MFCC functionals + the paper's SVR);
+- pipeline: `auttention-search pipeline --config configs/demo.yaml`;
+- search:   `auttention-search run spaces/demo.yaml` (its exported predictions: the chosen configuration's
+  seed ensemble; and search-single-model, the chosen trial's own model, from the same run).
+
+With --ablations, each change of the method is also measured on its own, against the same runs:
+- pipeline-crop128: configs/demo.yaml with the former fixed `frames: 128` (5.1 s cropped/padded);
+- pipeline-feature-F: the pipeline's own two trained models, read out with feature F (no retraining);
+- search-best-epoch: the search chosen by its single best epoch, without confirmation seeds (the
+  former selection), on the first corpus only (a search is the costly part).
+
+    python bench/quality.py [--seeds 0 1 2] [--data CORPUS ...] [--time-budget 5m] [--ablations]
+
+Prints a table and writes bench/results/quality.json ({"rows": [{"corpus", "method", "devel_rho",
+"test_rho"}, ...], "summary": ...}). Test rho is shown only; nothing here chooses by it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import ROOT, markdown_table, table, write_result  # noqa: E402
+
+CLI = [sys.executable, "-m", "search"]
+FEATURES = ("final", "mean", "mean_std", "final_mean_std")
+
+
+def cli(*args: str, log: Path) -> str:
+    """Run the real command line; its output (also appended to `log`), or an error with its last lines."""
+    t0 = time.perf_counter()
+    done = subprocess.run([*CLI, *args], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    with open(log, "a") as f:
+        f.write(f"$ auttention-search {' '.join(args)}\n{done.stdout}{done.stderr}\n")
+    if done.returncode:
+        raise RuntimeError(f"auttention-search {args[0]} failed: {(done.stderr or done.stdout).strip()[-500:]}")
+    print(f"  {args[0]}: {time.perf_counter() - t0:.0f} s", flush=True)
+    return done.stdout
+
+
+def demo(seed: int, cache: Path, clips: int | None, speakers: int | None) -> Path:
+    """The demo corpus of `seed` (at the generator's default size unless asked otherwise)."""
+    from auttention.democorpus import build_demo_corpus
+
+    size = f"-{clips}x{speakers}" if clips or speakers else ""
+    folder = cache / "demo-corpus" / f"seed{seed}{size}"
+    if not (folder / "lab" / "labels.csv").is_file():
+        kwargs = {k: v for k, v in (("n_clips", clips), ("n_speakers", speakers)) if v}
+        build_demo_corpus(folder, seed=seed, **kwargs)
+    return folder
+
+
+def baseline(data: Path, log: Path) -> tuple[float, float | None]:
+    out = cli("baseline", "--data", str(data), log=log)
+    match = re.search(r"devel rho=(-?[\d.]+)\s+test rho=(-?[\d.]+|n/a)", out)
+    return float(match.group(1)), None if match.group(2) == "n/a" else float(match.group(2))
+
+
+def pipeline(data: Path, config: Path, out: Path, log: Path) -> dict:
+    cli("pipeline", "--data", str(data), "--config", str(config), "--out", str(out), log=log)
+    return json.loads((out / "metrics.json").read_text())
+
+
+def readouts(out: Path, config: Path) -> dict[str, dict]:
+    """The pipeline's trained models in `out`, read out with every feature choice: {feature: metrics}."""
+    from auttention import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
+    from auttention import spectrogram as spectro
+    from auttention.config import load_pipeline_config
+    from auttention.pipeline import FUSION, AutoencoderPair
+    from auttention.training import Trainer
+
+    base = load_pipeline_config(config)
+    spec = spectro.read(out / "spectrograms")
+    trained = {n: Trainer.load(out / n) for n in ("attention", "seq2seq")}
+    results = {}
+    for feature in FEATURES:
+        cfg = dataclasses.replace(base, **{n: dataclasses.replace(getattr(base, n), feature=feature)
+                                           for n in ("attention", "seq2seq")})
+        trainers = {}
+        for name, old in trained.items():
+            new = Trainer(getattr(cfg, name), old.train_cfg, old.n_frames, old.n_mels, made_from=old.made_from)
+            new.autoencoder.set_weights(old.autoencoder.get_weights())  # the read-out has no weights of its own
+            trainers[name] = new
+        _, evaluations = AutoencoderPair(cfg, spec, trainers=trainers).evaluate()
+        results[feature] = {"devel_rho": evaluations[FUSION].devel_rho, "test_rho": evaluations[FUSION].test_rho}
+    return results
+
+
+def search(data: Path, runs: Path, cache: Path, name: str, budget: str | None, log: Path,
+           space: Path | None = None) -> dict:
+    args = ["run", str(space or ROOT / "spaces" / "demo.yaml"), "--data", str(data), "--name", name,
+            "--runs", str(runs), "--cache", str(cache)]
+    if budget:
+        args += ["--time-budget", budget]
+    cli(*args, log=log)
+    return json.loads((runs / name / "best" / "metrics.json").read_text())
+
+
+def best_epoch_space(tmp: Path) -> Path:
+    """spaces/demo.yaml chosen the former way: the single best epoch of any trial, no confirmation."""
+    import yaml
+
+    space = yaml.safe_load((ROOT / "spaces" / "demo.yaml").read_text())
+    space["experiment"].update(select="best", confirm_top=0)
+    path = tmp / "demo-best-epoch.yaml"
+    path.write_text(yaml.safe_dump(space))
+    return path
+
+
+def crop_config(tmp: Path) -> Path:
+    """configs/demo.yaml with the former fixed length: 128 frames (5.1 s), cropped or padded."""
+    import yaml
+
+    config = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
+    config["spectrogram"]["frames"] = 128
+    path = tmp / "demo-crop128.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2], help="demo corpus seeds")
+    ap.add_argument("--clips", type=int, help="demo corpus size (default: the generator's)")
+    ap.add_argument("--speakers", type=int, help="demo corpus speakers (default: the generator's)")
+    ap.add_argument("--data", nargs="*", default=[], help="further corpora (ComParE layout or manifest)")
+    ap.add_argument("--time-budget", default=None, help="the search's budget (default: the space's)")
+    ap.add_argument("--ablations", action="store_true", help="measure each change on its own too")
+    ap.add_argument("--no-search", action="store_true", help="baseline and pipeline only")
+    ap.add_argument("--work", type=Path, help="folder for runs and caches (default: a temporary one)")
+    args = ap.parse_args()
+
+    work = args.work or Path(tempfile.mkdtemp(prefix="auttention-quality-"))
+    work.mkdir(parents=True, exist_ok=True)
+    cache, runs, log = work / "cache", work / "runs", work / "quality.log"
+    print(f"work folder {work} (commands and their output: {log})", flush=True)
+    corpora = [(f"demo-seed{s}" + (f"-{args.clips}x{args.speakers}" if args.clips or args.speakers else ""),
+                demo(s, cache, args.clips, args.speakers)) for s in args.seeds]
+    corpora += [(Path(d).name, Path(d)) for d in args.data]
+    rows = []
+
+    def add(corpus: str, method: str, devel: float, test: float | None, **extra) -> None:
+        rows.append({"corpus": corpus, "method": method, "devel_rho": devel, "test_rho": test, **extra})
+        shown = f"{test:.3f}" if test is not None else "n/a"
+        print(f"{corpus:<22} {method:<28} devel {devel:.3f}  test {shown}", flush=True)
+
+    try:
+        run_all(args, corpora, runs, cache, log, work, add)
+    finally:  # what was measured is kept even when a later run fails
+        report(rows, args)
+
+
+def run_all(args, corpora, runs: Path, cache: Path, log: Path, work: Path, add) -> None:
+    """Every method on every corpus, in order (rows through `add`)."""
+    for i, (name, data) in enumerate(corpora):
+        print(f"\n{name}: {data}", flush=True)
+        add(name, "baseline", *baseline(data, log))
+        out = runs / f"pipeline-{name}"
+        m = pipeline(data, ROOT / "configs" / "demo.yaml", out, log)
+        add(name, "pipeline", m["fusion"]["devel_rho"], m["fusion"]["test_rho"])
+        if args.ablations:
+            m = pipeline(data, crop_config(work), runs / f"pipeline-crop128-{name}", log)
+            add(name, "pipeline-crop128", m["fusion"]["devel_rho"], m["fusion"]["test_rho"])
+            for feature, r in readouts(out, ROOT / "configs" / "demo.yaml").items():
+                add(name, f"pipeline-feature-{feature}", r["devel_rho"], r["test_rho"])
+        if args.no_search:
+            continue
+        m = search(data, runs, cache, f"search-{name}", args.time_budget, log)
+        seeds = [s for c in m.get("confirmation", []) if c["trial_id"] == m["trial_id"] for s in c["seeds"]]
+        exported = m.get("ensemble") or m["fusion"]
+        add(name, "search", exported["devel_rho"], exported["test_rho"], trial_id=m["trial_id"],
+            selection_score=m["selection"]["selection_score"], seeds=seeds)
+        # the same run's chosen trial, its own single model (what a search without the seed ensemble exports)
+        add(name, "search-single-model", m["fusion"]["devel_rho"], m["fusion"]["test_rho"], trial_id=m["trial_id"])
+        if args.ablations and i == 0:
+            m = search(data, runs, cache, f"search-best-epoch-{name}", args.time_budget, log, best_epoch_space(work))
+            add(name, "search-best-epoch", m["fusion"]["devel_rho"], m["fusion"]["test_rho"], trial_id=m["trial_id"])
+
+
+def report(rows: list[dict], args) -> None:
+    """Print the tables and write bench/results/quality.json."""
+    summary = {}
+    for method in dict.fromkeys(r["method"] for r in rows):
+        mine = [r for r in rows if r["method"] == method and r["corpus"].startswith("demo-")]
+        tests = [r["test_rho"] for r in mine if r["test_rho"] is not None]
+        if mine and tests:
+            summary[method] = {"corpora": len(mine), "mean_devel_rho": float(np.mean([r["devel_rho"] for r in mine])),
+                               "mean_test_rho": float(np.mean(tests)), "sd_test_rho": float(np.std(tests)),
+                               "mean_gap": float(np.mean([r["devel_rho"] - r["test_rho"] for r in mine]))}
+    header = ["corpus", "method", "devel rho", "test rho"]
+    cells = [[r["corpus"], r["method"], r["devel_rho"], r["test_rho"] if r["test_rho"] is not None else float("nan")]
+             for r in rows]
+    print("\n" + table(cells, header))
+    means = [[m, s["corpora"], s["mean_devel_rho"], s["mean_test_rho"], s["sd_test_rho"], s["mean_gap"]]
+             for m, s in summary.items()]
+    mean_header = ["method (demo seeds)", "corpora", "mean devel", "mean test", "sd test", "devel - test"]
+    print("\n" + table(means, mean_header))
+    print("\n" + markdown_table(cells, header) + "\n\n" + markdown_table(means, mean_header))
+    path = write_result("quality", {"rows": rows, "summary": summary, "time_budget": args.time_budget,
+                                    "ablations": args.ablations})
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()

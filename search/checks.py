@@ -1,0 +1,75 @@
+"""The checks a search makes up front, before any work: the folders it writes, the labels' range, and
+that every node of a cluster sees the run folder."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from auttention.config import ScoringConfig, build
+from auttention.corpus import check_label_range
+from auttention.errors import UserError
+
+from .space import Space
+
+
+def check_writable(folder: Path, flag: str) -> None:
+    """Fail before any work, creating nothing, when `folder` could not be written or its disk is
+    nearly full (below $AUTTENTION_MIN_FREE_MB, default 200 MiB)."""
+    existing = Path(os.path.abspath(folder))
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(20, "a file is in the way")
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise UserError(f"{folder}: cannot write here ({exc.strerror}); choose another {flag}") from None
+    need = int(os.environ.get("AUTTENTION_MIN_FREE_MB", "200"))
+    free = shutil.disk_usage(existing).free // 2**20
+    if free < need:
+        raise UserError(f"{folder}: only {free} MiB free on this disk (a search needs {need}); free space or "
+                        f"choose another {flag}")
+
+
+def check_labels(corpus: pd.DataFrame, space: Space) -> None:
+    """Known labels must lie in the scoring's [label_min, label_max] (predictions are clipped to it)."""
+    if any(p.section == "scoring" and p.key in ("label_min", "label_max") for p in space.params):
+        return  # a searched range: each trial's own
+    fixed = {k: v for k, v in space.fixed.get("scoring", {}).items() if k in ("label_min", "label_max")}
+    scoring = build(ScoringConfig, fixed, "scoring")
+    check_label_range(corpus, scoring.label_min, scoring.label_max)
+
+
+def _sees(path: str) -> bool:
+    return Path(path).is_file()
+
+
+def check_shared_runs(run_dir: Path) -> None:
+    """On a multi-node cluster, fail fast unless every node sees the run folder: trials write their
+    checkpoints there, and a node that does not share it would fail every trial it runs."""
+    import ray  # here, not at the top: Ray takes seconds to import, and only a running search needs it
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [n for n in ray.nodes() if n.get("Alive") and n["Resources"].get("CPU", 0) > 0]
+    if len(nodes) < 2:
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    marker = (run_dir / ".shared-check").resolve()
+    marker.write_text("every node must see this file\n")
+    try:
+        probe = ray.remote(num_cpus=0)(_sees)
+        seen = ray.get([probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+                        .remote(str(marker)) for n in nodes], timeout=120)
+    finally:
+        marker.unlink(missing_ok=True)
+    blind = [n["NodeManagerAddress"] for n, ok in zip(nodes, seen) if not ok]
+    if blind:
+        raise UserError(f"--runs {run_dir.parent}: not visible from node(s) {', '.join(blind)}; trials save "
+                        f"checkpoints there, so put --runs on storage every node mounts (NFS, EFS, a shared "
+                        f"volume)")

@@ -1,0 +1,72 @@
+"""The Ray session of a search: the environment Ray and Tune read at import, token authentication, and
+connecting to a cluster or starting Ray here."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+from auttention.errors import UserError
+
+QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore::DeprecationWarning"}
+# Tune warns when syncing the experiment state takes seconds; trial checkpoints make that normal here
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "60")
+# Tune's boxed tables: our ProgressLog prints one line per scored epoch instead
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+
+def use_token_auth() -> bool:
+    """Send the Ray token to clusters when one is at hand ($RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH or
+    ~/.ray/auth_token, which `ray start` and a local ray.init() create): Ray's own clients only do
+    when RAY_AUTH_MODE=token is set, so a user on the cluster's machine would have to copy it by hand."""
+    if os.environ.get("RAY_AUTH_MODE"):
+        return os.environ["RAY_AUTH_MODE"].lower() == "token"
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    if not (os.environ.get("RAY_AUTH_TOKEN") or path.is_file()):
+        return False
+    os.environ["RAY_AUTH_MODE"] = "token"
+    if "ray._raylet" in sys.modules:  # Ray read its settings at import: make it read them again
+        from ray._raylet import Config
+
+        Config.initialize("")
+    return True
+
+
+def start_ray(address: str | None, dashboard: bool, verbose: bool = False) -> tuple[str | None, bool]:
+    """Connect to a cluster or start Ray here (token authentication on, dashboard on 127.0.0.1).
+
+    The cluster is `address`, else $RAY_ADDRESS (set inside a Ray job); without either Ray starts
+    here, never joining a cluster that happens to run on this machine (`--address auto` does that).
+    Returns (dashboard URL, whether Ray was started here and must be shut down).
+    """
+    import ray  # here, not at the top: Ray takes seconds to import, and jobs.py imports this module
+
+    # Ray 2.60 turns token authentication on for a local ray.init() (creating ~/.ray/auth_token) and
+    # uses the token when connecting to a cluster; we only refuse to run with it switched off silently.
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
+        logging.getLogger(__name__).warning("RAY_AUTH_MODE=disabled: anyone who can reach this Ray cluster "
+                                            "can run code on it; unset it to keep token authentication on")
+    target = address or os.environ.get("RAY_ADDRESS") or None
+    if target:
+        use_token_auth()
+    # a submitted job's driver inherits the job's runtime env (which `submit` gives these variables)
+    runtime_env = None if os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") else {"env_vars": dict(QUIET_ENV)}
+    try:
+        if target:
+            context = ray.init(address=target, runtime_env=runtime_env, logging_level=logging.WARNING,
+                               log_to_driver=verbose)
+        else:
+            context = ray.init(address="local", include_dashboard=dashboard, dashboard_host="127.0.0.1",
+                               runtime_env=runtime_env, logging_level=logging.WARNING, log_to_driver=verbose)
+    except ConnectionError as exc:
+        raise UserError(f"--address {target}: cannot connect to a Ray cluster ({str(exc).splitlines()[0]}); "
+                        f"is it running (`ray status`), and is its token in ~/.ray/auth_token or "
+                        f"$RAY_AUTH_TOKEN?") from None
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.tune").setLevel(logging.WARNING)
+    return getattr(context, "dashboard_url", None) or None, not target
