@@ -242,13 +242,13 @@ def common_frames(corpus: pd.DataFrame, cfg: SpectrogramConfig, warn: Callable[[
     past the cap (in any partition) are named in one `warn` line: they become chunks."""
     if isinstance(cfg.frames, int):
         return cfg.frames
-    train = [clip_frames(p, cfg) for p in corpus.loc[corpus["partition"] == "train", "path"]]
     if cfg.frames == "train_min":
-        return min(train)
+        return min(clip_frames(p, cfg) for p in corpus.loc[corpus["partition"] == "train", "path"])
+    counts = [clip_frames(p, cfg) for p in corpus["path"]]  # one header read per clip
     cap = cap_frames(cfg)
-    frames = min(max(train), cap)
+    frames = min(max(c for c, part in zip(counts, corpus["partition"]) if part == "train"), cap)
     if warn is not None:
-        longer = [n for n, p in zip(corpus["file_name"], corpus["path"]) if clip_frames(p, cfg) > frames]
+        longer = [n for n, c in zip(corpus["file_name"], counts) if c > frames]
         if longer and frames == cap:
             hop = chunk_hop(cfg, frames) * cfg.hop_length / cfg.sample_rate
             warn(f"warning: {len(longer)} clip(s) are longer than spectrogram.max_seconds = {cfg.max_seconds:g} s "
