@@ -8,6 +8,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -36,18 +37,32 @@ def postprocess(pred: np.ndarray, cfg: ScoringConfig) -> np.ndarray:
     return np.clip(pred, cfg.label_min, cfg.label_max)
 
 
-def fit_predict(x_fit: np.ndarray, y_fit: np.ndarray, x_pred: np.ndarray, c: float, cfg: ScoringConfig) -> np.ndarray:
-    """Min-max scaler + LinearSVR(C=c) fit on (x_fit, y_fit); post-processed predictions for x_pred."""
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.preprocessing import MinMaxScaler
-    from sklearn.svm import LinearSVR
+def model(complexities: Sequence[float], cfg: ScoringConfig):
+    """The paper's model for every C of `complexities`: min-max scaling, then the linear SVR.
 
-    scaler = MinMaxScaler().fit(x_fit)
-    svr = LinearSVR(C=c, random_state=0, max_iter=cfg.max_iter, dual="auto")
+    `LinearSVRPath` minimises LinearSVR's objective (epsilon-insensitive loss, epsilon 0; the intercept
+    regularised as liblinear does) for the whole grid with one factorisation and warm starts: the
+    same models, far faster where clips outnumber features (see auttention/svr.py)."""
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import MinMaxScaler
+
+    from .svr import LinearSVRPath
+
+    return make_pipeline(MinMaxScaler(), LinearSVRPath(complexities, max_iter=cfg.max_iter))
+
+
+def fit_predict(x_fit: np.ndarray, y_fit: np.ndarray, x_pred: np.ndarray, c: float, cfg: ScoringConfig) -> np.ndarray:
+    """Min-max scaler + linear SVR (C=c) fit on (x_fit, y_fit); post-processed predictions for x_pred."""
+    return postprocess(_fit(model([c], cfg), x_fit, y_fit).predict(x_pred)[:, 0], cfg)
+
+
+def _fit(pipeline, x: np.ndarray, y: np.ndarray):
+    from sklearn.exceptions import ConvergenceWarning
+
     with warnings.catch_warnings():
+        # as with liblinear before: a C that stops at max_iter is scored as it stands
         warnings.simplefilter("ignore", ConvergenceWarning)
-        svr.fit(scaler.transform(x_fit), y_fit)
-    return postprocess(svr.predict(scaler.transform(x_pred)), cfg)
+        return pipeline.fit(x, y)
 
 
 @dataclass
@@ -62,11 +77,15 @@ class DevelScore:
 
 def select_c(x_train: np.ndarray, y_train: np.ndarray, x_devel: np.ndarray, y_devel: np.ndarray,
              cfg: ScoringConfig) -> DevelScore:
-    """Fit on train for every C of the grid; keep the C with the best devel rho (first on ties)."""
+    """Fit on train for every C of the grid; keep the C with the best devel rho (first on ties).
+
+    x_train (n_train, d), x_devel (n_devel, d): features; y_*: labels. One pipeline fit serves the
+    whole grid (the scaler fit once on train, the SVR warm-started from C to C)."""
+    predictions = _fit(model(cfg.complexities, cfg), x_train, y_train).predict(x_devel)
     best: DevelScore | None = None
     rhos: dict[float, float] = {}
-    for c in cfg.complexities:
-        pred = fit_predict(x_train, y_train, x_devel, c, cfg)
+    for c, pred in zip(cfg.complexities, predictions.T):
+        pred = postprocess(pred, cfg)
         rho = spearman(y_devel, pred)
         rhos[float(c)] = rho
         if best is None or rho > best.rho:

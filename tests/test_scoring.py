@@ -82,3 +82,60 @@ def test_score_predictions():
     assert n == 3 and rho == pytest.approx(0.5)
     with pytest.raises(UserError, match="labels as '\\?'"):
         score_predictions(preds, labels.assign(label=np.nan))
+
+
+def _per_c_reference(x_train, y_train, x_devel, y_devel, cfg):
+    """select_c as the paper's code does it: a fresh scaler + liblinear LinearSVR per C, from zero."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.preprocessing import MinMaxScaler
+    from sklearn.svm import LinearSVR
+
+    rhos = {}
+    for c in cfg.complexities:
+        scaler = MinMaxScaler().fit(x_train)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            svr = LinearSVR(C=c, random_state=0, max_iter=cfg.max_iter).fit(scaler.transform(x_train), y_train)
+        rhos[c] = spearman(y_devel, postprocess(svr.predict(scaler.transform(x_devel)), cfg))
+    best = max(rhos, key=rhos.get)  # the first of the best on ties, as select_c
+    return best, rhos[best]
+
+
+def _tone_functionals(root, n_per_part):
+    """Real audio features of a tone corpus whose pitch cue is blurred: per mel band, the mean, spread
+    and 10th / 90th percentiles of the clip's dB spectrogram over time."""
+    from auttention.config import SpectrogramConfig
+    from auttention.corpus import load_audio, read_corpus
+    from auttention.spectrogram import mel_spectrogram
+    from tests.conftest import write_tone_corpus
+
+    cfg = SpectrogramConfig(n_fft=512, hop_length=256, n_mels=24)
+    corpus = read_corpus(write_tone_corpus(root, n_per_part=n_per_part, seconds=0.3, pitch_noise=60.0))
+    corpus = corpus[corpus["partition"] != "test"]
+    spectrograms = [mel_spectrogram(load_audio(p, cfg.sample_rate), cfg) for p in corpus["path"]]
+    x = np.stack([np.r_[s.mean(0), s.std(0), np.percentile(s, [10, 90], axis=0).ravel()] for s in spectrograms])
+    y, part = corpus["label"].to_numpy(float), corpus["partition"].to_numpy()
+    return x[part == "train"], y[part == "train"], x[part == "devel"], y[part == "devel"]
+
+
+def _latent_features(n, d, seed=0):
+    """Features as an autoencoder's: tanh of a few correlated factors, one of them the label's, n >> d."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(1, 10, size=2 * n).astype(float)
+    factors = np.c_[(y - 5) / 3 + rng.normal(0, 1.2, 2 * n), rng.normal(size=(2 * n, 5))]
+    x = np.tanh(factors @ rng.normal(size=(6, d)) / 2 + rng.normal(0, 0.3, (2 * n, d))).astype(np.float32)
+    return x[:n], y[:n], x[n:], y[n:]
+
+
+@pytest.mark.parametrize("data", ["tones", "latent"])
+def test_select_c_same_choice_as_per_c_liblinear(tmp_path, data):
+    # tones: 40 clips x 96 spectrogram functionals (fewer clips than features); latent: 400 x 32 (n >> d)
+    sets = _tone_functionals(tmp_path / "corpus", 40) if data == "tones" else _latent_features(400, 32)
+    cfg = ScoringConfig()
+    c, rho = _per_c_reference(*sets, cfg)
+    chosen = select_c(*sets, cfg)
+    assert chosen.c == c
+    assert chosen.rho == pytest.approx(rho, abs=0.01)
+    assert rho > 0.2  # the features carry the label: the comparison is not between two zeros
