@@ -34,7 +34,7 @@ setup(
     ],
     extras_require={
         "gpu": ["tensorflow[and-cuda]>=2.16,<3"],
-        "test": ["pytest>=7.4,<10", "pytest-timeout>=2.2,<3"],
+        "test": ["pytest>=7.4,<10", "pytest-timeout>=2.2,<3", "moto[server]>=5,<6"],
     },
     entry_points={"console_scripts": ["auttention-search=search.cli:main"]},
     classifiers=["License :: OSI Approved :: GNU General Public License v3 or later (GPLv3+)"],
