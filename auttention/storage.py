@@ -66,7 +66,9 @@ class Location:
 
     @property
     def remote(self) -> bool:
-        return is_remote(self.uri)
+        import pyarrow.fs as pafs
+
+        return not isinstance(self.fs, pafs.LocalFileSystem)
 
     @property
     def bucket(self) -> str | None:
@@ -186,6 +188,15 @@ class Location:
             target.parent.mkdir(parents=True, exist_ok=True)
             pafs.copy_files(f"{self.path.rstrip('/')}/{name}", str(target), source_filesystem=self.fs,
                             destination_filesystem=local)
+
+
+def of_filesystem(fs, path: str) -> Location:
+    """The Location of `path` in the pyarrow filesystem `fs` (e.g. a Tune trial's storage)."""
+    import pyarrow.fs as pafs
+
+    if fs is None or isinstance(fs, pafs.LocalFileSystem):
+        return location(path)
+    return Location(f"{fs.type_name}://{path}".replace("gcs://", "gs://"), path, fs)
 
 
 def location(uri: str | os.PathLike, flag: str = "path") -> Location:

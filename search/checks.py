@@ -50,26 +50,51 @@ def _sees(path: str) -> bool:
     return Path(path).is_file()
 
 
-def check_shared_runs(run_dir: Path) -> None:
-    """On a multi-node cluster, fail fast unless every node sees the run folder: trials write their
-    checkpoints there, and a node that does not share it would fail every trial it runs."""
+def _reaches(uri: str) -> str:
+    """'' if this node can write under the object-storage `uri`, else the one line saying why not."""
+    from auttention import storage
+
+    try:
+        storage.check(storage.location(uri, "--runs"), "--runs")
+    except UserError as exc:
+        return str(exc)
+    return ""
+
+
+def check_shared_runs(run) -> None:
+    """On a multi-node cluster, fail fast unless every node can write the run folder: trials write their
+    checkpoints there, and a node that cannot would fail every trial it runs. run: a RunFolder; on object
+    storage, every node must reach the bucket with its credentials; a local folder must be one that
+    every node mounts."""
     import ray  # here, not at the top: Ray takes seconds to import, and only a running search needs it
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     nodes = [n for n in ray.nodes() if n.get("Alive") and n["Resources"].get("CPU", 0) > 0]
     if len(nodes) < 2:
         return
+
+    def on_every_node(fn, arg):
+        task = ray.remote(num_cpus=0)(fn)
+        return ray.get([task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+                        .remote(arg) for n in nodes], timeout=120)
+
+    if run.remote:
+        problems = on_every_node(_reaches, run.location.uri)
+        bad = [(n["NodeManagerAddress"], p) for n, p in zip(nodes, problems) if p]
+        if bad:
+            raise UserError(f"node {bad[0][0]}: {bad[0][1]} (give every node the storage credentials and "
+                            f"endpoint: AWS_* variables or an instance role)")
+        return
+    run_dir = run.local
     run_dir.mkdir(parents=True, exist_ok=True)
     marker = (run_dir / ".shared-check").resolve()
     marker.write_text("every node must see this file\n")
     try:
-        probe = ray.remote(num_cpus=0)(_sees)
-        seen = ray.get([probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
-                        .remote(str(marker)) for n in nodes], timeout=120)
+        seen = on_every_node(_sees, str(marker))
     finally:
         marker.unlink(missing_ok=True)
     blind = [n["NodeManagerAddress"] for n, ok in zip(nodes, seen) if not ok]
     if blind:
         raise UserError(f"--runs {run_dir.parent}: not visible from node(s) {', '.join(blind)}; trials save "
                         f"checkpoints there, so put --runs on storage every node mounts (NFS, EFS, a shared "
-                        f"volume)")
+                        f"volume) or on object storage (s3://bucket/runs)")

@@ -301,9 +301,11 @@ def search_options(func: Callable) -> Callable:
         click.option("--data", type=click.Path(), help="corpus folder or manifest CSV (default: the built-in demo corpus)"),
         click.option("--name", help="experiment name (default: experiment.name of the space)"),
         click.option("--runs", default="runs", show_default=True, type=click.Path(file_okay=False),
-                     help="folder of run folders (on a cluster: storage every node mounts)"),
+                     help="folder of run folders: a local path (on a cluster: storage every node mounts) or "
+                          "s3://bucket/prefix, gs://bucket/prefix"),
         click.option("--cache", type=click.Path(file_okay=False),
-                     help="spectrogram/demo cache (default ~/.cache/auttention-search where the driver runs)"),
+                     help="spectrogram cache: a local path (default ~/.cache/auttention-search where the driver "
+                          "runs) or s3://bucket/prefix, gs://bucket/prefix"),
         click.option("--num-samples", type=int, help="number of trials (overrides experiment.num_samples)"),
         click.option("--time-budget", help="stop starting trials after this long, e.g. 6h (overrides experiment.time_budget)"),
         click.option("--resume", is_flag=True, help="continue an interrupted search of this name"),
@@ -406,10 +408,18 @@ def stop(job: str, address: str | None) -> None:
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @user_errors
 def report(run_dir: str) -> None:
-    """(Re)write RUN_DIR/report/index.html: the search at a glance."""
+    """(Re)write RUN_DIR/report/index.html: the search at a glance. RUN_DIR: runs/NAME, or a run folder
+    on object storage (s3://bucket/runs/NAME: fetched into a local mirror, the report written back)."""
     from search.report import write_report
+    from search.runfolder import run_folder_of
 
-    click.echo(f"report: {write_report(run_dir)}")
+    run = run_folder_of(run_dir)
+    if run.remote:
+        run.check()
+        run.pull()
+    page = write_report(run.local)
+    run.push("report")
+    click.echo(f"report: {run.remote_path(page)}")
 
 
 if __name__ == "__main__":

@@ -29,9 +29,10 @@ def trial_status(result) -> str:
     return "stopped"
 
 
-def trials_table(results, metric: str, confirmed: list | None = None) -> pd.DataFrame:
+def trials_table(results, metric: str, confirmed: list | None = None, folder_of=None) -> pd.DataFrame:
     """One row per trial: id, status, selection score, best metric, epochs, wall time, node(s), error, the
-    confirmation over further seeds (for the confirmed trials), configuration. Sorted by selection score."""
+    confirmation over further seeds (for the confirmed trials), configuration. Sorted by selection score.
+    folder_of(result): the local folder holding the trial's progress.csv (default: result.path)."""
     confirmation = {c.trial_id: c for c in confirmed or []}
     from .rundata import read_progress
 
@@ -41,7 +42,8 @@ def trials_table(results, metric: str, confirmed: list | None = None) -> pd.Data
         # every epoch from the trial's progress.csv: Tune's own metrics_dataframe comes from result.json,
         # which Tune starts afresh when it restores a trial (after a node loss it would forget the
         # epochs, best score and node from before the restore)
-        history = read_progress(Path(result.path), metric) if result.path else pd.DataFrame()
+        history = read_progress(folder_of(result) if folder_of else Path(result.path), metric) if result.path \
+            else pd.DataFrame()
         if not len(history) and result.metrics_dataframe is not None:
             history = result.metrics_dataframe
         best = history[metric].max() if metric in history else float("nan")

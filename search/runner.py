@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from auttention import spectrogram as spectro
+from auttention import storage
 from auttention.config import build, load_yaml, to_dict
 from auttention.corpus import BadAudioPolicy, read_corpus
 from auttention.democorpus import build_demo_corpus
@@ -25,6 +26,7 @@ from .extract import ensure_spectrograms, skipped_clips
 from .raysession import start_ray
 from .report import write_report
 from .resources import check_resources
+from .runfolder import RunFolder
 from .space import Space, load_space
 from .trial import make_trainable
 
@@ -68,26 +70,31 @@ def run_search(space_path: str, *, data: str | None = None, address: str | None 
     space_path = str(Path(space_path).resolve())  # Ray may change the driver's working directory (jobs)
     space = override(load_space(space_path), name, num_samples, time_budget)
     exp = space.experiment
-    run_dir = Path(runs) / exp.name
-    exp_dir = run_dir / "tune"
-    if resume and not exp_dir.is_dir():
-        raise UserError(f"{run_dir}: no search to resume here; run without --resume to start it")
+    local_cache = default_cache() if cache is None or storage.is_remote(cache) else Path(cache)
+    cache_loc = storage.location(str(cache) if cache else str(local_cache), "--cache")
+    run = RunFolder(runs, exp.name, local_cache)
+    run.check()
+    if resume and not run.has_search():
+        raise UserError(f"{run}: no search to resume here; run without --resume to start it")
+    if not resume and run.has_search():
+        raise UserError(f"{run}: a search of this name exists; pass --resume to continue it, "
+                        f"or choose another --name")
+    run.start(resume)  # object storage: the local mirror (space.yaml, the Optuna study on --resume)
+    run_dir = run.local
     if resume and (run_dir / "space.yaml").is_file():
         # the searcher restored from the run folder samples the recorded space: the trials must too
         recorded = load_space(run_dir / "space.yaml")
         if recorded.fixed != space.fixed or recorded.params != space.params:
             echo(f"search: {space_path} differs from the space this search started with; "
-                 f"resuming with {run_dir / 'space.yaml'}")
+                 f"resuming with {run}/space.yaml")
         space, space_path = recorded, str(run_dir / "space.yaml")
         exp = space.experiment
-    if not resume and exp_dir.exists():
-        raise UserError(f"{run_dir}: a search of this name exists; pass --resume to continue it, "
-                        f"or choose another --name")
     policy = policy or BadAudioPolicy(warn=echo)
-    check_writable(run_dir, "--runs")
-    cache_dir = Path(cache) if cache else default_cache()
-    check_writable(cache_dir, "--cache")
-    corpus = read_corpus(data if data else demo_corpus(cache_dir, 0, echo), warn=echo)
+    if cache_loc.remote:
+        storage.check(cache_loc, "--cache")
+    else:
+        check_writable(local_cache, "--cache")
+    corpus = read_corpus(data if data else demo_corpus(local_cache, 0, echo), warn=echo)
     check_labels(corpus, space)
     n_clips = len(corpus)
     corpus, skipped = policy.screen(corpus)  # headers: fail fast, before Ray starts
@@ -104,42 +111,48 @@ def run_search(space_path: str, *, data: str | None = None, address: str | None 
 
     try:
         check_resources(space)
-        check_shared_runs(run_dir)
+        check_shared_runs(run)
         if dash:
             echo(f"ray: dashboard at http://{dash}")
-        folders = ensure_spectrograms(corpus, space.spectrogram_settings(), cache_dir, echo, policy=policy,
+        folders = ensure_spectrograms(corpus, space.spectrogram_settings(), cache_loc if cache_loc.remote else local_cache, echo, policy=policy,
                                       skipped=skipped)
         skipped = {**skipped, **{k: v for f in folders.values() for k, v in skipped_clips(f).items()}}
         # labels joined by file name here: the cache holds spectrograms, and a relabelled corpus reuses them
         refs = {h: ray.put(spectro.read(folder).with_labels(corpus)) for h, folder in folders.items()}
         trainable = make_trainable(space, refs)
         write_yaml(run_dir / "space.yaml", _space_record(space_path, space))
+        run.push("space.yaml")
         if resume:
-            if not tune.Tuner.can_restore(str(exp_dir.resolve())):
-                raise UserError(f"{exp_dir}: the experiment state cannot be restored; start a new --name")
+            if not run.can_restore():
+                raise UserError(f"{run}/tune: the experiment state cannot be restored; start a new --name")
             echo(f"search: resuming {exp.name}")
-            tuner = tune.Tuner.restore(str(exp_dir.resolve()), trainable=trainable, resume_errored=False)
+            path, filesystem = run.storage()
+            tuner = tune.Tuner.restore(f"{path}/tune", trainable=trainable, resume_errored=False,
+                                       storage_filesystem=filesystem)
         else:
-            tuner = make_tuner(space, trainable, run_dir, echo)
+            tuner = make_tuner(space, trainable, run, echo)
         echo(f"search: {exp.num_samples} trials, {exp.max_concurrent} at a time, "
              f"{space.resources.cpu:g} CPU / {space.resources.gpu:g} GPU each; metric {exp.metric}; "
-             f"run folder {run_dir}")
+             f"run folder {run}")
         t0 = time.perf_counter()
         results = tuner.fit()
         counts = settle_study(run_dir, exp.name)
+        run.push_study(force=True)
         echo("optuna: " + ", ".join(f"{n} {state.lower()}" for state, n in sorted(counts.items())))
+        run.pull()  # a run folder on object storage: the trials' results (not their models) into the mirror
         evaluations = None
         ranked = rank_trials(results, exp.metric, exp.select, space.scheduler.max_epochs)
         confirmed = confirm(ranked, space, refs, echo) if ranked else []
         best = choose(confirmed)
-        table = trials_table(results, exp.metric, confirmed)
+        table = trials_table(results, exp.metric, confirmed, folder_of=run.trial_folder)
         write_csv(run_dir / "trials.csv", table)
         if best:
             cfg = space.trial_config(best.result.config)
             task = ray.remote(evaluate_checkpoint).options(num_cpus=space.resources.cpu, num_gpus=space.resources.gpu)
-            evaluations, frames, epoch = ray.get(task.remote(str(best.checkpoint), refs[cfg.spectrogram.hash()], cfg))
+            evaluations, frames, epoch = ray.get(task.remote(best.checkpoint, refs[cfg.spectrogram.hash()], cfg))
             export_best(run_dir, cfg, epoch, evaluations, frames, best, confirmed, exp)
         report = write_report(run_dir)
+        run.push()
         echo("")
         combined = None
         if best and (run_dir / "best" / "metrics.json").is_file():
@@ -148,10 +161,10 @@ def run_search(space_path: str, *, data: str | None = None, address: str | None 
         if skipped:
             names = ", ".join(sorted(skipped)[:5]) + (", ..." if len(skipped) > 5 else "")
             echo(f"skipped {len(skipped)} of {n_clips} clips with bad audio (--on-bad-audio skip): {names}")
-        echo(f"\nsearch: {time.perf_counter() - t0:.0f} s; trials.csv and best/ in {run_dir}")
-        echo(f"report: {report}")
+        echo(f"\nsearch: {time.perf_counter() - t0:.0f} s; trials.csv and best/ in {run}")
+        echo(f"report: {run.remote_path(report)}")
         if not best:
-            raise UserError(f"no trial finished an epoch; see the errors in {run_dir / 'trials.csv'}")
+            raise UserError(f"no trial finished an epoch; see the errors in {run}/trials.csv")
     finally:
         if started_here:
             ray.shutdown()

@@ -29,7 +29,7 @@ class Candidate:
 
     trial_id: str
     result: Any
-    checkpoint: Path
+    checkpoint: str  # the selected checkpoint's folder: a local path, or a URI on object storage
     epoch: int
     score: float  # the trial's own selection score
     seeds: list[dict] = dataclasses.field(default_factory=list)  # {seed, devel_rho, test_rho, epochs}
@@ -50,14 +50,18 @@ class Candidate:
 
 def rank_trials(results, metric: str, select: str, max_epochs: int | None = None) -> list[Candidate]:
     """Every trial with a scored checkpoint, best selection score first; only those that trained all
-    max_epochs when there are any (a trial ASHA stopped early is not exported as if it were finished)."""
+    max_epochs when there are any (a trial ASHA stopped early is not exported as if it were finished).
+    Reads each trial where Tune stored it (local disk or object storage)."""
+    from auttention import storage
+
     ranked = []
     for result in results:
-        found = selected_checkpoint(result.path, metric, select) if result.path else None
+        folder = storage.of_filesystem(getattr(result, "filesystem", None), result.path) if result.path else None
+        found = selected_checkpoint(folder, metric, select) if folder else None
         if found:
-            folder, metrics, score = found
+            checkpoint, metrics, score = found
             trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name.removeprefix("trial_")
-            ranked.append(Candidate(str(trial_id), result, folder, int(metrics.get("epoch", 0)), score))
+            ranked.append(Candidate(str(trial_id), result, str(checkpoint), int(metrics.get("epoch", 0)), score))
     finished = [c for c in ranked if max_epochs and c.result.metrics and
                 c.result.metrics.get("epoch", 0) >= max_epochs]
     return sorted(finished or ranked, key=lambda c: c.score, reverse=True)
@@ -70,7 +74,10 @@ def evaluate_checkpoint(checkpoint: str, spec, cfg):
     import_tensorflow_quietly()
     from auttention.pipeline import AutoencoderPair
 
-    pair = AutoencoderPair.load(checkpoint, cfg, spec)
+    from .runfolder import local_checkpoint
+
+    with local_checkpoint(checkpoint) as folder:  # a checkpoint on object storage: fetched to this node
+        pair = AutoencoderPair.load(folder, cfg, spec)
     frames, evaluations = pair.evaluate()
     return evaluations, frames, pair.epoch
 
@@ -113,7 +120,7 @@ def confirm(ranked: list[Candidate], space, refs: dict, echo: Callable[[str], No
     for cand in top:
         cfg = space.trial_config(cand.result.config)
         spec = refs[cfg.spectrogram.hash()]
-        jobs.append((cand, None, own.remote(str(cand.checkpoint), spec, cfg)))
+        jobs.append((cand, None, own.remote(cand.checkpoint, spec, cfg)))
         base = cfg.training.seed
         for i in range(1, (exp.confirm_seeds if exp.confirm_top else 0) + 1):
             jobs.append((cand, base + i, task.remote(cfg, spec, base + i, exp, space.scheduler.max_epochs)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import posixpath
 from pathlib import Path
 from typing import Any
 
@@ -151,20 +152,36 @@ class ProgressLog(tune.Callback):
         self.echo(f"  {trial.trial_id} failed: {error_line(trial)}")
 
 
-def checkpoint_metrics(trial_dir: str | Path) -> list[tuple[Path, dict]]:
-    """(checkpoint folder, its metrics) of every checkpoint of a trial, in epoch order."""
+def _folder(trial_dir):
+    from auttention import storage
+
+    return trial_dir if isinstance(trial_dir, storage.Location) else storage.location(str(trial_dir))
+
+
+def checkpoint_metrics(trial_dir) -> list[tuple[Path | str, dict]]:
+    """(checkpoint folder, its metrics) of every checkpoint of a trial, in epoch order. trial_dir: a local
+    path or a storage.Location (a trial on object storage: the folders are then URIs)."""
     import json
 
+    import pyarrow.fs as pafs
+
+    folder = _folder(trial_dir)
+    selector = pafs.FileSelector(folder.path, allow_not_found=True)
+    names = sorted(posixpath.basename(i.path) for i in folder.fs.get_file_info(selector)
+                   if i.type == pafs.FileType.Directory or (folder.remote and i.type != pafs.FileType.File))
     out = []
-    for folder in sorted(Path(trial_dir).glob("checkpoint_*")):
+    for name in names:
+        if not name.startswith("checkpoint_"):
+            continue
         try:
-            out.append((folder, json.loads((folder / "metrics.json").read_text())))
+            metrics = json.loads((folder / name / "metrics.json").read_text())
         except (OSError, ValueError):
             continue  # a checkpoint being written or damaged: never the best
+        out.append(((folder / name).uri if folder.remote else Path(folder.path) / name, metrics))
     return out
 
 
-def selected_checkpoint(trial_dir: str | Path, metric: str, select: str) -> tuple[Path, dict, float] | None:
+def selected_checkpoint(trial_dir, metric: str, select: str) -> tuple[Path | str, dict, float] | None:
     """(checkpoint folder, its metrics, the trial's selection score) of the checkpoint a trial is chosen and
     exported by: under select: best, its best epoch (the earliest on ties); otherwise its last epoch, scored
     by the selection statistic it reported there. None when no checkpoint has a finite score."""
@@ -182,20 +199,39 @@ def selected_checkpoint(trial_dir: str | Path, metric: str, select: str) -> tupl
 
 
 class PruneCheckpoints(tune.Callback):
-    """When a trial has ended, keep only its selected checkpoint (what the export needs)."""
+    """When a trial has ended, keep only its selected checkpoint (what the export needs), on local disk
+    or object storage alike."""
 
     def __init__(self, metric: str, select: str) -> None:
         self.metric, self.select = metric, select
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
-        import shutil
+        from auttention import storage
 
-        if not trial.path or not Path(trial.path).is_dir():
-            return  # storage on a remote filesystem: leave it to its own lifecycle rules
-        best = selected_checkpoint(trial.path, self.metric, self.select)
-        for folder, _ in checkpoint_metrics(trial.path):
-            if best is None or folder != best[0]:
-                shutil.rmtree(folder, ignore_errors=True)
+        if not trial.path:
+            return
+        folder = storage.of_filesystem(trial.storage.storage_filesystem, trial.storage.trial_fs_path)
+        best = selected_checkpoint(folder, self.metric, self.select)
+        for checkpoint, _ in checkpoint_metrics(folder):
+            if best is None or checkpoint != best[0]:
+                try:
+                    (folder / posixpath.basename(str(checkpoint))).delete()
+                except OSError as exc:
+                    logger.warning("could not remove checkpoint %s: %s", checkpoint, exc)
+
+
+class SyncStudy(tune.Callback):
+    """A run folder on object storage: the Optuna study (a SQLite file on the driver) copied there as the
+    search goes, and once more at the end."""
+
+    def __init__(self, run) -> None:
+        self.run = run
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        self.run.push_study()
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self.run.push_study(force=True)
 
 
 def error_line(trial) -> str:
@@ -213,24 +249,31 @@ def trial_name(trial) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def make_tuner(space, trainable, run_dir: Path, echo=print):
-    """A Tuner for the space: searcher, scheduler, budget, checkpoints, retries, all under run_dir/tune."""
+def make_tuner(space, trainable, run, echo=print):
+    """A Tuner for the space: searcher, scheduler, budget, checkpoints, retries, all under the run folder's
+    tune/ (run: a search.runfolder.RunFolder, local or on object storage)."""
     exp = space.experiment
-    tune_config = tune.TuneConfig(search_alg=make_searcher(space, run_dir), scheduler=make_scheduler(space),
+    tune_config = tune.TuneConfig(search_alg=make_searcher(space, run.local), scheduler=make_scheduler(space),
                                   num_samples=exp.num_samples, metric=exp.metric, mode="max",
                                   time_budget_s=exp.time_budget_s, trial_name_creator=trial_name,
                                   trial_dirname_creator=trial_name)
-    return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config(space, run_dir, echo))
+    return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config(space, run, echo))
 
 
-def run_config(space, run_dir: Path, echo=print):
+def run_config(space, run, echo=print):
     """Where Tune keeps the experiment, what it checkpoints, how it retries."""
     exp = space.experiment
+    storage_path, filesystem = run.storage()
+    callbacks = [ProgressLog(exp.metric, echo), PruneCheckpoints(exp.metric, exp.select)]
+    if run.remote:
+        callbacks.append(SyncStudy(run))
     return tune.RunConfig(
-        name="tune", storage_path=str(run_dir.resolve()), verbose=0,
+        name="tune", storage_path=storage_path, storage_filesystem=filesystem, verbose=0,
+        # the trials' own files (TensorBoard logs, the record of a final error) go to the run folder too
+        sync_config=tune.SyncConfig(sync_artifacts=True),
         # Tune keeps every checkpoint while a trial runs (its own pruning can delete the checkpoint an
         # older experiment snapshot points to, and then --resume fails); PruneCheckpoints thins a
         # trial's checkpoints to its best one once the trial has ended.
         checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
         failure_config=tune.FailureConfig(max_failures=exp.max_failures),
-        callbacks=[ProgressLog(exp.metric, echo), PruneCheckpoints(exp.metric, exp.select)])
+        callbacks=callbacks)

@@ -1,0 +1,178 @@
+"""Runs and caches on object storage, against a real S3 API on 127.0.0.1 (moto's server, with
+authentication on): a tiny search with --runs and --cache in a bucket, interrupted and resumed, its
+report rewritten from the bucket; and the one line a missing bucket, refused credentials or an
+unreachable endpoint give before any work."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.timeout(900)
+
+BUCKET = "auttention-test"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """A moto S3 server on 127.0.0.1 with authentication on, one bucket, and a user allowed everything:
+    {AWS_* variables of that user}."""
+    import boto3
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path_factory.mktemp("moto") / "server.log"
+    # the first 4 requests (creating the user, its policy and key, the bucket) go unauthenticated; then
+    # every request must be signed with a key the server issued
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "4"}
+    with open(log, "w") as out:
+        server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                  env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        while True:  # bounded by the module's timeout; the server answers once it listens
+            if server.poll() is not None:
+                pytest.fail(f"moto server exited: {log.read_text()[-2000:]}")
+            try:
+                urllib.request.urlopen(f"{url}/moto-api/", timeout=5)
+                break
+            except OSError:
+                time.sleep(0.1)
+        iam = boto3.client("iam", endpoint_url=url, region_name="us-east-1", aws_access_key_id="setup",
+                           aws_secret_access_key="setup")
+        iam.create_user(UserName="searcher")
+        iam.put_user_policy(UserName="searcher", PolicyName="all", PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+        key = iam.create_access_key(UserName="searcher")["AccessKey"]
+        creds = {"AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+                 "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"], "AWS_REGION": "us-east-1"}
+        client = boto3.client("s3", endpoint_url=url, region_name="us-east-1",
+                              aws_access_key_id=creds["AWS_ACCESS_KEY_ID"],
+                              aws_secret_access_key=creds["AWS_SECRET_ACCESS_KEY"])
+        client.create_bucket(Bucket=BUCKET)
+        yield creds
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _keys(creds: dict, prefix: str) -> list[str]:
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=creds["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                          aws_access_key_id=creds["AWS_ACCESS_KEY_ID"],
+                          aws_secret_access_key=creds["AWS_SECRET_ACCESS_KEY"])
+    keys = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix):
+        keys += [o["Key"] for o in page.get("Contents", [])]
+    return keys
+
+
+def _cli(*args: str, env: dict, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "search.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=timeout)
+
+
+def test_search_runs_and_caches_in_a_bucket_and_resumes(s3, tiny, tmp_path):
+    root, corpus, space = tiny
+    env = {**os.environ, **s3, "AUTTENTION_CACHE": str(tmp_path / "local-cache")}
+    runs, cache = f"s3://{BUCKET}/runs", f"s3://{BUCKET}/cache"
+    cmd = [sys.executable, "-m", "search.cli", "run", str(space), "--data", str(corpus), "--runs", runs,
+           "--cache", cache, "--name", "bucketed", "--no-dashboard"]
+    # interrupt the driver once a trial has completed: the experiment so far is in the bucket only
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True)
+    seen = []
+    try:
+        for line in proc.stdout:
+            seen.append(line)
+            if "completed after" in line:
+                break
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert any("completed after" in line for line in seen), "".join(seen[-30:])
+    assert not _keys(s3, "runs/bucketed/trials.csv")
+    assert any(k.startswith("runs/bucketed/tune/") for k in _keys(s3, "runs/bucketed/"))
+
+    out = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "resuming" in out.stdout
+    keys = _keys(s3, "")
+    for key in ("runs/bucketed/trials.csv", "runs/bucketed/best/predictions.test.csv",
+                "runs/bucketed/best/config.yaml", "runs/bucketed/best/metrics.json", "runs/bucketed/optuna.db",
+                "runs/bucketed/space.yaml", "runs/bucketed/report/index.html"):
+        assert key in keys, f"{key} not in the bucket: {sorted(keys)[:40]}"
+    parts = [k for k in keys if k.startswith("cache/spectrograms/") and k.endswith(".parquet")]
+    markers = [k for k in keys if k.startswith("cache/spectrograms/") and k.endswith("/settings.json")]
+    assert parts and len(markers) == len({k.rsplit("/", 1)[0] for k in markers}) >= 1
+    # every trial's checkpoints went to the bucket (one kept per ended trial), none to a local run folder
+    checkpoints = {k.split("/")[3] for k in keys if k.startswith("runs/bucketed/tune/trial_") and "/checkpoint_" in k}
+    assert len(checkpoints) == 4
+    assert not (Path("runs") / "bucketed").exists()
+
+    import pandas as pd
+
+    trials = pd.read_csv(tmp_path / "local-cache" / "runs" / next(iter(os.listdir(tmp_path / "local-cache" / "runs")))
+                         / "bucketed" / "trials.csv")
+    assert len(trials) == 4 and trials["trial_id"].is_unique
+
+    # the report, rewritten from the bucket alone (a fresh mirror)
+    env2 = {**env, "AUTTENTION_CACHE": str(tmp_path / "other-machine")}
+    before = _keys(s3, "runs/bucketed/report/index.html")
+    rep = _cli("report", f"{runs}/bucketed", env=env2)
+    assert rep.returncode == 0, rep.stdout + rep.stderr
+    assert f"{runs}/bucketed/report/index.html" in rep.stdout
+    assert before and _keys(s3, "runs/bucketed/report/index.html")
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("bucket", "bucket no-such-bucket does not exist"),
+    ("credentials", "refused the credentials"),
+    ("endpoint", "cannot reach http://127.0.0.1:"),
+])
+def test_storage_problems_are_one_line_before_any_work(s3, tiny, tmp_path, case, expected):
+    root, corpus, space = tiny
+    env = {**os.environ, **s3, "AUTTENTION_CACHE": str(tmp_path / "local-cache")}
+    runs = f"s3://{BUCKET}/runs"
+    if case == "bucket":
+        runs = "s3://no-such-bucket/runs"
+    elif case == "credentials":
+        env["AWS_SECRET_ACCESS_KEY"] = "not-the-secret"
+    else:
+        env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{_free_port()}"
+    out = _cli("run", str(space), "--data", str(corpus), "--runs", runs, "--name", f"bad-{case}",
+               "--no-dashboard", env=env, timeout=120)
+    assert out.returncode == 2, out.stdout + out.stderr
+    lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: --runs ") and expected in lines[0], out.stderr
+    assert "Traceback" not in out.stdout + out.stderr
+    assert "ray" not in out.stdout.lower()  # nothing started
+    assert not (tmp_path / "local-cache" / "spectrograms").exists()
+
+    cache_out = _cli("run", str(space), "--data", str(corpus), "--runs", str(tmp_path / "runs"), "--cache",
+                     runs.replace("/runs", "/cache"), "--name", f"bad-cache-{case}", "--no-dashboard", env=env,
+                     timeout=120)
+    assert cache_out.returncode == 2 and cache_out.stderr.startswith("error: --cache "), cache_out.stderr
+    assert len(cache_out.stderr.strip().splitlines()) == 1 and expected in cache_out.stderr
+
+
+def test_unknown_storage_scheme_is_one_line(tiny, tmp_path):
+    root, corpus, space = tiny
+    out = _cli("run", str(space), "--data", str(corpus), "--runs", "ftp://host/runs", "--no-dashboard",
+               env={**os.environ, "AUTTENTION_CACHE": str(tmp_path)}, timeout=120)
+    assert out.returncode == 2 and "unsupported storage scheme ftp://" in out.stderr, out.stderr
