@@ -23,6 +23,7 @@ from typing import Callable, Iterator, Mapping
 import numpy as np
 import pandas as pd
 
+from . import storage
 from .errors import UserError
 
 PARTITIONS = ("train", "devel", "test")
@@ -54,6 +55,8 @@ def read_corpus(data: str | os.PathLike, labels: str | os.PathLike | None = None
     Audio files in a ComParE wav/ folder without a label row are left out with one warning line
     (removing a row is how a clip is excluded); everything else that is wrong is a UserError.
     """
+    if storage.is_remote(str(data)):
+        return _read_remote_corpus(str(data), warn)
     data = Path(data)
     if data.is_file():
         return _read_manifest(data)
@@ -93,15 +96,89 @@ def fingerprint(corpus: pd.DataFrame) -> str:
     spectrograms, and labels are joined by file name where they are used."""
     import hashlib
 
+    remote = _remote_stats([p for p in corpus["path"] if storage.is_remote(p)])
     digest = hashlib.sha256()
     for name, path, part in corpus[["file_name", "path", "partition"]].itertuples(index=False):
-        try:
-            stat = os.stat(path)
-            size, mtime = stat.st_size, stat.st_mtime_ns
-        except OSError:
-            size = mtime = -1  # unreadable: the audio check names it
+        if path in remote:
+            size, mtime = remote[path]
+        else:
+            try:
+                stat = os.stat(path)
+                size, mtime = stat.st_size, stat.st_mtime_ns
+            except OSError:
+                size = mtime = -1  # unreadable: the audio check names it
         digest.update(f"{name}\0{part}\0{size}\0{mtime}\n".encode())
     return digest.hexdigest()[:16]
+
+
+def _remote_stats(uris: list[str]) -> dict[str, tuple[int, int]]:
+    """{uri: (size, mtime in ns)} of audio files on object storage, one listing per folder."""
+    import pyarrow.fs as pafs
+
+    out: dict[str, tuple[int, int]] = {}
+    for folder in sorted({u.rsplit("/", 1)[0] for u in uris}):
+        loc = storage.location(folder, "--data")
+        for info in loc.fs.get_file_info(pafs.FileSelector(loc.path, allow_not_found=True)):
+            if info.type == pafs.FileType.File:
+                mtime = int(info.mtime_ns) if info.mtime_ns is not None else -1
+                out[f"{folder}/{info.base_name}"] = (int(info.size), mtime)
+    return out
+
+
+def _read_remote_corpus(data: str, warn: Callable[[str], None]) -> pd.DataFrame:
+    """read_corpus for object storage: a ComParE prefix (wav/, lab/labels.csv) or a manifest CSV object.
+    The clips' paths are URIs; the workers that decode them read them from the bucket."""
+    import io
+
+    loc = storage.location(data, "--data")
+    storage.check(loc, "--data", write=False)
+    if loc.is_file():
+        table = _read_csv(io.BytesIO(loc.read_bytes()), ("file", "label", "partition"), source=data)
+        root = data.rsplit("/", 1)[0]
+        present = set((storage.location(root, "--data")).files())
+        rows = []
+        for line, (name, label, part) in enumerate(zip(table["file"], table["label"], table["partition"]), start=2):
+            if part not in PARTITIONS:
+                raise UserError(f"{data}, line {line}: partition {part!r} must be one of {', '.join(PARTITIONS)}")
+            rows.append((name, _safe_uri(root, name, present, data, line), part, _parse_label(label, data, line), line))
+        return _finish(rows, data)
+    labels, wav = loc / "lab" / "labels.csv", loc / "wav"
+    if not labels.is_file():
+        raise UserError(f"{labels}: label file not found; a ComParE corpus has lab/labels.csv "
+                        f"(file_name,label), or pass a manifest CSV (file,label,partition)")
+    present = set(wav.files())
+    if not present:
+        raise UserError(f"{wav}: audio folder not found; a ComParE corpus keeps its clips in wav/")
+    table = _read_csv(io.BytesIO(labels.read_bytes()), ("file_name", "label"), source=str(labels))
+    rows = []
+    for line, (name, label) in enumerate(zip(table["file_name"], table["label"]), start=2):
+        path = _safe_uri(wav.uri, name, present, str(labels), line)
+        prefix = name.split("_", 1)[0] if "_" in name else ""
+        if prefix not in PARTITIONS:
+            raise UserError(f"{labels}, line {line}: file name {name!r} does not start with train_, devel_ "
+                            f"or test_, so its partition is unknown; rename it or use a manifest CSV "
+                            f"with a partition column")
+        rows.append((name, path, prefix, _parse_label(label, labels, line), line))
+    corpus = _finish(rows, str(labels))
+    unlisted = sorted(present - set(corpus["file_name"]) - {n for n in present if "/" in n or n.startswith(".")})
+    if unlisted:
+        more = f" and {len(unlisted) - 3} more" if len(unlisted) > 3 else ""
+        warn(f"warning: {wav}: {len(unlisted)} file(s) have no row in {labels} and are left out: "
+             f"{', '.join(unlisted[:3])}{more}")
+    return corpus
+
+
+def _safe_uri(root: str, name: str, present: set[str], source: str, line: int) -> str:
+    """The clip's URI under root (an object-storage prefix); refuses names that escape it."""
+    if not name:
+        raise UserError(f"{source}, line {line}: empty file name")
+    parts = name.replace("\\", "/").split("/")
+    if name.startswith("/") or ".." in parts or "://" in name:
+        raise UserError(f"{source}, line {line}: file name {name!r} points outside the corpus folder; "
+                        f"use a path relative to {root}")
+    if name not in present:
+        raise UserError(f"{source}, line {line}: audio file {root}/{name} not found; add it or remove its row")
+    return f"{root}/{name}"
 
 
 def check_label_range(frame: pd.DataFrame, label_min: float, label_max: float) -> None:
@@ -141,11 +218,13 @@ def _read_manifest(manifest: Path) -> pd.DataFrame:
     return _finish(rows, manifest)
 
 
-def _read_csv(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
+def _read_csv(path, columns: tuple[str, ...], source: str | None = None) -> pd.DataFrame:
+    """A CSV (a path, or a buffer named `source`) with `columns`, every cell a stripped string."""
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise UserError(f"{path}: cannot read it as CSV ({str(exc).splitlines()[0]})") from None
+        raise UserError(f"{source or path}: cannot read it as CSV ({str(exc).splitlines()[0]})") from None
+    path = source or path
     table.columns = [c.strip() for c in table.columns]
     missing = [c for c in columns if c not in table.columns]
     if missing:
@@ -412,6 +491,11 @@ def _soundfile(path: str | os.PathLike, what: str):
     import soundfile as sf
 
     try:
+        if storage.is_remote(str(path)):  # a clip on object storage: read through pyarrow, ranged reads
+            loc = storage.location(str(path), "--data")
+            if loc.fs.get_file_info(loc.path).size == 0:
+                raise BadAudio(path, "the file is empty (0 bytes)")
+            return getattr(sf, what)(loc.fs.open_input_file(loc.path))
         if os.path.getsize(path) == 0:
             raise BadAudio(path, "the file is empty (0 bytes)")
         return getattr(sf, what)(str(path))
@@ -447,7 +531,8 @@ def _decode_reason(exc: BaseException, path: str | os.PathLike) -> str:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     text = re.sub(r"^Error opening '.*?': ", "", text).rstrip(".")  # the path is named once, up front
     text = re.sub(r"^Error : ", "", text)
-    if isinstance(exc, FileNotFoundError) or not os.path.exists(path):
+    gone = (not storage.location(str(path)).is_file()) if storage.is_remote(str(path)) else not os.path.exists(path)
+    if isinstance(exc, FileNotFoundError) or gone:
         return "the file is gone (it was listed, then removed or renamed)"
     if "Format not recognised" in text or "not a regular file" in text:
         # libsndfile says 'not a regular file' of a regular file whose stream it cannot parse (e.g. bad MP3)

@@ -223,19 +223,27 @@ def location(uri: str | os.PathLike, flag: str = "path") -> Location:
     return Location(f"{scheme}://{rest}", rest, fs)
 
 
-def check(loc: Location, flag: str) -> None:
-    """Write and delete one small object under `loc`: a missing bucket, refused credentials or an
-    unreachable endpoint become one UserError line naming `flag`. Local paths: nothing (callers check
-    local folders themselves)."""
+def check(loc: Location, flag: str, write: bool = True) -> None:
+    """Write and delete one small object under `loc` (write=False: list it): a missing bucket, refused
+    credentials or an unreachable endpoint become one UserError line naming `flag`. Local paths:
+    nothing (callers check local folders themselves)."""
     if not loc.remote:
         return
+    import pyarrow.fs as pafs
+
     probe = loc / f".auttention-probe-{uuid.uuid4().hex}"
     fs = _s3(attempts=1) if loc.uri.startswith("s3://") else loc.fs
     where = s3_endpoint() or ("AWS S3" if loc.uri.startswith("s3://") else "Google Cloud Storage")
     try:
-        with fs.open_output_stream(probe.path) as f:
-            f.write(b"ok")
-        fs.delete_file(probe.path)
+        if write:
+            with fs.open_output_stream(probe.path) as f:
+                f.write(b"ok")
+            fs.delete_file(probe.path)
+        else:
+            bucket = fs.get_file_info(loc.bucket)
+            if bucket.type == pafs.FileType.NotFound:
+                raise OSError("NoSuchBucket")
+            fs.get_file_info(pafs.FileSelector(loc.path, allow_not_found=True))
     except (OSError, ValueError) as exc:
         raise UserError(f"{flag} {loc.uri}: {_storage_problem(exc, loc, where)}") from None
 

@@ -70,12 +70,23 @@ def s3(tmp_path_factory):
         server.wait(timeout=30)
 
 
-def _keys(creds: dict, prefix: str) -> list[str]:
+def _client(creds: dict):
     import boto3
 
-    client = boto3.client("s3", endpoint_url=creds["AWS_ENDPOINT_URL"], region_name="us-east-1",
-                          aws_access_key_id=creds["AWS_ACCESS_KEY_ID"],
-                          aws_secret_access_key=creds["AWS_SECRET_ACCESS_KEY"])
+    return boto3.client("s3", endpoint_url=creds["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                        aws_access_key_id=creds["AWS_ACCESS_KEY_ID"],
+                        aws_secret_access_key=creds["AWS_SECRET_ACCESS_KEY"])
+
+
+def _upload(creds: dict, folder: Path, prefix: str) -> None:
+    client = _client(creds)
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            client.upload_file(str(path), BUCKET, f"{prefix}/{path.relative_to(folder).as_posix()}")
+
+
+def _keys(creds: dict, prefix: str) -> list[str]:
+    client = _client(creds)
     keys = []
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix):
         keys += [o["Key"] for o in page.get("Contents", [])]
@@ -88,10 +99,13 @@ def _cli(*args: str, env: dict, timeout: float = 600) -> subprocess.CompletedPro
 
 
 def test_search_runs_and_caches_in_a_bucket_and_resumes(s3, tiny, tmp_path):
+    """The corpus, the spectrogram cache and the run folder all in the bucket; nothing but the
+    driver's mirror on local disk."""
     root, corpus, space = tiny
+    _upload(s3, corpus, "corpus")
     env = {**os.environ, **s3, "AUTTENTION_CACHE": str(tmp_path / "local-cache")}
     runs, cache = f"s3://{BUCKET}/runs", f"s3://{BUCKET}/cache"
-    cmd = [sys.executable, "-m", "search.cli", "run", str(space), "--data", str(corpus), "--runs", runs,
+    cmd = [sys.executable, "-m", "search.cli", "run", str(space), "--data", f"s3://{BUCKET}/corpus", "--runs", runs,
            "--cache", cache, "--name", "bucketed", "--no-dashboard"]
     # interrupt the driver once a trial has completed: the experiment so far is in the bucket only
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
@@ -124,6 +138,7 @@ def test_search_runs_and_caches_in_a_bucket_and_resumes(s3, tiny, tmp_path):
     checkpoints = {k.split("/")[3] for k in keys if k.startswith("runs/bucketed/tune/trial_") and "/checkpoint_" in k}
     assert len(checkpoints) == 4
     assert not (Path("runs") / "bucketed").exists()
+    assert "corpus: 30 clips" in out.stdout
 
     import pandas as pd
 
@@ -176,3 +191,30 @@ def test_unknown_storage_scheme_is_one_line(tiny, tmp_path):
     out = _cli("run", str(space), "--data", str(corpus), "--runs", "ftp://host/runs", "--no-dashboard",
                env={**os.environ, "AUTTENTION_CACHE": str(tmp_path)}, timeout=120)
     assert out.returncode == 2 and "unsupported storage scheme ftp://" in out.stderr, out.stderr
+
+
+def test_a_corpus_in_a_bucket_gets_the_same_checks(s3, tmp_path, monkeypatch):
+    """A ComParE prefix in a bucket is read as a folder is: URIs for paths, the same one-line refusals."""
+    from conftest import write_tone_corpus
+
+    from auttention.corpus import fingerprint, read_corpus
+    from auttention.errors import UserError
+
+    for key, value in s3.items():
+        monkeypatch.setenv(key, value)
+    corpus = write_tone_corpus(tmp_path / "c", n_per_part=2)
+    _upload(s3, corpus, "checked")
+    table = read_corpus(f"s3://{BUCKET}/checked")
+    assert len(table) == 6 and all(p.startswith(f"s3://{BUCKET}/checked/wav/") for p in table["path"])
+    assert fingerprint(table) == fingerprint(table) and len(fingerprint(table)) == 16
+    labels = (corpus / "lab" / "labels.csv").read_text()
+    for bad, expected in ((labels + "../escape.wav,3\n", "points outside the corpus folder"),
+                          (labels + "train_9999.wav,3\n", "audio file s3://"),
+                          ("file_name\ntrain_0001.wav\n", "missing column(s) label")):
+        _client(s3).put_object(Bucket=BUCKET, Key="checked/lab/labels.csv", Body=bad.encode())
+        with pytest.raises(UserError, match=expected.replace("(", r"\(").replace(")", r"\)")):
+            read_corpus(f"s3://{BUCKET}/checked")
+    with pytest.raises(UserError, match="label file not found"):
+        read_corpus(f"s3://{BUCKET}/nothing-here")
+    with pytest.raises(UserError, match="bucket no-such-bucket does not exist"):
+        read_corpus("s3://no-such-bucket/corpus")
