@@ -59,6 +59,9 @@ def test_cloud_launcher_yaml_is_valid():
     assert any(x in config["rsync_exclude"] for x in (".git",)) and ".venv" in config["rsync_exclude"]
     start = " ".join(config["head_start_ray_commands"] + config["worker_start_ray_commands"])
     assert start.count("RAY_AUTH_MODE=token") == 2 and "--dashboard-host=127.0.0.1" in start
+    # no shared file system: every node reaches the bucket through its instance profile
+    assert all("IamInstanceProfile" in t["node_config"] for t in types.values())
+    assert not any("mount" in c for c in config["setup_commands"])
 
 
 def test_kuberay_rayjob_manifest():
@@ -76,6 +79,11 @@ def test_kuberay_rayjob_manifest():
             spec["submitterPodTemplate"]["spec"]["containers"]:
         env = {e["name"]: e for e in container["env"]}
         assert env["RAY_AUTH_MODE"]["value"] == "token" and "secretKeyRef" in env["RAY_AUTH_TOKEN"]["valueFrom"]
+        assert any("secretRef" in e for e in container.get("envFrom", [])), "no bucket credentials"
+        assert "volumeMounts" not in container  # corpus, cache and runs are in the bucket
+    args = shlex.split(spec["entrypoint"])
+    for flag in ("--data", "--runs", "--cache"):
+        assert args[args.index(flag) + 1].startswith("s3://"), flag
     dockerfile = (ROOT / "cluster" / "Dockerfile").read_text()
     assert "pip install" in dockerfile and "/opt/auttention-search" in dockerfile
 
