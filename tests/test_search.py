@@ -13,6 +13,7 @@ import optuna
 import pandas as pd
 import pytest
 import yaml
+from conftest import TINY_SPACE
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -157,7 +158,9 @@ def test_existing_name_needs_resume(finished, tiny):
 
 def test_resume_after_interruption(tiny):
     """Interrupt the driver after the first scored epoch; --resume finishes without re-running trials."""
-    root, corpus, space = tiny
+    root, corpus, _ = tiny
+    space = root / "resumed.yaml"  # the tiny space without confirmation seeds (test_outputs checks those)
+    space.write_text(yaml.safe_dump({**TINY_SPACE, "experiment": {**TINY_SPACE["experiment"], "confirm_top": 0}}))
     cmd = [sys.executable, "-m", "search.cli", "run", str(space), "--data", str(corpus), "--runs",
            str(root / "runs"), "--cache", str(root / "cache"), "--name", "resumed", "--no-dashboard"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -203,7 +206,7 @@ def test_diverging_trial_errors_and_the_search_goes_on(tiny):
 
     root, corpus_dir, _ = tiny
     space = copy.deepcopy(TINY_SPACE)
-    space["experiment"].update(name="diverge", num_samples=3)
+    space["experiment"].update(name="diverge", num_samples=3, confirm_top=0)
     space["spectrogram"]["clip_below"] = {"choice": [-80.0, -60.0]}
     space["searcher"] = {"type": "random",
                          "points_to_evaluate": [{"spectrogram": {"clip_below": -80.0}},
