@@ -91,7 +91,8 @@ def run_search(space_path: str, *, data: str | None = None, address: str | None 
         exp = space.experiment
     policy = policy or BadAudioPolicy(warn=echo)
     if cache_loc.remote:
-        storage.check(cache_loc, "--cache")
+        raise UserError(f"--cache {cache_loc}: a spectrogram cache on object storage is not supported yet; "
+                        f"give a local folder (--runs and --data may be in a bucket)")
     else:
         check_writable(local_cache, "--cache")
     corpus = read_corpus(data if data else demo_corpus(local_cache, 0, echo), warn=echo)
@@ -114,7 +115,7 @@ def run_search(space_path: str, *, data: str | None = None, address: str | None 
         check_shared_runs(run)
         if dash:
             echo(f"ray: dashboard at http://{dash}")
-        folders = ensure_spectrograms(corpus, space.spectrogram_settings(), cache_loc if cache_loc.remote else local_cache, echo, policy=policy,
+        folders = ensure_spectrograms(corpus, space.spectrogram_settings(), local_cache, echo, policy=policy,
                                       skipped=skipped)
         skipped = {**skipped, **{k: v for f in folders.values() for k, v in skipped_clips(f).items()}}
         # labels joined by file name here: the cache holds spectrograms, and a relabelled corpus reuses them

@@ -1,4 +1,4 @@
-"""Runs and caches on object storage, against a real S3 API on 127.0.0.1 (moto's server, with
+"""Runs and corpora on object storage, against a real S3 API on 127.0.0.1 (moto's server, with
 authentication on): a tiny search with --runs and --cache in a bucket, interrupted and resumed, its
 report rewritten from the bucket; and the one line a missing bucket, refused credentials or an
 unreachable endpoint give before any work."""
@@ -110,7 +110,7 @@ def test_search_runs_and_caches_in_a_bucket_and_resumes(s3, tiny, tmp_path):
                                                                    "confirm_top": 0}}))
     _upload(s3, corpus, "corpus")
     env = {**os.environ, **s3, "AUTTENTION_CACHE": str(tmp_path / "local-cache")}
-    runs, cache = f"s3://{BUCKET}/runs", f"s3://{BUCKET}/cache"
+    runs, cache = f"s3://{BUCKET}/runs", str(tmp_path / "cache")
     cmd = [sys.executable, "-m", "search.cli", "run", str(space), "--data", f"s3://{BUCKET}/corpus", "--runs", runs,
            "--cache", cache, "--name", "bucketed", "--no-dashboard"]
     # interrupt the driver once a trial has completed: the experiment so far is in the bucket only
@@ -137,9 +137,6 @@ def test_search_runs_and_caches_in_a_bucket_and_resumes(s3, tiny, tmp_path):
                 "runs/bucketed/best/config.yaml", "runs/bucketed/best/metrics.json", "runs/bucketed/optuna.db",
                 "runs/bucketed/space.yaml", "runs/bucketed/report/index.html"):
         assert key in keys, f"{key} not in the bucket: {sorted(keys)[:40]}"
-    parts = [k for k in keys if k.startswith("cache/spectrograms/") and k.endswith(".parquet")]
-    markers = [k for k in keys if k.startswith("cache/spectrograms/") and k.endswith("/settings.json")]
-    assert parts and len(markers) == len({k.rsplit("/", 1)[0] for k in markers}) >= 1
     # every trial's checkpoints went to the bucket (one kept per ended trial), none to a local run folder
     checkpoints = {k.split("/")[3] for k in keys if k.startswith("runs/bucketed/tune/trial_") and "/checkpoint_" in k}
     assert len(checkpoints) == 3
@@ -148,8 +145,10 @@ def test_search_runs_and_caches_in_a_bucket_and_resumes(s3, tiny, tmp_path):
 
     import pandas as pd
 
-    trials = pd.read_csv(tmp_path / "local-cache" / "runs" / next(iter(os.listdir(tmp_path / "local-cache" / "runs")))
-                         / "bucketed" / "trials.csv")
+    import io
+
+    body = _client(s3).get_object(Bucket=BUCKET, Key="runs/bucketed/trials.csv")["Body"].read()
+    trials = pd.read_csv(io.BytesIO(body))
     assert len(trials) == 3 and trials["trial_id"].is_unique
 
     # the report, rewritten from the bucket alone (a fresh mirror)
@@ -185,11 +184,6 @@ def test_storage_problems_are_one_line_before_any_work(s3, tiny, tmp_path, case,
     assert "ray" not in out.stdout.lower()  # nothing started
     assert not (tmp_path / "local-cache" / "spectrograms").exists()
 
-    cache_out = _cli("run", str(space), "--data", str(corpus), "--runs", str(tmp_path / "runs"), "--cache",
-                     runs.replace("/runs", "/cache"), "--name", f"bad-cache-{case}", "--no-dashboard", env=env,
-                     timeout=120)
-    assert cache_out.returncode == 2 and cache_out.stderr.startswith("error: --cache "), cache_out.stderr
-    assert len(cache_out.stderr.strip().splitlines()) == 1 and expected in cache_out.stderr
 
 
 def test_unknown_storage_scheme_is_one_line(tiny, tmp_path):
