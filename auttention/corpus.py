@@ -73,12 +73,7 @@ def read_corpus(data: str | os.PathLike, labels: str | os.PathLike | None = None
     rows = []
     for line, (name, label) in enumerate(zip(table["file_name"], table["label"]), start=2):
         path = _safe_path(wav_dir, name, labels, line)
-        prefix = name.split("_", 1)[0] if "_" in name else ""
-        if prefix not in PARTITIONS:
-            raise UserError(f"{labels}, line {line}: file name {name!r} does not start with train_, devel_ "
-                            f"or test_, so its partition is unknown; rename it or use a manifest CSV "
-                            f"with a partition column")
-        rows.append((name, path, prefix, _parse_label(label, labels, line), line))
+        rows.append((name, path, _partition_of(name, labels, line), _parse_label(label, labels, line), line))
     corpus = _finish(rows, labels)
     listed = set(corpus["file_name"])
     unlisted = sorted(p.name for p in wav_dir.iterdir() if p.name not in listed and not p.name.startswith(".")
@@ -88,6 +83,16 @@ def read_corpus(data: str | os.PathLike, labels: str | os.PathLike | None = None
         warn(f"warning: {wav_dir}: {len(unlisted)} file(s) have no row in {labels} and are left out: "
              f"{', '.join(unlisted[:3])}{more}")
     return corpus
+
+
+def _partition_of(name: str, labels, line: int) -> str:
+    """The partition a ComParE file name starts with (train_, devel_, test_); UserError otherwise."""
+    prefix = name.split("_", 1)[0] if "_" in name else ""
+    if prefix not in PARTITIONS:
+        raise UserError(f"{labels}, line {line}: file name {name!r} does not start with train_, devel_ "
+                        f"or test_, so its partition is unknown; rename it or use a manifest CSV "
+                        f"with a partition column")
+    return prefix
 
 
 def fingerprint(corpus: pd.DataFrame) -> str:
@@ -153,12 +158,7 @@ def _read_remote_corpus(data: str, warn: Callable[[str], None]) -> pd.DataFrame:
     rows = []
     for line, (name, label) in enumerate(zip(table["file_name"], table["label"]), start=2):
         path = _safe_uri(wav.uri, name, present, str(labels), line)
-        prefix = name.split("_", 1)[0] if "_" in name else ""
-        if prefix not in PARTITIONS:
-            raise UserError(f"{labels}, line {line}: file name {name!r} does not start with train_, devel_ "
-                            f"or test_, so its partition is unknown; rename it or use a manifest CSV "
-                            f"with a partition column")
-        rows.append((name, path, prefix, _parse_label(label, labels, line), line))
+        rows.append((name, path, _partition_of(name, labels, line), _parse_label(label, labels, line), line))
     corpus = _finish(rows, str(labels))
     unlisted = sorted(present - set(corpus["file_name"]) - {n for n in present if "/" in n or n.startswith(".")})
     if unlisted:

@@ -412,8 +412,9 @@ def report(run_dir: str) -> None:
     on object storage (s3://bucket/runs/NAME: fetched into a local mirror, the report written back)."""
     from search.report import write_report
     from search.runfolder import run_folder_of
+    from search.runner import default_cache
 
-    run = run_folder_of(run_dir)
+    run = run_folder_of(run_dir, default_cache())
     if run.remote:
         run.check()
         run.pull()

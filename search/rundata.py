@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import sqlite3
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,16 +172,12 @@ def load_study_copy(run_dir: Path, name: str):
     try:
         import optuna
 
+        from .runfolder import copy_sqlite
+
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         with tempfile.TemporaryDirectory(prefix="auttention-report-") as tmp:
             copy = Path(tmp) / "optuna.db"
-            src = sqlite3.connect(f"file:{db.resolve()}?mode=ro", uri=True)
-            dst = sqlite3.connect(copy)
-            try:
-                src.backup(dst)  # a consistent snapshot even while a search writes to it
-            finally:
-                src.close()
-                dst.close()
+            copy_sqlite(db, copy)  # a consistent snapshot even while a search writes to it
             storage = optuna.storages.RDBStorage(f"sqlite:///{copy}", skip_compatibility_check=True)
             try:
                 names = [s.study_name for s in optuna.get_all_study_summaries(storage)]

@@ -40,13 +40,12 @@ def _is_checkpoint_weight(name: str) -> bool:
 class RunFolder:
     """`runs`/`name`: `location` (where it lives), `local` (where the driver reads and writes it)."""
 
-    def __init__(self, runs: str | os.PathLike, name: str, cache: Path | None = None) -> None:
+    def __init__(self, runs: str | os.PathLike, name: str, cache: Path) -> None:
+        """cache: the local cache folder that holds the mirrors of run folders on object storage."""
         self.location = storage.location(str(runs), "--runs") / name
         if self.remote:
-            from .runner import default_cache
-
             key = hashlib.sha256(self.location.uri.encode()).hexdigest()[:16]
-            self.local = Path(cache or default_cache()) / "runs" / key / name
+            self.local = Path(cache) / "runs" / key / name
         else:
             self.local = self.location.local
         self._pushed = 0.0
@@ -150,19 +149,22 @@ class RunFolder:
         return self.local / TUNE / Path(str(result.path)).name if self.remote else Path(result.path)
 
 
-def _snapshot(db: Path) -> bytes:
-    """A consistent copy of a SQLite file that a search may be writing."""
+def copy_sqlite(db: Path, copy: Path) -> None:
+    """A consistent copy of a SQLite file that a search may be writing (the file is only read)."""
     import sqlite3
 
+    src, dst = sqlite3.connect(f"file:{db.resolve()}?mode=ro", uri=True), sqlite3.connect(copy)
+    try:
+        src.backup(dst)
+    finally:
+        src.close()
+        dst.close()
+
+
+def _snapshot(db: Path) -> bytes:
     with tempfile.TemporaryDirectory(prefix="auttention-study-") as tmp:
-        copy = Path(tmp) / STUDY
-        src, dst = sqlite3.connect(f"file:{db.resolve()}?mode=ro", uri=True), sqlite3.connect(copy)
-        try:
-            src.backup(dst)
-        finally:
-            src.close()
-            dst.close()
-        return copy.read_bytes()
+        copy_sqlite(db, Path(tmp) / STUDY)
+        return (Path(tmp) / STUDY).read_bytes()
 
 
 @contextmanager
@@ -180,7 +182,7 @@ def local_checkpoint(checkpoint: str) -> Iterator[str]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def run_folder_of(path: str | os.PathLike, cache: Path | None = None) -> RunFolder:
+def run_folder_of(path: str | os.PathLike, cache: Path) -> RunFolder:
     """The RunFolder of a run folder's path or URI (runs/NAME, s3://bucket/runs/NAME)."""
     text = str(path).rstrip("/")
     parent, _, name = text.rpartition("/") if storage.is_remote(text) else (str(Path(text).parent), "", Path(text).name)

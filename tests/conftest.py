@@ -83,6 +83,34 @@ def finished(tiny):
     return run_dir, lines
 
 
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_until(cmd: list[str], marker: str, env: dict | None = None) -> list[str]:
+    """Start `cmd`, read its output until a line holds `marker`, then kill its whole process group
+    (a driver interrupted hard); the lines seen. The caller's pytest timeout bounds a marker that never comes."""
+    import signal
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True)
+    seen = []
+    try:
+        for line in proc.stdout:
+            seen.append(line)
+            if marker in line:
+                break
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return seen
+
+
 def chromium_path() -> str:
     """Debian's chromium, installed (as root, through apt) when missing."""
     found = shutil.which("chromium")

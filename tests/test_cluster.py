@@ -7,7 +7,6 @@ import http.server
 import json
 import os
 import shlex
-import socket
 import subprocess
 import sys
 import threading
@@ -19,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL = ROOT / "cluster" / "local.sh"
@@ -90,16 +90,10 @@ def test_kuberay_rayjob_manifest():
 
 # --- a real two-node cluster on this machine ---------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """cluster/local.sh up with free ports and its own temp dir; down at the end. Yields its settings."""
-    env = dict(os.environ, RAY_PORT=str(_free_port()), DASHBOARD_PORT=str(_free_port()), WORKERS="1",
+    env = dict(os.environ, RAY_PORT=str(free_port()), DASHBOARD_PORT=str(free_port()), WORKERS="1",
                HEAD_CPUS="1", WORKER_CPUS="1", RAY=str(Path(sys.executable).parent / "ray"),
                RAY_TEMP_DIR=f"/tmp/aut-test-{os.getpid()}")
     env.pop("RAY_ADDRESS", None)

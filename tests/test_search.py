@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +11,7 @@ import optuna
 import pandas as pd
 import pytest
 import yaml
-from conftest import TINY_SPACE
+from conftest import TINY_SPACE, run_until
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -163,16 +161,7 @@ def test_resume_after_interruption(tiny):
     space.write_text(yaml.safe_dump({**TINY_SPACE, "experiment": {**TINY_SPACE["experiment"], "confirm_top": 0}}))
     cmd = [sys.executable, "-m", "search.cli", "run", str(space), "--data", str(corpus), "--runs",
            str(root / "runs"), "--cache", str(root / "cache"), "--name", "resumed", "--no-dashboard"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    seen = []
-    try:  # the module's pytest timeout bounds a search that never scores an epoch
-        for line in proc.stdout:
-            seen.append(line)
-            if "completed after" in line:
-                break
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    seen = run_until(cmd, "completed after")  # the module's pytest timeout bounds a search that never scores
     assert any("completed after" in line for line in seen), "".join(seen[-20:])
     run_dir = root / "runs" / "resumed"
     assert not (run_dir / "trials.csv").exists()

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,16 +14,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import free_port, run_until
 
 pytestmark = pytest.mark.timeout(900)
 
 BUCKET = "auttention-test"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +27,7 @@ def s3(tmp_path_factory):
     {AWS_* variables of that user}."""
     import boto3
 
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp_path_factory.mktemp("moto") / "server.log"
     # the first 4 requests (creating the user, its policy and key, the bucket) go unauthenticated; then
@@ -98,9 +91,9 @@ def _cli(*args: str, env: dict, timeout: float = 600) -> subprocess.CompletedPro
                           env=env, timeout=timeout)
 
 
-def test_search_runs_and_caches_in_a_bucket_and_resumes(s3, tiny, tmp_path):
-    """The corpus, the spectrogram cache and the run folder all in the bucket; nothing but the
-    driver's mirror on local disk."""
+def test_search_with_corpus_and_runs_in_a_bucket_resumes(s3, tiny, tmp_path):
+    """The corpus and the run folder in the bucket; on local disk only the spectrogram cache and the
+    driver's mirror of the run folder."""
     import yaml
     from conftest import TINY_SPACE
 
@@ -114,17 +107,7 @@ def test_search_runs_and_caches_in_a_bucket_and_resumes(s3, tiny, tmp_path):
     cmd = [sys.executable, "-m", "search.cli", "run", str(space), "--data", f"s3://{BUCKET}/corpus", "--runs", runs,
            "--cache", cache, "--name", "bucketed", "--no-dashboard"]
     # interrupt the driver once a trial has completed: the experiment so far is in the bucket only
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                            start_new_session=True)
-    seen = []
-    try:
-        for line in proc.stdout:
-            seen.append(line)
-            if "completed after" in line:
-                break
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    seen = run_until(cmd, "completed after", env)
     assert any("completed after" in line for line in seen), "".join(seen[-30:])
     assert not _keys(s3, "runs/bucketed/trials.csv")
     assert any(k.startswith("runs/bucketed/tune/") for k in _keys(s3, "runs/bucketed/"))
@@ -174,7 +157,7 @@ def test_storage_problems_are_one_line_before_any_work(s3, tiny, tmp_path, case,
     elif case == "credentials":
         env["AWS_SECRET_ACCESS_KEY"] = "not-the-secret"
     else:
-        env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{_free_port()}"
+        env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{free_port()}"
     out = _cli("run", str(space), "--data", str(corpus), "--runs", runs, "--name", f"bad-{case}",
                "--no-dashboard", env=env, timeout=120)
     assert out.returncode == 2, out.stdout + out.stderr
