@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 from conftest import TINY_SPACE
-from test_cluster import LOCAL, _free_port, _get, _token
+from conftest import free_port
+from test_cluster import LOCAL, _get, _token
 
 pytestmark = pytest.mark.slow
 MAX_EPOCHS = 40  # many short epochs, so that the node dies mid-training even when an epoch takes 0.1 s
@@ -33,7 +34,7 @@ def test_node_removed_mid_search_trials_rescheduled(tiny, tmp_path):
 
     root, corpus, _ = tiny
     temp_dir = f"/tmp/aut-loss-{os.getpid()}"
-    env = dict(os.environ, RAY_PORT=str(_free_port()), DASHBOARD_PORT=str(_free_port()), WORKERS="1",
+    env = dict(os.environ, RAY_PORT=str(free_port()), DASHBOARD_PORT=str(free_port()), WORKERS="1",
                HEAD_CPUS="1", WORKER_CPUS="1", RAY=str(Path(sys.executable).parent / "ray"), RAY_TEMP_DIR=temp_dir)
     env.pop("RAY_ADDRESS", None)
     address = f"http://127.0.0.1:{env['DASHBOARD_PORT']}"
