@@ -56,9 +56,14 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def json_text(obj: Any) -> str:
+    """JSON as this project writes it: sorted keys, indented, numpy values as plain numbers."""
+    return json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n"
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write JSON atomically (sorted keys, indented)."""
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+    write_text(path, json_text(obj))
 
 
 def read_json(path: str | os.PathLike) -> Any:

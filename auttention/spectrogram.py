@@ -519,22 +519,31 @@ class Spectrograms:
         return build(SpectrogramConfig, self.settings["settings"], "spectrogram")
 
 
-def is_complete(folder: str | os.PathLike) -> bool:
-    """Whether `folder` holds a finished extraction."""
-    return (Path(folder) / SETTINGS).is_file() and (Path(folder) / PARQUET).is_dir()
+def _folder(folder):
+    from .storage import Location, location
+
+    return folder if isinstance(folder, Location) else location(folder)
 
 
-def made_from(folder: str | os.PathLike) -> dict[str, Any] | None:
+def is_complete(folder) -> bool:
+    """Whether `folder` (a path, an s3:// / gs:// URI or a storage.Location) holds a finished extraction:
+    its settings.json is there (written last) and its parquet/ parts."""
+    folder = _folder(folder)
+    return (folder / SETTINGS).is_file() and (folder / PARQUET).is_dir()
+
+
+def made_from(folder) -> dict[str, Any] | None:
     """settings.json of a finished spectrogram folder (None if unfinished or unreadable)."""
+    folder = _folder(folder)
     if not is_complete(folder):
         return None
     try:
-        return json.loads((Path(folder) / SETTINGS).read_text())
+        return json.loads((folder / SETTINGS).read_text())
     except (OSError, ValueError):
         return None
 
 
-def differs(folder: str | os.PathLike, corpus_id: str, cfg: SpectrogramConfig) -> str | None:
+def differs(folder, corpus_id: str, cfg: SpectrogramConfig) -> str | None:
     """What makes a finished spectrogram folder unusable for this corpus and these settings (None: usable)."""
     meta = made_from(folder)
     if meta is None:
@@ -546,21 +555,21 @@ def differs(folder: str | os.PathLike, corpus_id: str, cfg: SpectrogramConfig) -
     return None
 
 
-def read(folder: str | os.PathLike) -> Spectrograms:
-    """Read a spectrogram folder written by `extract` (or by the Ray extraction, search.extract.ray_extract)."""
+def read_table(folder):
+    """(settings.json, Arrow table) of a finished spectrogram folder, local or on object storage: its
+    rows with good audio, ordered test, devel, train, then by file name and chunk, so that each
+    partition, and train + devel, is a contiguous block (`Spectrograms.select` then gives views)."""
     import pyarrow.parquet as pq
 
-    folder = Path(folder)
+    folder = _folder(folder)
     if not is_complete(folder):
         raise UserError(f"{folder}: no finished spectrograms here; create them with "
                         f"`auttention-search extract --out {folder}`")
     try:
         meta = json.loads((folder / SETTINGS).read_text())
-        table = pq.read_table(folder / PARQUET)
+        table = pq.read_table((folder / PARQUET).path, filesystem=folder.fs)
         if "chunk" not in table.column_names:
             raise ValueError("written by an older version")
-        # rows ordered test, devel, train, then by file name and chunk: each partition, and train + devel,
-        # is a contiguous block, so that `select` gives views (one copy of the data per process, not one per use)
         rank = {"test": 0, "devel": 1, "train": 2}
         names = np.asarray(table.column("file_name").to_pylist(), dtype=object)
         ranks = np.asarray([rank.get(p, 3) for p in table.column("partition").to_pylist()])
@@ -573,11 +582,25 @@ def read(folder: str | os.PathLike) -> Spectrograms:
         import pyarrow.compute as pc
 
         table = table.filter(pc.is_null(table.column("error")))
+    return meta, table.combine_chunks()
+
+
+def from_table(meta: dict[str, Any], table) -> Spectrograms:
+    """Spectrograms over the rows of `read_table`'s table; x is a view of its buffer where it can be
+    (one chunk, as read_table and a memory-mapped node copy give), so no copy is made."""
     frames, n_mels = meta["frames"], meta["n_mels"]
-    values = table.column("spectrogram").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    column = table.column("spectrogram")
+    values = (column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()).flatten()
+    values = values.to_numpy(zero_copy_only=False)
     x = values.astype(np.float32, copy=False).reshape(len(table), frames, n_mels)
     label = table.column("label").to_numpy(zero_copy_only=False).astype(float)
     return Spectrograms(np.asarray(table.column("file_name").to_pylist(), dtype=object),
                         np.asarray(table.column("partition").to_pylist(), dtype=object), label, x,
                         table.column("length").to_numpy().astype(np.int32),
                         table.column("chunk").to_numpy().astype(np.int32), meta)
+
+
+def read(folder) -> Spectrograms:
+    """Read a spectrogram folder (a path, an s3:// / gs:// URI or a storage.Location) written by
+    `extract` or by the Ray Data extraction (search.extract.ray_extract)."""
+    return from_table(*read_table(folder))

@@ -13,13 +13,14 @@ a missing bucket, refused credentials or an unreachable endpoint into one line.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 import re
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from .errors import UserError
 
@@ -188,6 +189,26 @@ class Location:
             target.parent.mkdir(parents=True, exist_ok=True)
             pafs.copy_files(f"{self.path.rstrip('/')}/{name}", str(target), source_filesystem=self.fs,
                             destination_filesystem=local)
+
+
+@contextlib.contextmanager
+def atomic_folder(loc: Location) -> Iterator[Location]:
+    """Yield where to write the folder `loc` so that it appears only if the block succeeds: a local
+    folder is written beside it and renamed into place (io.atomic_dir); on object storage, where there
+    is no rename, what was at `loc` is deleted first, the block writes into `loc` itself (its marker
+    file last: see the module's docstring), and a block that fails deletes what it wrote."""
+    if not loc.remote:
+        from .io import atomic_dir
+
+        with atomic_dir(loc.path) as tmp:
+            yield location(tmp)
+        return
+    loc.delete()
+    try:
+        yield loc
+    except BaseException:
+        loc.delete()
+        raise
 
 
 def of_filesystem(fs, path: str) -> Location:

@@ -10,7 +10,6 @@ import dataclasses
 import functools
 import os
 import sys
-import typing
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,6 +27,7 @@ from auttention.features import fuse_folders
 from auttention.pipeline import model_features, train_from_folder
 from auttention.scoring import evaluate_features
 from auttention.spectrogram import extract_corpus
+from search.sources import AUTO, DELIVERIES, OBJECT_STORE_SHARE
 
 
 def _flag(name: str) -> str:
@@ -309,6 +309,10 @@ def search_options(func: Callable) -> Callable:
         click.option("--num-samples", type=int, help="number of trials (overrides experiment.num_samples)"),
         click.option("--time-budget", help="stop starting trials after this long, e.g. 6h (overrides experiment.time_budget)"),
         click.option("--resume", is_flag=True, help="continue an interrupted search of this name"),
+        click.option("--delivery", type=click.Choice(DELIVERIES), default=AUTO, show_default=True,
+                     help="how trials get the spectrograms, once per node: through Ray's object store, or "
+                          "memory-mapped from a node copy of the cache (auto: the object store when they fit "
+                          f"in {OBJECT_STORE_SHARE:.0%} of a node's)"),
         on_bad_audio_option,
     ]
     for option in reversed(options):

@@ -1,27 +1,31 @@
-"""Spectrograms with Ray tasks: read, decode and extract in parallel, write Parquet; cached per
+"""Spectrograms with Ray Data: the corpus manifest as a dataset, decode + spectrogram in `map_batches`,
+Parquet parts written by the workers to the cache (a local folder or object storage); cached per
 (corpus, spectrogram settings) so a setting is extracted once and reused by every trial and run.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
+import logging
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from auttention import spectrogram as spectro
+from auttention import storage
 from auttention.config import SpectrogramConfig, build, to_dict
 from auttention.corpus import BadAudioPolicy, fingerprint
-from auttention.io import atomic_dir, write_json
+from auttention.io import json_text
+from auttention.storage import Location
 
 
-def cache_folder(cache: str | os.PathLike, corpus_hash: str, cfg: SpectrogramConfig) -> Path:
-    """Where the spectrograms of this corpus with these settings live."""
-    return Path(cache) / "spectrograms" / corpus_hash / cfg.hash()
+def cache_folder(cache: str | os.PathLike | Location, corpus_hash: str, cfg: SpectrogramConfig) -> Location:
+    """Where the spectrograms of this corpus with these settings live (`cache`: a path, a URI or a Location)."""
+    cache = cache if isinstance(cache, Location) else storage.location(str(cache), "--cache")
+    return cache / "spectrograms" / corpus_hash / cfg.hash()
 
 
 def _batch(batch: pd.DataFrame, settings: dict[str, Any], frames: int):
@@ -29,70 +33,105 @@ def _batch(batch: pd.DataFrame, settings: dict[str, Any], frames: int):
     return spectro.spectrogram_table(batch, SpectrogramConfig(**settings), frames)
 
 
-MIN_CHUNK, MAX_CHUNK = 16, 256  # clips per task: enough to amortise a task, few enough to balance and bound memory
+MIN_CHUNK, MAX_CHUNK = 16, 256  # clips per block: enough to amortise a task, few enough to balance and bound memory
 
 
-def ray_extract(corpus: pd.DataFrame, cfg: SpectrogramConfig, out: str | os.PathLike,
-                parallelism: int | None = None, policy: BadAudioPolicy | None = None,
-                skipped: dict[str, str] | None = None) -> Path:
-    """Extract with Ray tasks (at most `parallelism` at once, default every CPU of the cluster) into
-    the folder `out`, atomically.
+@contextlib.contextmanager
+def ray_data_settings(verbose: bool = False):
+    """Ray Data's DataContext for this CPU-bound extraction, restored afterwards: without the per-operator
+    resource reservation (on a small cluster it holds back part of the CPUs for the write operator, and
+    the map then runs barely in parallel: docs/PERFORMANCE.md), quiet unless `verbose` (no progress bars,
+    no plan printed at the start)."""
+    from ray.data import DataContext
 
-    The corpus is cut into chunks (a few per task slot, 16-256 clips each); each chunk is one Ray task
-    (one CPU, on any node) that returns an Arrow table, and the driver writes each table as a Parquet
-    part as soon as it arrives, so the cache lives where the driver runs and worker nodes need no
-    shared disk (trials get the spectrograms from the object store, not the cache).
+    ctx = DataContext.get_current()
+    changes = {"op_resource_reservation_enabled": False, "enable_progress_bars": verbose,
+               "print_on_execution_start": verbose}
+    before = {k: getattr(ctx, k) for k in changes}
+    # Ray Data's own lines (its plan, a warning that progress bars are off) only with `verbose`
+    logs = {name: logging.getLogger(name) for name in ("ray.data", "ray.data._internal.progress")}
+    levels = {name: log.level for name, log in logs.items()}
+    try:
+        for key, value in changes.items():
+            setattr(ctx, key, value)
+        if not verbose:
+            logs["ray.data"].setLevel(logging.WARNING)
+            logs["ray.data._internal.progress"].setLevel(logging.ERROR)
+        yield ctx
+    finally:
+        for key, value in before.items():
+            setattr(ctx, key, value)
+        for name, log in logs.items():
+            log.setLevel(levels[name])
 
-    Plain tasks rather than Ray Data's map_batches: on a small cluster Ray Data's streaming executor
-    ran these CPU-bound tasks barely in parallel (bench/extract.py on 2 CPUs: parallel efficiency
-    0.51 with Ray Data, 0.87 with tasks; docs/PERFORMANCE.md).
 
-    Clips that fail to decode are handled per `policy` (corpus.BadAudioPolicy; default 'fail', warnings
-    printed): 'fail' writes nothing; 'skip' warns and records them, with `skipped` (clips the caller
-    already left out), in settings.json. settings.json records the fingerprint of `corpus` (corpus.fingerprint), which
-    also names its cache folder.
-    """
+def _parquet_target(folder: Location) -> tuple[str, Any]:
+    """(path, filesystem) for write_parquet: a local folder on a cluster of several nodes is written as
+    local://, which Ray Data writes from the driver's node (the parts still decode anywhere);
+    object storage by whichever worker made the part."""
     import ray
 
+    if folder.remote:
+        return folder.path, folder.fs
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    return (f"local://{folder.path}" if len(nodes) > 1 else folder.path), None
+
+
+def ray_extract(corpus: pd.DataFrame, cfg: SpectrogramConfig, out: str | os.PathLike | Location,
+                parallelism: int | None = None, policy: BadAudioPolicy | None = None,
+                skipped: dict[str, str] | None = None, verbose: bool = False) -> Location:
+    """Extract with Ray Data into the folder `out` (a path, a URI or a Location), atomically; at most
+    `parallelism` blocks at once (default every CPU of the cluster).
+
+    The manifest is cut into blocks (a few per CPU, 16-256 clips each); `map_batches` decodes each block
+    and computes its spectrograms (one CPU per task, on any node) and `write_parquet` writes each as a
+    Parquet part into `out`/parquet from the worker: the driver holds the manifest and never the
+    spectrograms, so its memory does not grow with the corpus.
+
+    Clips that fail to decode are handled per `policy` (corpus.BadAudioPolicy; default 'fail', warnings
+    printed) once every part is written, from their `error` column alone: 'fail' deletes what was written;
+    'skip' warns and records them, with `skipped` (clips the caller already left out), in settings.json.
+    settings.json, which records the fingerprint of `corpus` (corpus.fingerprint, which also names its
+    cache folder), is written last: a folder without it is incomplete (storage.atomic_folder).
+    """
+    import pyarrow.parquet as pq
+    import ray
+
+    out = out if isinstance(out, Location) else storage.location(str(out), "--cache")
     policy = policy or BadAudioPolicy(warn=print)
     corpus_id = fingerprint(corpus)
     frames = spectro.common_frames(corpus, cfg, policy.warn)
     rows = corpus[["file_name", "path", "partition", "label"]].reset_index(drop=True)
     slots = max(1, parallelism or int(ray.cluster_resources().get("CPU", 1)))
     chunk = int(np.clip(np.ceil(len(rows) / (4 * slots)), MIN_CHUNK, MAX_CHUNK))
-    chunks = [rows.iloc[i:i + chunk] for i in range(0, len(rows), chunk)]
-    n_parts = len(chunks)  # one Parquet part per chunk, written as its task returns
-    task = ray.remote(num_cpus=1, max_retries=3)(_batch)
-    settings = to_dict(cfg)
-    in_flight: list = []
-    failed: dict[str, str] = {}
-    try:
-        with atomic_dir(out) as tmp:
-            (tmp / spectro.PARQUET).mkdir()
-            for i in range(n_parts):
-                while len(in_flight) < slots and chunks:
-                    in_flight.append(task.remote(chunks.pop(0), settings, frames))
-                done, in_flight = ray.wait(in_flight, num_returns=1)
-                table = ray.get(done[0])
-                failed.update(spectro.bad_clips(table))
-                spectro.write_part(table, tmp / spectro.PARQUET / f"part-{i:05d}.parquet")
-            policy.apply(corpus, failed)  # 'fail' raises: atomic_dir keeps nothing
-            write_json(tmp / spectro.SETTINGS, spectro.settings(cfg, frames, corpus_id, {**(skipped or {}), **failed}))
-    finally:
-        for ref in in_flight:  # interrupted (Ctrl-C, an error): stop what is still running
-            ray.cancel(ref)
-    return Path(out)
+    with ray_data_settings(verbose), storage.atomic_folder(out) as tmp:
+        parts = tmp / spectro.PARQUET
+        parts.mkdir()
+        blocks = ray.data.from_pandas([rows.iloc[i:i + chunk] for i in range(0, len(rows), chunk)])
+        made = blocks.map_batches(_batch, fn_kwargs={"settings": to_dict(cfg), "frames": frames},
+                                  batch_size=None, batch_format="pandas", num_cpus=1,
+                                  concurrency=slots)
+        path, filesystem = _parquet_target(parts)
+        made.write_parquet(path, filesystem=filesystem, compression="none",
+                           use_dictionary=["file_name", "partition", "error"])
+        # the bad-audio verdicts: two small columns read back, not the spectrograms
+        failed = spectro.bad_clips(pq.read_table(parts.path, filesystem=parts.fs, columns=["file_name", "error"]))
+        policy.apply(corpus, failed)  # 'fail' raises: atomic_folder keeps nothing
+        (tmp / spectro.SETTINGS).write_text(json_text(
+            spectro.settings(cfg, frames, corpus_id, {**(skipped or {}), **failed})))
+    return out
 
 
-def skipped_clips(folder: str | os.PathLike) -> dict[str, str]:
+def skipped_clips(folder: str | os.PathLike | Location) -> dict[str, str]:
     """{file_name: reason} of the clips a finished spectrogram folder left out for bad audio."""
-    return json.loads((Path(folder) / spectro.SETTINGS).read_text()).get("skipped") or {}
+    return (spectro.made_from(folder) or {}).get("skipped") or {}
 
 
-def ensure_spectrograms(corpus: pd.DataFrame, settings: list[dict[str, Any]], cache: str | os.PathLike,
+def ensure_spectrograms(corpus: pd.DataFrame, settings: list[dict[str, Any]], cache: str | os.PathLike | Location,
                         log=print, parallelism: int | None = None, policy: BadAudioPolicy | None = None,
-                        skipped: dict[str, str] | None = None) -> dict[str, Path]:
+                        skipped: dict[str, str] | None = None, verbose: bool = False) -> dict[str, Location]:
     """Every setting's spectrogram folder, extracting those not in the cache yet: {settings hash: folder}.
+    `cache`: a local folder or object storage (a URI or a storage.Location).
 
     Bad audio per `policy` ('fail' or 'skip'; default 'fail', warnings through `log`). The clips' headers
     are checked here unless the caller did so already (BadAudioPolicy.screen): then `skipped` is what it
@@ -106,17 +145,17 @@ def ensure_spectrograms(corpus: pd.DataFrame, settings: list[dict[str, Any]], ca
     for values in settings:
         cfg = build(SpectrogramConfig, values, "spectrogram")
         folder = cache_folder(cache, corpus_hash, cfg)
-        stale = spectro.differs(folder, corpus_hash, cfg) if spectro.is_complete(folder) else None
+        complete = spectro.is_complete(folder)
+        stale = spectro.differs(folder, corpus_hash, cfg) if complete else None
         if stale:
             log(f"spectrograms: {folder} was {stale}; extracting them again")
-        if spectro.is_complete(folder) and not stale:
+        if complete and not stale:
             log(f"spectrograms: cached {folder}")
             policy.apply(corpus, skipped_clips(folder))
         else:
-            log(f"spectrograms: extracting {len(corpus)} clips with Ray tasks -> {folder}")
+            log(f"spectrograms: extracting {len(corpus)} clips with Ray Data -> {folder}")
             started = time.perf_counter()
-            ray_extract(corpus, cfg, folder, parallelism, policy=policy, skipped=skipped)
+            ray_extract(corpus, cfg, folder, parallelism, policy=policy, skipped=skipped, verbose=verbose)
             log(f"spectrograms: done in {time.perf_counter() - started:.1f} s")
         folders[cfg.hash()] = folder
     return folders
-

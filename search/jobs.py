@@ -77,11 +77,12 @@ def stage(space_path: str) -> Path:
 
 
 def entrypoint(name: str, runs: str, data: str | None, cache: str | None, num_samples: int | None,
-               time_budget: str | None, resume: bool, on_bad_audio: str) -> str:
+               time_budget: str | None, resume: bool, on_bad_audio: str, delivery: str = "auto") -> str:
     """The command the job runs on the head node (inside the shipped working_dir)."""
     import shlex
 
-    args = ["python", "-m", "search", "run", SPACE_FILE, "--name", name, "--runs", runs, "--on-bad-audio", on_bad_audio]
+    args = ["python", "-m", "search", "run", SPACE_FILE, "--name", name, "--runs", runs, "--on-bad-audio", on_bad_audio,
+            "--delivery", delivery]
     for flag, value in (("--data", data), ("--cache", cache), ("--num-samples", num_samples),
                         ("--time-budget", time_budget)):
         if value is not None:
@@ -98,7 +99,8 @@ def _cluster_path(path: str | None) -> str | None:
 
 def submit(space_path: str, *, address: str | None = None, data: str | None = None, name: str | None = None,
            runs: str = "runs", cache: str | None = None, num_samples: int | None = None,
-           time_budget: str | None = None, resume: bool = False, on_bad_audio: str = "fail") -> tuple[str, str]:
+           time_budget: str | None = None, resume: bool = False, on_bad_audio: str = "fail",
+           delivery: str = "auto") -> tuple[str, str]:
     """Submit a search as a Ray job; returns (job id, dashboard URL of the job)."""
     space = override(load_space(space_path), name, num_samples, time_budget)  # a bad space fails here, not there
     name = space.experiment.name
@@ -107,7 +109,7 @@ def submit(space_path: str, *, address: str | None = None, data: str | None = No
     job_id = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
         command = entrypoint(name, _cluster_path(runs), _cluster_path(data), _cluster_path(cache), num_samples,
-                             time_budget, resume, on_bad_audio)
+                             time_budget, resume, on_bad_audio, delivery)
         runtime_env = {"working_dir": str(folder), "env_vars": dict(QUIET_ENV)}
         metadata = {"tool": TOOL, "experiment": name, "space": Path(space_path).name}
         deadline = time.monotonic() + 120

@@ -42,7 +42,8 @@ class RunFolder:
 
     def __init__(self, runs: str | os.PathLike, name: str, cache: Path) -> None:
         """cache: the local cache folder that holds the mirrors of run folders on object storage."""
-        self.location = storage.location(str(runs), "--runs") / name
+        self.root = storage.location(str(runs), "--runs")
+        self.location = self.root / name
         if self.remote:
             key = hashlib.sha256(self.location.uri.encode()).hexdigest()[:16]
             self.local = Path(cache) / "runs" / key / name
@@ -83,7 +84,7 @@ class RunFolder:
         from .checks import check_writable
 
         if self.remote:
-            storage.check(self.location, "--runs")
+            storage.check(self.root, "--runs")  # in the folder of run folders: nothing of this run yet
             check_writable(self.local, "--cache (the run folder's local mirror)")
         else:
             check_writable(self.local, "--runs")

@@ -1,4 +1,4 @@
-"""`auttention-search run`: corpus -> cached spectrograms (Ray tasks) -> Tune trials -> export.
+"""`auttention-search run`: corpus -> cached spectrograms (Ray Data) -> Tune trials -> export.
 
 The orchestration only: the up-front checks are in checks.py, the Ray session in raysession.py.
 """
@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from auttention import spectrogram as spectro
 from auttention import storage
 from auttention.config import build, load_yaml, to_dict
 from auttention.corpus import BadAudioPolicy, read_corpus
@@ -27,6 +26,7 @@ from .raysession import start_ray
 from .report import write_report
 from .resources import check_resources
 from .runfolder import RunFolder
+from .sources import DELIVERIES, spectrogram_sources
 from .space import Space, load_space
 from .trial import make_trainable
 
@@ -64,9 +64,10 @@ def run_search(space_path: str, *, data: str | None = None, address: str | None 
                runs: str = "runs", cache: str | None = None, num_samples: int | None = None,
                time_budget: str | None = None, resume: bool = False, dashboard: bool = True,
                verbose: bool = False, echo: Callable[[str], None] = print,
-               policy: BadAudioPolicy | None = None) -> Path:
+               policy: BadAudioPolicy | None = None, delivery: str = "auto") -> Path:
     """Run (or resume) a search; returns the run folder. policy: bad audio 'fail' (the default) or 'skip'
-    (see corpus.BadAudioPolicy; default warnings through `echo`)."""
+    (see corpus.BadAudioPolicy; default warnings through `echo`). delivery: how trials get the
+    spectrograms (search.sources: auto, object-store or node-copy)."""
     space_path = str(Path(space_path).resolve())  # Ray may change the driver's working directory (jobs)
     space = override(load_space(space_path), name, num_samples, time_budget)
     exp = space.experiment
@@ -74,6 +75,10 @@ def run_search(space_path: str, *, data: str | None = None, address: str | None 
     cache_loc = storage.location(str(cache) if cache else str(local_cache), "--cache")
     run = RunFolder(runs, exp.name, local_cache)
     run.check()
+    if delivery not in DELIVERIES:
+        raise UserError(f"--delivery {delivery}: choose one of {', '.join(DELIVERIES)}")
+    storage.check(cache_loc, "--cache")  # a bucket: the spectrograms; the demo corpus and run mirrors stay local
+    check_writable(local_cache, "--cache" if not cache_loc.remote else "the local cache ($AUTTENTION_CACHE)")
     if resume and not run.has_search():
         raise UserError(f"{run}: no search to resume here; run without --resume to start it")
     if not resume and run.has_search():
@@ -90,11 +95,6 @@ def run_search(space_path: str, *, data: str | None = None, address: str | None 
         space, space_path = recorded, str(run_dir / "space.yaml")
         exp = space.experiment
     policy = policy or BadAudioPolicy(warn=echo)
-    if cache_loc.remote:
-        raise UserError(f"--cache {cache_loc}: a spectrogram cache on object storage is not supported yet; "
-                        f"give a local folder (--runs and --data may be in a bucket)")
-    else:
-        check_writable(local_cache, "--cache")
     corpus = read_corpus(data if data else demo_corpus(local_cache, 0, echo), warn=echo)
     check_labels(corpus, space)
     n_clips = len(corpus)
@@ -115,12 +115,12 @@ def run_search(space_path: str, *, data: str | None = None, address: str | None 
         check_shared_runs(run)
         if dash:
             echo(f"ray: dashboard at http://{dash}")
-        folders = ensure_spectrograms(corpus, space.spectrogram_settings(), local_cache, echo, policy=policy,
-                                      skipped=skipped)
+        folders = ensure_spectrograms(corpus, space.spectrogram_settings(), cache_loc, echo, policy=policy,
+                                      skipped=skipped, verbose=verbose)
         skipped = {**skipped, **{k: v for f in folders.values() for k, v in skipped_clips(f).items()}}
-        # labels joined by file name here: the cache holds spectrograms, and a relabelled corpus reuses them
-        refs = {h: ray.put(spectro.read(folder).with_labels(corpus)) for h, folder in folders.items()}
-        trainable = make_trainable(space, refs)
+        # labels joined by file name where used: the cache holds spectrograms, and a relabelled corpus reuses them
+        sources = spectrogram_sources(folders, corpus, delivery, echo)
+        trainable = make_trainable(space, sources)
         write_yaml(run_dir / "space.yaml", _space_record(space_path, space))
         run.push("space.yaml")
         if resume:
@@ -143,14 +143,14 @@ def run_search(space_path: str, *, data: str | None = None, address: str | None 
         run.pull()  # a run folder on object storage: the trials' results (not their models) into the mirror
         evaluations = None
         ranked = rank_trials(results, exp.metric, exp.select, space.scheduler.max_epochs)
-        confirmed = confirm(ranked, space, refs, echo) if ranked else []
+        confirmed = confirm(ranked, space, sources, echo) if ranked else []
         best = choose(confirmed)
         table = trials_table(results, exp.metric, confirmed, folder_of=run.trial_folder)
         write_csv(run_dir / "trials.csv", table)
         if best:
             cfg = space.trial_config(best.result.config)
             task = ray.remote(evaluate_checkpoint).options(num_cpus=space.resources.cpu, num_gpus=space.resources.gpu)
-            evaluations, frames, epoch = ray.get(task.remote(best.checkpoint, refs[cfg.spectrogram.hash()], cfg))
+            evaluations, frames, epoch = ray.get(task.remote(best.checkpoint, sources[cfg.spectrogram.hash()], cfg, space.resources))
             export_best(run_dir, cfg, epoch, evaluations, frames, best, confirmed, exp)
         report = write_report(run_dir)
         run.push()

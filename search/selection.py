@@ -67,24 +67,30 @@ def rank_trials(results, metric: str, select: str, max_epochs: int | None = None
     return sorted(finished or ranked, key=lambda c: c.score, reverse=True)
 
 
-def evaluate_checkpoint(checkpoint: str, spec, cfg):
-    """(evaluations, feature sets, epoch) of a trial checkpoint's two models on every partition."""
+def evaluate_checkpoint(checkpoint: str, source, cfg, resources=None):
+    """(evaluations, feature sets, epoch) of a trial checkpoint's two models on every partition
+    (`source`: the spectrograms' search.sources.Source; `resources`: the space's, which TensorFlow keeps to)."""
     from auttention import import_tensorflow_quietly
 
     import_tensorflow_quietly()
     from auttention.pipeline import AutoencoderPair
 
     from .runfolder import local_checkpoint
+    from .trial import configure_tensorflow
+
+    if resources is not None:
+        configure_tensorflow(resources.cpu, resources.gpu)
 
     with local_checkpoint(checkpoint) as folder:  # a checkpoint on object storage: fetched to this node
-        pair = AutoencoderPair.load(folder, cfg, spec)
+        pair = AutoencoderPair.load(folder, cfg, source.get())
     frames, evaluations = pair.evaluate()
     return evaluations, frames, pair.epoch
 
 
-def train_seed(cfg, spec, seed: int, experiment, max_epochs: int) -> dict[str, Any]:
-    """The configuration trained from scratch with training seed `seed` as a trial is: its selection score
-    over the epochs it reports, and the test rho of its last epoch (None without test labels)."""
+def train_seed(cfg, source, seed: int, experiment, max_epochs: int, resources=None) -> dict[str, Any]:
+    """The configuration trained from scratch with training seed `seed` as a trial is (with the space's
+    `resources`): its selection score over the epochs it reports, and the test rho of its last epoch
+    (None without test labels)."""
     from auttention import import_tensorflow_quietly
 
     import_tensorflow_quietly()
@@ -92,8 +98,10 @@ def train_seed(cfg, spec, seed: int, experiment, max_epochs: int) -> dict[str, A
 
     from .trial import configure_tensorflow, epochs, selection_score
 
+    if resources is not None:
+        configure_tensorflow(resources.cpu, resources.gpu)
     cfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, seed=seed))
-    pair = AutoencoderPair(cfg, spec)
+    pair = AutoencoderPair(cfg, source.get())
     history = []
     for _, metrics in epochs(pair, max_epochs, experiment.report_every):
         history.append(metrics[experiment.metric])
@@ -104,7 +112,7 @@ def train_seed(cfg, spec, seed: int, experiment, max_epochs: int) -> dict[str, A
             "epochs": pair.epoch, "predictions": {"devel": ev.devel, "test": ev.test}}
 
 
-def confirm(ranked: list[Candidate], space, refs: dict, echo: Callable[[str], None] = print) -> list[Candidate]:
+def confirm(ranked: list[Candidate], space, sources: dict, echo: Callable[[str], None] = print) -> list[Candidate]:
     """Train the top experiment.confirm_top candidates again with experiment.confirm_seeds new seeds, in
     parallel as Ray tasks with a trial's resources; fill each candidate's `seeds` (its own first)."""
     import ray
@@ -119,11 +127,11 @@ def confirm(ranked: list[Candidate], space, refs: dict, echo: Callable[[str], No
     jobs = []
     for cand in top:
         cfg = space.trial_config(cand.result.config)
-        spec = refs[cfg.spectrogram.hash()]
-        jobs.append((cand, None, own.remote(cand.checkpoint, spec, cfg)))
+        spec = sources[cfg.spectrogram.hash()]
+        jobs.append((cand, None, own.remote(cand.checkpoint, spec, cfg, space.resources)))
         base = cfg.training.seed
         for i in range(1, (exp.confirm_seeds if exp.confirm_top else 0) + 1):
-            jobs.append((cand, base + i, task.remote(cfg, spec, base + i, exp, space.scheduler.max_epochs)))
+            jobs.append((cand, base + i, task.remote(cfg, spec, base + i, exp, space.scheduler.max_epochs, space.resources)))
     if len(jobs) > len(top):
         echo(f"selection: training the top {len(top)} configuration(s) again with {exp.confirm_seeds} new seed(s) "
              f"each ({len(jobs) - len(top)} runs)")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import tempfile
 import time
@@ -104,7 +103,7 @@ def describe(trial_id: str, config: dict[str, Any], space) -> str:
 
 
 def make_trainable(space, spectrograms: dict):
-    """The Tune trainable: `run_trial` bound to the space and the spectrograms' object refs, reserving
+    """The Tune trainable: `run_trial` bound to the space and the spectrograms' sources (search.sources), reserving
     the space's resources, as an actor class whose repr names the trial and its searched values (the
     Ray dashboard's Actors page shows it in the "Repr" column and can filter by it)."""
     from ray import tune
@@ -143,7 +142,7 @@ def run_trial(config: dict[str, Any], space=None, spectrograms: dict | None = No
 
     cfg = space.trial_config(config)
     configure_tensorflow(space.resources.cpu, space.resources.gpu)
-    spec = ray.get(spectrograms[cfg.spectrogram.hash()])
+    spec = spectrograms[cfg.spectrogram.hash()].get()  # search.sources: this node's one copy
     max_epochs = space.scheduler.max_epochs
     trial_dir = Path(tune.get_context().get_trial_dir())
     recorded = trial_dir / FINAL_ERROR

@@ -207,7 +207,7 @@ def test_diverging_trial_errors_and_the_search_goes_on(tiny):
     corpus = read_corpus(corpus_dir)
     values = {**space["spectrogram"], "clip_below": -80.0}
     cfg = build(SpectrogramConfig, values, "spectrogram")
-    folder = cache_folder(cache, corpus_fingerprint(corpus), cfg)
+    folder = cache_folder(cache, corpus_fingerprint(corpus), cfg).local
     spectro.extract(corpus, cfg, folder, jobs=1)
     part = next((folder / spectro.PARQUET).glob("*.parquet"))
     table = pq.read_table(part)

@@ -91,9 +91,10 @@ def _cli(*args: str, env: dict, timeout: float = 600) -> subprocess.CompletedPro
                           env=env, timeout=timeout)
 
 
-def test_search_with_corpus_and_runs_in_a_bucket_resumes(s3, tiny, tmp_path):
-    """The corpus and the run folder in the bucket; on local disk only the spectrogram cache and the
-    driver's mirror of the run folder."""
+def test_search_with_corpus_runs_and_cache_in_a_bucket_resumes(s3, tiny, tmp_path):
+    """The corpus, the run folder and the spectrogram cache in the bucket; on local disk only the driver's
+    mirror of the run folder. The first run hands the trials the spectrograms through the object store,
+    the resumed one through node copies of the cache in the bucket."""
     import yaml
     from conftest import TINY_SPACE
 
@@ -102,8 +103,9 @@ def test_search_with_corpus_and_runs_in_a_bucket_resumes(s3, tiny, tmp_path):
     space.write_text(yaml.safe_dump({**TINY_SPACE, "experiment": {**TINY_SPACE["experiment"], "num_samples": 3,
                                                                    "confirm_top": 0}}))
     _upload(s3, corpus, "corpus")
-    env = {**os.environ, **s3, "AUTTENTION_CACHE": str(tmp_path / "local-cache")}
-    runs, cache = f"s3://{BUCKET}/runs", str(tmp_path / "cache")
+    copies = tmp_path / "node-copies"
+    env = {**os.environ, **s3, "AUTTENTION_CACHE": str(tmp_path / "local-cache"), "AUTTENTION_NODE_COPIES": str(copies)}
+    runs, cache = f"s3://{BUCKET}/runs", f"s3://{BUCKET}/cache"
     cmd = [sys.executable, "-m", "search.cli", "run", str(space), "--data", f"s3://{BUCKET}/corpus", "--runs", runs,
            "--cache", cache, "--name", "bucketed", "--no-dashboard"]
     # interrupt the driver once a trial has completed: the experiment so far is in the bucket only
@@ -111,10 +113,21 @@ def test_search_with_corpus_and_runs_in_a_bucket_resumes(s3, tiny, tmp_path):
     assert any("completed after" in line for line in seen), "".join(seen[-30:])
     assert not _keys(s3, "runs/bucketed/trials.csv")
     assert any(k.startswith("runs/bucketed/tune/") for k in _keys(s3, "runs/bucketed/"))
+    assert any("through Ray's object store" in line for line in seen), "".join(seen[-30:])
+    cached = _keys(s3, "cache/spectrograms/")
+    parts = [k for k in cached if k.endswith(".parquet") and "/parquet/" in k]
+    assert parts and any(k.endswith("/settings.json") for k in cached), cached
+    assert not (tmp_path / "local-cache" / "spectrograms").exists()
+    assert not copies.exists()
 
-    out = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, env=env, timeout=600)
+    out = subprocess.run(cmd + ["--resume", "--delivery", "node-copy"], capture_output=True, text=True, env=env,
+                         timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "resuming" in out.stdout
+    assert f"spectrograms: cached s3://{BUCKET}/cache/spectrograms/" in out.stdout
+    assert "memory-mapped copy of the cache per node" in out.stdout
+    assert len(list(copies.glob("*.arrow"))) == 1  # one copy on this node, whatever the trials
+    assert _keys(s3, "cache/spectrograms/") == cached  # the cache was reused, not rewritten
     keys = _keys(s3, "")
     for key in ("runs/bucketed/trials.csv", "runs/bucketed/best/predictions.test.csv",
                 "runs/bucketed/best/config.yaml", "runs/bucketed/best/metrics.json", "runs/bucketed/optuna.db",
@@ -143,26 +156,30 @@ def test_search_with_corpus_and_runs_in_a_bucket_resumes(s3, tiny, tmp_path):
     assert before and _keys(s3, "runs/bucketed/report/index.html")
 
 
-@pytest.mark.parametrize("case, expected", [
-    ("bucket", "bucket no-such-bucket does not exist"),
-    ("credentials", "refused the credentials"),
-    ("endpoint", "cannot reach http://127.0.0.1:"),
+@pytest.mark.parametrize("case, flag, expected", [
+    ("bucket", "--runs", "bucket no-such-bucket does not exist"),
+    ("cache-bucket", "--cache", "bucket no-such-bucket does not exist"),
+    ("credentials", "--runs", "refused the credentials"),
+    ("endpoint", "--runs", "cannot reach http://127.0.0.1:"),
 ])
-def test_storage_problems_are_one_line_before_any_work(s3, tiny, tmp_path, case, expected):
+def test_storage_problems_are_one_line_before_any_work(s3, tiny, tmp_path, case, flag, expected):
     root, corpus, space = tiny
     env = {**os.environ, **s3, "AUTTENTION_CACHE": str(tmp_path / "local-cache")}
-    runs = f"s3://{BUCKET}/runs"
+    runs, cache = f"s3://{BUCKET}/runs", f"s3://{BUCKET}/cache"
     if case == "bucket":
         runs = "s3://no-such-bucket/runs"
+    elif case == "cache-bucket":
+        cache = "s3://no-such-bucket/cache"
     elif case == "credentials":
         env["AWS_SECRET_ACCESS_KEY"] = "not-the-secret"
     else:
         env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{free_port()}"
-    out = _cli("run", str(space), "--data", str(corpus), "--runs", runs, "--name", f"bad-{case}",
+    out = _cli("run", str(space), "--data", str(corpus), "--runs", runs, "--cache", cache, "--name", f"bad-{case}",
                "--no-dashboard", env=env, timeout=120)
     assert out.returncode == 2, out.stdout + out.stderr
     lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: --runs ") and expected in lines[0], out.stderr
+    assert len(lines) == 1 and lines[0].startswith(f"error: {flag} ") and expected in lines[0], out.stderr
+    assert not _keys(s3, f"runs/bad-{case}")
     assert "Traceback" not in out.stdout + out.stderr
     assert "ray" not in out.stdout.lower()  # nothing started
     assert not (tmp_path / "local-cache" / "spectrograms").exists()
