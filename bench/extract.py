@@ -1,6 +1,8 @@
-"""Spectrogram extraction throughput: the original PNG pipeline vs ours (Ray tasks, process pool) vs the floor.
+"""Spectrogram extraction throughput: the original PNG pipeline vs ours (Ray Data, process pool) vs the floor;
+and the driver's peak memory while a search extracts and hands out the spectrograms, at two corpus sizes.
 
     .venv/bin/python bench/extract.py [--data DIR] [--clips N] [--repeats 3] [--workers 1 2]
+                                      [--driver-clips 600 6000] [--skip-driver]
 
 Measured on the same clips, one after the other in this process (ratios are back to back):
 
@@ -12,10 +14,17 @@ Measured on the same clips, one after the other in this process (ratios are back
 (b) ours      the product at the paper preset (22.05 kHz, Hamming, n_fft 1024, hop 256, 120 bands):
               - in-process, one core: auttention.spectrogram.extract(jobs=1) (decode, resample,
                 spectrogram, Parquet);
-              - Ray: search.extract.ray_extract (what ensure_spectrograms calls) with 1, 2, ...
-                tasks at once; the first call in a fresh Ray session (worker start-up, imports) is
-                reported apart from warm runs (later calls, workers reused); Ray's workers run at
-                niceness 0 here (--ray-niceness; Ray's default 15 starves them on a shared machine);
+              Ray Data and the plain tasks run after the rounds of the others, in a fresh Ray session per
+              CPU count (--workers: Ray Data uses every CPU of its cluster), both back to back in each
+              round; and again on the demo corpus of --scaling-clips clips (default 6,000: fixed costs
+              of a run weigh less);
+              - Ray Data: search.extract.ray_extract (what ensure_spectrograms calls: map_batches,
+                write_parquet by the workers) with 1, 2, ... tasks at once; the first call in a fresh
+                Ray session (worker start-up, imports) is reported apart from warm runs (later calls,
+                workers reused); Ray's workers run at niceness 0 here (--ray-niceness; Ray's default
+                15 starves them on a shared machine);
+              - the plain Ray tasks Ray Data replaced (one task per chunk returning its table to the
+                driver, which wrote the parts: `plain_task_extract` below), same chunks, same counts;
               - the local process pool auttention.spectrogram.extract(jobs=n), pool start included.
 (c) floor     STFT + mel + dB of audio already decoded and resampled in memory, one core: the fastest of
               librosa, NumPy framing + scipy.fft (float32) with a dense or a sparse filterbank, and the
@@ -23,8 +32,16 @@ Measured on the same clips, one after the other in this process (ratios are back
 
 Ray is started and warmed up first; then every measurement runs once per round, --repeats rounds,
 so that changes in the load of a shared machine hit all of them alike; the best of the rounds is
-kept. Throughput in clips/s and audio-seconds/s. Prints tables and writes
-bench/results/extract.json. Nothing here asserts a time.
+kept. Throughput in clips/s and audio-seconds/s.
+
+(d) driver    for the demo corpus at each --driver-clips size (the generator's own size option: 600 is
+              the built-in corpus, other sizes are synthesised once into the cache), a fresh Python
+              process does what `run` does before the trials start, with the demo space's spectrogram
+              setting (whole clips): Ray started, ensure_spectrograms (Ray Data, into a fresh cache),
+              spectrogram_sources (auto); its peak RSS (VmHWM) then, against the spectrograms'
+              size, and after it also reads them itself, as the replaced code did before ray.put.
+
+Prints tables and writes bench/results/extract.json. Nothing here asserts a time or a size.
 """
 
 from __future__ import annotations
@@ -135,6 +152,139 @@ def floor_functions(cfg):
 
 # -- measurements ---------------------------------------------------------------------------------
 
+# -- what Ray Data replaced --------------------------------------------------------------------------
+
+def plain_task_extract(corpus, cfg, out: Path) -> None:
+    """The extraction before Ray Data, for comparison: the same chunks as ray_extract, one Ray task each
+    (one per CPU of the session in flight) returning its Arrow table; the driver writes each as a part."""
+    import ray
+
+    from auttention import spectrogram as spectro
+    from auttention.config import to_dict
+    from search.extract import MAX_CHUNK, MIN_CHUNK, _batch
+
+    parallelism = int(ray.cluster_resources()["CPU"])
+    frames = spectro.common_frames(corpus, cfg)
+    rows = corpus[["file_name", "path", "partition", "label"]].reset_index(drop=True)
+    chunk = int(np.clip(np.ceil(len(rows) / (4 * parallelism)), MIN_CHUNK, MAX_CHUNK))
+    chunks = [rows.iloc[i:i + chunk] for i in range(0, len(rows), chunk)]
+    task = ray.remote(num_cpus=1)(_batch)
+    if out.exists():
+        shutil.rmtree(out)
+    (out / "parquet").mkdir(parents=True)
+    in_flight, settings = [], to_dict(cfg)
+    for i in range(len(chunks)):
+        while len(in_flight) < parallelism and chunks:
+            in_flight.append(task.remote(chunks.pop(0), settings, frames))
+        done, in_flight = ray.wait(in_flight, num_returns=1)
+        spectro.write_part(ray.get(done[0]), out / "parquet" / f"part-{i:05d}.parquet")
+
+
+def ray_scaling(corpus, cfg, workers: list[int], repeats: int, tmp: Path) -> dict:
+    """Ray Data (ray_extract) and the plain tasks it replaced, each in a fresh Ray session per CPU count
+    (Ray Data uses every CPU of its cluster): the session's start, its first extraction (worker start-up,
+    imports), then `repeats` rounds of both, back to back. {key: seconds or [seconds]}."""
+    import ray
+
+    from search.extract import ray_extract
+    from search.raysession import start_ray
+
+    out: dict = {}
+    for w in workers:
+        t_init, _ = timed(lambda: start_ray(None, dashboard=False, num_cpus=w))
+        try:
+            t_cold, _ = timed(lambda: ray_extract(corpus, cfg, tmp / "ray-cold"))
+            plain_task_extract(corpus, cfg, tmp / "tasks-warm")  # its workers warm too
+            out[f"init{w}"], out[f"first{w}"] = t_init, t_cold
+            out[f"ours:ray{w}"], out[f"tasks:ray{w}"] = [], []
+            for r in range(repeats):
+                out[f"ours:ray{w}"].append(timed(lambda: ray_extract(corpus, cfg, tmp / f"ray{w}"))[0])
+                out[f"tasks:ray{w}"].append(timed(lambda: plain_task_extract(corpus, cfg, tmp / f"tasks{w}"))[0])
+                print(f"{len(corpus)} clips, {w} CPU(s), round {r + 1}/{repeats}: Ray Data "
+                      f"{out[f'ours:ray{w}'][-1]:.2f} s, plain tasks {out[f'tasks:ray{w}'][-1]:.2f} s", flush=True)
+        finally:
+            ray.shutdown()
+    return out
+
+
+# -- (d) the driver's memory -----------------------------------------------------------------------------
+
+def demo_corpus_of(clips: int) -> Path:
+    """The demo corpus with `clips` clips (the generator's size option; 600 is the built-in one)."""
+    from auttention.democorpus import build_demo_corpus
+    from search.runner import default_cache, demo_corpus
+
+    if clips == 600:
+        return demo_corpus(default_cache(), 0, print)
+    folder = default_cache() / "demo-corpus" / f"seed0-n{clips}"
+    if not (folder / "lab" / "labels.csv").is_file():
+        print(f"demo corpus: synthesising {clips} clips into {folder} (once) ...", flush=True)
+        if folder.exists():
+            shutil.rmtree(folder)
+        build_demo_corpus(folder, n_clips=clips, seed=0)
+    return folder
+
+
+def driver_child(corpus_dir: str) -> None:
+    """In a fresh process: what `run` does before the trials, then its peak RSS; prints one JSON line."""
+    import json
+    import resource
+
+    from auttention import spectrogram as spectro
+    from auttention.corpus import read_corpus
+    from search.extract import ensure_spectrograms
+    from search.raysession import start_ray
+    from search.sources import size_bytes, spectrogram_sources
+    from search.space import load_space
+
+    def peak_mib() -> float:
+        # VmHWM: this process' own peak (ru_maxrss would carry the parent's from before the exec)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    settings = load_space(Path(__file__).resolve().parent.parent / "spaces" / "demo.yaml").spectrogram_settings()[:1]
+    corpus = read_corpus(corpus_dir)
+    start_ray(None, dashboard=False)
+    import ray
+
+    at_start = peak_mib()
+    cache = Path(tempfile.mkdtemp(prefix="bench-driver-"))
+    try:
+        t, folders = timed(lambda: ensure_spectrograms(corpus, settings, cache, log=lambda line: None))
+        sources = spectrogram_sources(folders, corpus, "auto", lambda line: None)
+        after_sources = peak_mib()
+        size = sum(size_bytes(f) for f in folders.values()) / 2**20
+        delivery = next(iter(sources.values())).delivery
+        spec = spectro.read(next(iter(folders.values()))).with_labels(corpus)  # what the driver did before
+        after_read = peak_mib()
+        rows = len(spec.file_name)
+    finally:
+        ray.shutdown()
+        shutil.rmtree(cache, ignore_errors=True)
+    print("DRIVER " + json.dumps({"clips": len(corpus), "rows": rows, "spectrograms_mib": size, "delivery": delivery,
+                                  "extract_seconds": t, "peak_rss_mib_ray_started": at_start,
+                                  "peak_rss_mib_extracted_and_handed_out": after_sources,
+                                  "peak_rss_mib_if_the_driver_reads_them": after_read}), flush=True)
+
+
+def driver_memory(sizes: list[int]) -> list[dict]:
+    import json
+    import subprocess
+
+    out = []
+    for clips in sizes:
+        folder = demo_corpus_of(clips)
+        proc = subprocess.run([sys.executable, __file__, "--driver-child", str(folder)], capture_output=True, text=True)
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("DRIVER ")]
+        if proc.returncode or not lines:
+            raise SystemExit(f"driver measurement at {clips} clips failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+        out.append(json.loads(lines[-1][len("DRIVER "):]))
+        print(f"driver at {clips} clips: {out[-1]}", flush=True)
+    return out
+
+
 def rate(n: int, audio_s: float, seconds: float) -> dict:
     return {"seconds": seconds, "clips_per_s": n / seconds, "audio_s_per_s": audio_s / seconds}
 
@@ -155,8 +305,17 @@ def main() -> None:
                         help="niceness of Ray's workers (Ray's own default is 15, which on a machine shared "
                              "with other programs starves them; the in-process paths run at 0)")
     parser.add_argument("--skip-original", action="store_true", help="do not time the original PNG pipeline")
+    parser.add_argument("--driver-clips", type=int, nargs="+", default=[600, 6000],
+                        help="demo corpus sizes at which to measure the driver's peak memory")
+    parser.add_argument("--skip-driver", action="store_true", help="do not measure the driver's memory")
+    parser.add_argument("--scaling-clips", type=int, default=6000,
+                        help="also measure Ray Data's and the plain tasks' scaling on the demo corpus of this many "
+                             "clips (0: not)")
+    parser.add_argument("--driver-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     ray_niceness(args.ray_niceness)
+    if args.driver_child:
+        return driver_child(args.driver_child)
 
     from threadpoolctl import threadpool_limits
 
@@ -188,9 +347,6 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-extract-"))
     import ray
 
-    from search.extract import ray_extract
-    from search.raysession import start_ray
-
     try:
         # first calls in a process cost time (imports, filterbank, soxr): paid once, reported apart
         t_first_decode, _ = timed(lambda: load_audio(paths[0], cfg.sample_rate))
@@ -205,14 +361,6 @@ def main() -> None:
             if not args.skip_original:
                 original_spectrogram_png(paths[0], str(tmp / "warm.png"))
 
-        # Ray: start-up, the first extraction in the fresh session, then one untimed call per parallelism
-        t_init, _ = timed(lambda: start_ray(None, dashboard=False))
-        t_cold, _ = timed(lambda: ray_extract(corpus, cfg, tmp / "ray-cold", parallelism=workers[0]))
-        for w in workers:
-            ray_extract(corpus, cfg, tmp / f"ray-warm{w}", parallelism=w)
-        results["ray_start"] = {"init_seconds": t_init, "first_extraction_seconds": t_cold,
-                                "first_extraction_workers": workers[0]}
-
         # rounds: every measurement once per round, so that load changes hit all of them alike
         jobs: dict[str, callable] = {}
         if not args.skip_original:
@@ -225,8 +373,6 @@ def main() -> None:
         for w in workers:
             if w > 1:
                 jobs[f"ours:pool{w}"] = lambda w=w: spectro.extract(corpus, cfg, tmp / f"pool{w}", jobs=w)
-        for w in workers:
-            jobs[f"ours:ray{w}"] = lambda w=w: ray_extract(corpus, cfg, tmp / f"ray{w}", parallelism=w)
         one_core = {k for k in jobs if k in ("original", "ours:decode+resample", "ours:spectrogram")
                     or k.startswith("floor:")}
         times: dict[str, list[float]] = {k: [] for k in jobs}
@@ -240,9 +386,19 @@ def main() -> None:
                 times[key].append(t)
             print(f"round {r + 1}/{args.repeats}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()),
                   flush=True)
+        # Ray: a fresh session per CPU count (after the rounds above: those run without Ray's workers)
+        scaling = ray_scaling(corpus, cfg, workers, args.repeats, tmp)
+        times.update({k: v for k, v in scaling.items() if isinstance(v, list)})
+        results["ray_start"] = {k: v for k, v in scaling.items() if not isinstance(v, list)}
+        if args.scaling_clips:
+            big = read_corpus(demo_corpus_of(args.scaling_clips))
+            results["scaling_big"] = ray_scaling(big, cfg, workers, max(1, args.repeats - 1), tmp)
+            results["scaling_big"]["clips"] = len(big)
     finally:
         ray.shutdown()
         shutil.rmtree(tmp, ignore_errors=True)
+    if not args.skip_driver:
+        results["driver"] = driver_memory(args.driver_clips)
 
     best = {k: min(v) for k, v in times.items()}
     results["times"] = {k: summary(v) for k, v in times.items()}
@@ -260,23 +416,43 @@ def main() -> None:
     for key, t in best.items():
         label = labels.get(key) or (f"floor: {key[6:]} (in memory), 1 core" if key.startswith("floor:") else
                                     f"ours: process pool, jobs={key[9:]}" if key.startswith("ours:pool") else
-                                    f"ours: Ray tasks, {key[8:]} task(s), whole run (warm)")
+                                    f"replaced: plain Ray tasks, {key[9:]} CPU(s), whole run (warm)"
+                                    if key.startswith("tasks:") else
+                                    f"ours: Ray Data, {key[8:]} CPU(s), whole run (warm)")
         rows.append((label, t, n / t, audio_s / t, 1e3 * t / n))
     rs = results["ray_start"]
-    rows.append((f"ours: Ray tasks, {workers[0]} task(s), fresh session", rs["first_extraction_seconds"],
-                 n / rs["first_extraction_seconds"], audio_s / rs["first_extraction_seconds"],
-                 1e3 * rs["first_extraction_seconds"] / n))
+    w0 = workers[0]
+    rows.append((f"ours: Ray Data, {w0} CPU(s), fresh session", rs[f"first{w0}"], n / rs[f"first{w0}"],
+                 audio_s / rs[f"first{w0}"], 1e3 * rs[f"first{w0}"] / n))
     print()
     print(table(rows, ["extraction", "seconds", "clips/s", "audio s/s", "ms/clip"]))
     print()
-    steady = best[f"ours:ray{workers[0]}"]
-    print(f"Ray start-up: ray.init {rs['init_seconds']:.1f} s; first extraction in the fresh session "
-          f"{rs['first_extraction_seconds']:.1f} s vs {steady:.2f} s warm: "
-          f"{rs['first_extraction_seconds'] - steady:.1f} s of worker start-up and first calls")
+    steady = best[f"ours:ray{w0}"]
+    print(f"Ray start-up: ray.init {rs[f'init{w0}']:.1f} s; first extraction in the fresh session "
+          f"{rs[f'first{w0}']:.1f} s vs {steady:.2f} s warm: "
+          f"{rs[f'first{w0}'] - steady:.1f} s of worker start-up and first calls")
+    big = results.get("scaling_big")
+    if big and 1 in workers and 2 in workers:
+        b = {k: min(v) for k, v in big.items() if isinstance(v, list)}
+        results["ratios"]["parallel efficiency 1->2 (Ray Data, {} clips)".format(big["clips"])] = _ratio(
+            b["ours:ray1"] / (2 * b["ours:ray2"]), 0.85)
+        results["ratios"]["parallel efficiency 1->2 (plain Ray tasks, replaced, {} clips)".format(big["clips"])] = _ratio(
+            b["tasks:ray1"] / (2 * b["tasks:ray2"]), 0.85)
+        print(table([(("ours: Ray Data" if k.startswith("ours") else "replaced: plain Ray tasks") + f", {k.rsplit('ray', 1)[1]} CPU(s)",
+                      t, big["clips"] / t) for k, t in b.items()],
+                    [f"{big['clips']} clips, best of {len(big['ours:ray1'])}", "seconds", "clips/s"]))
+        print()
     print(f"floor = {floor_name} (max |difference| from ours on [-1, 1]: {diffs[floor_name]:.1e})")
     print()
     print(table([(k, v["value"], v["target"], "yes" if v["met"] else "NO") for k, v in results["ratios"].items()],
                 ["ratio", "measured", "target", "met"]))
+    if results.get("driver"):
+        print()
+        print(table([(d["clips"], d["rows"], d["spectrograms_mib"], d["delivery"], d["peak_rss_mib_ray_started"],
+                      d["peak_rss_mib_extracted_and_handed_out"], d["peak_rss_mib_if_the_driver_reads_them"])
+                     for d in results["driver"]],
+                    ["clips", "rows", "spectrograms MiB", "delivery", "driver peak MiB: Ray started",
+                     "extracted + handed out", "reading them too (before)"]))
     print(f"load average: start {load_start}, end {results['load_end']}")
     path = write_result("extract", results)
     print(f"wrote {path}")
@@ -295,8 +471,10 @@ def compute_ratios(best: dict, floor_name: str, workers: list[int], n: int) -> d
     out["ours/floor per core (in-process)"] = _ratio(per_core["ours:in-process"] / floor, 0.5)
     out["ours spectrogram only / floor (in memory)"] = _ratio(per_core["ours:spectrogram"] / floor, 0.5)
     if 1 in workers and 2 in workers:
-        out["parallel efficiency 1->2 (Ray, whole run)"] = _ratio(
+        out["parallel efficiency 1->2 (Ray Data, whole run)"] = _ratio(
             per_core["ours:ray2"] / (2 * per_core["ours:ray1"]), 0.85)
+        out["parallel efficiency 1->2 (plain Ray tasks, replaced)"] = _ratio(
+            per_core["tasks:ray2"] / (2 * per_core["tasks:ray1"]), 0.85)
         if "ours:pool2" in per_core:
             out["parallel efficiency 1->2 (process pool vs in-process)"] = _ratio(
                 per_core["ours:pool2"] / (2 * per_core["ours:in-process"]), 0.85)

@@ -14,7 +14,8 @@ Ray workers, trial actors) with psutil every --interval seconds:
 - for each trial worker, the part of its memory that is plasma pages (resident, and private);
 - the object store's bytes in use (the raylet's store statistics).
 
-The spectrograms are put into the object store once by the driver and every trial maps them:
+The spectrograms are read into the object store once by a Ray task (search.sources, the object-store
+delivery) and every trial maps them:
 the store's bytes stay the size of one copy whatever k is, each trial's plasma pages are shared,
 not private, and the extra memory per added trial (PSS summed over all our processes) is compared
 with the spectrogram array's size and with an estimate of one trial's own model and data.

@@ -34,8 +34,10 @@ def use_token_auth() -> bool:
     return True
 
 
-def start_ray(address: str | None, dashboard: bool, verbose: bool = False) -> tuple[str | None, bool]:
-    """Connect to a cluster or start Ray here (token authentication on, dashboard on 127.0.0.1).
+def start_ray(address: str | None, dashboard: bool, verbose: bool = False,
+              num_cpus: int | None = None) -> tuple[str | None, bool]:
+    """Connect to a cluster or start Ray here (token authentication on, dashboard on 127.0.0.1; with
+    `num_cpus` CPUs, default all).
 
     The cluster is `address`, else $RAY_ADDRESS (set inside a Ray job); without either Ray starts
     here, never joining a cluster that happens to run on this machine (`--address auto` does that).
@@ -59,14 +61,11 @@ def start_ray(address: str | None, dashboard: bool, verbose: bool = False) -> tu
                                log_to_driver=verbose)
         else:
             context = ray.init(address="local", include_dashboard=dashboard, dashboard_host="127.0.0.1",
-                               runtime_env=runtime_env, logging_level=logging.WARNING, log_to_driver=verbose)
+                               runtime_env=runtime_env, logging_level=logging.WARNING, log_to_driver=verbose,
+                               num_cpus=num_cpus)
     except ConnectionError as exc:
         raise UserError(f"--address {target}: cannot connect to a Ray cluster ({str(exc).splitlines()[0]}); "
                         f"is it running (`ray status`), and is its token in ~/.ray/auth_token or "
                         f"$RAY_AUTH_TOKEN?") from None
-    import ray.data
-
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
     logging.getLogger("ray.tune").setLevel(logging.WARNING)
     return getattr(context, "dashboard_url", None) or None, not target

@@ -82,7 +82,7 @@ def test_kuberay_rayjob_manifest():
         assert any("secretRef" in e for e in container.get("envFrom", [])), "no bucket credentials"
         assert "volumeMounts" not in container  # corpus, cache and runs are in the bucket
     args = shlex.split(spec["entrypoint"])
-    for flag in ("--data", "--runs"):
+    for flag in ("--data", "--cache", "--runs"):
         assert args[args.index(flag) + 1].startswith("s3://"), flag
     dockerfile = (ROOT / "cluster" / "Dockerfile").read_text()
     assert "pip install" in dockerfile and "/opt/auttention-search" in dockerfile
