@@ -36,7 +36,7 @@ def _batch(batch: pd.DataFrame, settings: dict[str, Any], frames: int):
 MIN_CHUNK, MAX_CHUNK = 16, 256  # clips per block: enough to amortise a task, few enough to balance and bound memory
 # blocks per CPU of the cluster (below MAX_CHUNK): two balance the CPUs, and few enough that Ray Data's
 # streaming executor, which notices a finished task only at its next poll (every 0.1 s), leaves a CPU
-# idle rarely: on 2 CPUs and 600 clips, efficiency 1 -> 2 CPUs 0.91 with 2 blocks per CPU, 0.82 with 4
+# idle rarely (docs/PERFORMANCE.md, section 1)
 BLOCKS_PER_CPU = 2
 
 
