@@ -117,8 +117,10 @@ def ray_extract(corpus: pd.DataFrame, cfg: SpectrogramConfig, out: str | os.Path
         made = blocks.map_batches(_batch, fn_kwargs={"settings": to_dict(cfg), "frames": frames},
                                   batch_size=None, batch_format="pandas", num_cpus=1)
         path, filesystem = _parquet_target(parts)
+        # a write pinned to the driver's node (local://) takes no CPU there: a cluster's head often has none
+        pinned = {"ray_remote_args": {"num_cpus": 0}} if path.startswith("local://") else {}
         made.write_parquet(path, filesystem=filesystem, compression="none",
-                           use_dictionary=["file_name", "partition", "error"])
+                           use_dictionary=["file_name", "partition", "error"], **pinned)
         # the bad-audio verdicts: two small columns read back, not the spectrograms
         failed = spectro.bad_clips(pq.read_table(parts.path, filesystem=parts.fs, columns=["file_name", "error"]))
         policy.apply(corpus, failed)  # 'fail' raises: atomic_folder keeps nothing
