@@ -520,9 +520,9 @@ class Spectrograms:
 
 
 def _folder(folder):
-    from .storage import Location, location
+    from .storage import as_location
 
-    return folder if isinstance(folder, Location) else location(folder)
+    return as_location(folder)
 
 
 def is_complete(folder) -> bool:

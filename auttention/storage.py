@@ -244,6 +244,11 @@ def location(uri: str | os.PathLike, flag: str = "path") -> Location:
     return Location(f"{scheme}://{rest}", rest, fs)
 
 
+def as_location(where: "str | os.PathLike | Location", flag: str = "path") -> Location:
+    """`where` as a Location: itself if it is one, else location(where, flag)."""
+    return where if isinstance(where, Location) else location(str(where), flag)
+
+
 def check(loc: Location, flag: str, write: bool = True) -> None:
     """Write and delete one small object under `loc` (write=False: list it): a missing bucket, refused
     credentials or an unreachable endpoint become one UserError line naming `flag`. Local paths:

@@ -24,8 +24,7 @@ from auttention.storage import Location
 
 def cache_folder(cache: str | os.PathLike | Location, corpus_hash: str, cfg: SpectrogramConfig) -> Location:
     """Where the spectrograms of this corpus with these settings live (`cache`: a path, a URI or a Location)."""
-    cache = cache if isinstance(cache, Location) else storage.location(str(cache), "--cache")
-    return cache / "spectrograms" / corpus_hash / cfg.hash()
+    return storage.as_location(cache, "--cache") / "spectrograms" / corpus_hash / cfg.hash()
 
 
 def _batch(batch: pd.DataFrame, settings: dict[str, Any], frames: int):
@@ -103,7 +102,7 @@ def ray_extract(corpus: pd.DataFrame, cfg: SpectrogramConfig, out: str | os.Path
     import pyarrow.parquet as pq
     import ray
 
-    out = out if isinstance(out, Location) else storage.location(str(out), "--cache")
+    out = storage.as_location(out, "--cache")
     policy = policy or BadAudioPolicy(warn=print)
     corpus_id = fingerprint(corpus)
     frames = spectro.common_frames(corpus, cfg, policy.warn)

@@ -95,13 +95,11 @@ def _visible_on_every_node(folder: Location, nodes: list[dict]) -> bool:
 
 def spectrogram_sources(folders: dict[str, Location], corpus: pd.DataFrame, delivery: str = AUTO,
                         echo: Callable[[str], None] = print) -> dict[str, Source]:
-    """{settings hash: Source} for the cache folders of ensure_spectrograms, by `delivery` (auto,
-    object-store or node-copy; see the module's docstring). Call with Ray started."""
+    """{settings hash: Source} for the cache folders of ensure_spectrograms, by `delivery` (one of
+    DELIVERIES, checked by the caller before any work; see the module's docstring). Call with Ray started."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    if delivery not in DELIVERIES:
-        raise UserError(f"--delivery {delivery}: choose one of {', '.join(DELIVERIES)}")
     labels = corpus[["file_name", "label"]].reset_index(drop=True)
     sizes = {h: size_bytes(f) for h, f in folders.items()}
     nodes = _trial_nodes()
