@@ -10,11 +10,13 @@ corpora with its own size options) and each `--data` corpus, through the real CL
 
 With --ablations, each change of the method is also measured on its own, against the same runs:
 - pipeline-crop128: configs/demo.yaml with the former fixed `frames: 128` (5.1 s cropped/padded);
+- pipeline-clip70: configs/demo.yaml with the former `clip_below: -70` (quiet background kept);
 - pipeline-feature-F: the pipeline's own two trained models, read out with feature F (no retraining);
 - search-best-epoch: the search chosen by its single best epoch, without confirmation seeds (the
   former selection), on the first corpus only (a search is the costly part).
 
     python bench/quality.py [--seeds 0 1 2] [--data CORPUS ...] [--time-budget 5m] [--ablations]
+    python bench/quality.py --tables-from bench/results/quality.json   # print a saved run's tables
 
 Prints a table and writes bench/results/quality.json ({"rows": [{"corpus", "method", "devel_rho",
 "test_rho"}, ...], "summary": ...}). Test rho is shown only; nothing here chooses by it.
@@ -127,15 +129,19 @@ def best_epoch_space(tmp: Path) -> Path:
     return path
 
 
-def crop_config(tmp: Path) -> Path:
-    """configs/demo.yaml with the former fixed length: 128 frames (5.1 s), cropped or padded."""
+def variant(tmp: Path, name: str, **spectrogram) -> Path:
+    """configs/demo.yaml with some spectrogram settings changed (a former default each)."""
     import yaml
 
     config = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
-    config["spectrogram"]["frames"] = 128
-    path = tmp / "demo-crop128.yaml"
+    config["spectrogram"].update(spectrogram)
+    path = tmp / f"demo-{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+# the former defaults, each measured alone against configs/demo.yaml
+VARIANTS = {"crop128": {"frames": 128}, "clip70": {"clip_below": -70.0}}
 
 
 def main() -> None:
@@ -148,7 +154,12 @@ def main() -> None:
     ap.add_argument("--ablations", action="store_true", help="measure each change on its own too")
     ap.add_argument("--no-search", action="store_true", help="baseline and pipeline only")
     ap.add_argument("--work", type=Path, help="folder for runs and caches (default: a temporary one)")
+    ap.add_argument("--tables-from", type=Path, help="only print the tables of a saved quality.json")
     args = ap.parse_args()
+    if args.tables_from:
+        saved = json.loads(args.tables_from.read_text())
+        print_tables(saved["rows"], saved["summary"])
+        return
 
     work = args.work or Path(tempfile.mkdtemp(prefix="auttention-quality-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -179,8 +190,9 @@ def run_all(args, corpora, runs: Path, cache: Path, log: Path, work: Path, add) 
         m = pipeline(data, ROOT / "configs" / "demo.yaml", out, log)
         add(name, "pipeline", m["fusion"]["devel_rho"], m["fusion"]["test_rho"])
         if args.ablations:
-            m = pipeline(data, crop_config(work), runs / f"pipeline-crop128-{name}", log)
-            add(name, "pipeline-crop128", m["fusion"]["devel_rho"], m["fusion"]["test_rho"])
+            for tag, settings in VARIANTS.items():
+                m = pipeline(data, variant(work, tag, **settings), runs / f"pipeline-{tag}-{name}", log)
+                add(name, f"pipeline-{tag}", m["fusion"]["devel_rho"], m["fusion"]["test_rho"])
             for feature, r in readouts(out, ROOT / "configs" / "demo.yaml").items():
                 add(name, f"pipeline-feature-{feature}", r["devel_rho"], r["test_rho"])
         if args.no_search:
@@ -197,6 +209,45 @@ def run_all(args, corpora, runs: Path, cache: Path, log: Path, work: Path, add) 
             add(name, "search-best-epoch", m["fusion"]["devel_rho"], m["fusion"]["test_rho"], trial_id=m["trial_id"])
 
 
+# each change measured alone: (what it is, the method with it, the same runs without it)
+CHANGES = [("whole clips (vs frames 128)", "pipeline", "pipeline-crop128"),
+           ("clip_below -50 (vs -70)", "pipeline", "pipeline-clip70"),
+           ("feature final_mean_std (vs final)", "pipeline-feature-final_mean_std", "pipeline-feature-final"),
+           ("feature mean (vs final)", "pipeline-feature-mean", "pipeline-feature-final"),
+           ("feature mean_std (vs final)", "pipeline-feature-mean_std", "pipeline-feature-final"),
+           ("selection + confirmation (vs best epoch)", "search", "search-best-epoch"),
+           ("seed ensemble (vs chosen trial's model)", "search", "search-single-model")]
+
+
+def changes(rows: list[dict]) -> list[list]:
+    """Per change: its test (and devel) rho minus the same corpus's without it, mean and sd over corpora."""
+    by = {(r["corpus"], r["method"]): r for r in rows}
+    out = []
+    for what, with_it, without in CHANGES:
+        pairs = [(by[c, with_it], r) for (c, m), r in by.items() if m == without and (c, with_it) in by]
+        pairs = [(a, b) for a, b in pairs if a["test_rho"] is not None and b["test_rho"] is not None]
+        if pairs:
+            dt = [a["test_rho"] - b["test_rho"] for a, b in pairs]
+            dd = [a["devel_rho"] - b["devel_rho"] for a, b in pairs]
+            out.append([what, len(pairs), float(np.mean(dd)), float(np.mean(dt)), float(np.std(dt)),
+                        " ".join(f"{d:+.3f}" for d in dt)])
+    return out
+
+
+def print_tables(rows: list[dict], summary: dict) -> None:
+    header = ["corpus", "method", "devel rho", "test rho"]
+    cells = [[r["corpus"], r["method"], r["devel_rho"], r["test_rho"] if r["test_rho"] is not None else float("nan")]
+             for r in rows]
+    means = [[m, s["corpora"], s["mean_devel_rho"], s["mean_test_rho"], s["sd_test_rho"], s["mean_gap"]]
+             for m, s in summary.items()]
+    mean_header = ["method (demo seeds)", "corpora", "mean devel", "mean test", "sd test", "devel - test"]
+    moved = changes(rows)
+    moved_header = ["change, measured alone", "corpora", "devel moved", "test moved", "sd", "test moved per corpus"]
+    for fmt in (table, markdown_table):
+        print("\n" + "\n\n".join(fmt(c, h) for c, h in ((cells, header), (means, mean_header),
+                                                          (moved, moved_header)) if c))
+
+
 def report(rows: list[dict], args) -> None:
     """Print the tables and write bench/results/quality.json."""
     summary = {}
@@ -207,15 +258,7 @@ def report(rows: list[dict], args) -> None:
             summary[method] = {"corpora": len(mine), "mean_devel_rho": float(np.mean([r["devel_rho"] for r in mine])),
                                "mean_test_rho": float(np.mean(tests)), "sd_test_rho": float(np.std(tests)),
                                "mean_gap": float(np.mean([r["devel_rho"] - r["test_rho"] for r in mine]))}
-    header = ["corpus", "method", "devel rho", "test rho"]
-    cells = [[r["corpus"], r["method"], r["devel_rho"], r["test_rho"] if r["test_rho"] is not None else float("nan")]
-             for r in rows]
-    print("\n" + table(cells, header))
-    means = [[m, s["corpora"], s["mean_devel_rho"], s["mean_test_rho"], s["sd_test_rho"], s["mean_gap"]]
-             for m, s in summary.items()]
-    mean_header = ["method (demo seeds)", "corpora", "mean devel", "mean test", "sd test", "devel - test"]
-    print("\n" + table(means, mean_header))
-    print("\n" + markdown_table(cells, header) + "\n\n" + markdown_table(means, mean_header))
+    print_tables(rows, summary)
     path = write_result("quality", {"rows": rows, "summary": summary, "time_budget": args.time_budget,
                                     "ablations": args.ablations})
     print(f"\nwrote {path}")
