@@ -10,7 +10,7 @@ corpora with its own size options) and each `--data` corpus, through the real CL
 
 With --ablations, each change of the method is also measured on its own, against the same runs:
 - pipeline-crop128: configs/demo.yaml with the former fixed `frames: 128` (5.1 s cropped/padded);
-- pipeline-clip70: configs/demo.yaml with the former `clip_below: -70` (quiet background kept);
+- pipeline-clip70: configs/demo.yaml with the former `clip_below: -70`;
 - pipeline-feature-F: the pipeline's own two trained models, read out with feature F (no retraining);
 - search-best-epoch: the search chosen by its single best epoch, without confirmation seeds (the
   former selection), on the first corpus only (a search is the costly part).
@@ -221,11 +221,11 @@ CHANGES = [("whole clips (vs frames 128)", "pipeline", "pipeline-crop128"),
 
 def changes(rows: list[dict]) -> list[list]:
     """Per change: its test (and devel) rho minus the same corpus's without it, mean and sd over corpora."""
-    by = {(r["corpus"], r["method"]): r for r in rows}
+    by = {(r["corpus"], r["method"]): r for r in rows if r["test_rho"] is not None}
+    corpora = dict.fromkeys(r["corpus"] for r in rows)
     out = []
     for what, with_it, without in CHANGES:
-        pairs = [(by[c, with_it], r) for (c, m), r in by.items() if m == without and (c, with_it) in by]
-        pairs = [(a, b) for a, b in pairs if a["test_rho"] is not None and b["test_rho"] is not None]
+        pairs = [(by[c, with_it], by[c, without]) for c in corpora if (c, with_it) in by and (c, without) in by]
         if pairs:
             dt = [a["test_rho"] - b["test_rho"] for a, b in pairs]
             dd = [a["devel_rho"] - b["devel_rho"] for a, b in pairs]
@@ -235,6 +235,7 @@ def changes(rows: list[dict]) -> list[list]:
 
 
 def print_tables(rows: list[dict], summary: dict) -> None:
+    """The rows, the means per method and each change alone, as plain text and then as Markdown."""
     header = ["corpus", "method", "devel rho", "test rho"]
     cells = [[r["corpus"], r["method"], r["devel_rho"], r["test_rho"] if r["test_rho"] is not None else float("nan")]
              for r in rows]
