@@ -137,9 +137,10 @@ def run_search(space_path: str, *, data: str | None = None, address: str | None 
              f"run folder {run}")
         t0 = time.perf_counter()
         results = tuner.fit()
-        counts = settle_study(run_dir, exp.name)
+        counts, lost = settle_study(run_dir, exp.name)
         run.push_study(force=True)
-        echo("optuna: " + ", ".join(f"{n} {state.lower()}" for state, n in sorted(counts.items())))
+        echo("optuna: " + ", ".join(f"{n} {state.lower()}" for state, n in sorted(counts.items()))
+             + (f" ({lost} lost when the driver stopped: asked after its last snapshot)" if lost else ""))
         run.pull()  # a run folder on object storage: the trials' results (not their models) into the mirror
         evaluations = None
         ranked = rank_trials(results, exp.metric, exp.select, space.scheduler.max_epochs)

@@ -17,23 +17,38 @@ logger = logging.getLogger(__name__)
 SELECTION = "selection_score"  # what a trial reports as its rank (search/trial.py selection_score)
 
 
-def settle_study(run_dir: Path, study_name: str) -> dict[str, int]:
-    """After a search: every Optuna trial still RUNNING (the trials a time budget ended, or never started)
-    is recorded as what happened to it: PRUNED where it reported epochs (its intermediate values stay),
-    FAIL where it never reported. Returns the study's counts per state."""
+SETTLED = "settled"  # the user attribute that says why a trial's state was recorded for it
+LOST = "asked by the searcher after Tune's last snapshot before the driver stopped; never resumed"
+
+
+def settle_trials(study, trials, why: str) -> None:
+    """Record trials left RUNNING as what happened to them: PRUNED where they reported epochs (their
+    intermediate values stay), FAIL where they never reported; `why` goes into their user attributes."""
     import optuna
 
-    study = optuna.load_study(study_name=study_name, storage=optuna_storage_url(run_dir))
-    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+    for trial in trials:
         state = optuna.trial.TrialState.PRUNED if trial.intermediate_values else optuna.trial.TrialState.FAIL
         try:
+            study._storage.set_trial_user_attr(trial._trial_id, SETTLED, why)
             study.tell(trial.number, state=state)
         except Exception as exc:  # finished meanwhile
             logger.warning("optuna: could not settle trial %s: %s", trial.number, exc)
+
+
+def settle_study(run_dir: Path, study_name: str) -> tuple[dict[str, int], int]:
+    """After a search: every Optuna trial still RUNNING (the trials a time budget ended, or never started)
+    is settled. Returns the study's counts per state and how many trials a driver restart lost."""
+    import optuna
+
+    study = optuna.load_study(study_name=study_name, storage=optuna_storage_url(run_dir))
+    settle_trials(study, study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)),
+                  "still running when the search ended")
     counts: dict[str, int] = {}
+    lost = 0
     for trial in study.get_trials(deepcopy=False):
         counts[trial.state.name] = counts.get(trial.state.name, 0) + 1
-    return counts
+        lost += trial.user_attrs.get(SETTLED) == LOST
+    return counts, lost
 
 
 class HonestOptunaSearch(OptunaSearch):
@@ -45,6 +60,17 @@ class HonestOptunaSearch(OptunaSearch):
     ranks trials by; each epoch's metric is an intermediate value.
     Checked against Ray 2.60's OptunaSearch (its private _ot_trials, _ot_study, _completed_trials).
     """
+
+    def restore(self, checkpoint_path: str) -> None:
+        """After a driver restart: a trial the searcher asked for after Tune's last snapshot is in the study
+        but unknown to the restored Tune, which never resumes it; settle it now (so TPE's constant liar
+        does not count it as running), marked as lost."""
+        import optuna
+
+        super().restore(checkpoint_path)
+        known = {ot_trial._trial_id for ot_trial in self._ot_trials.values()}
+        running = self._ot_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        settle_trials(self._ot_study, [t for t in running if t._trial_id not in known], LOST)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         """Record the metric as an intermediate value at its epoch (what TPE ranks pruned trials by)."""
