@@ -18,7 +18,8 @@ With --ablations, each change of the method is also measured on its own, against
     python bench/quality.py [--seeds 0 1 2] [--data CORPUS ...] [--time-budget 5m] [--ablations]
     python bench/quality.py --tables-from bench/results/quality.json   # print a saved run's tables
 
-Prints a table and writes bench/results/quality.json ({"rows": [{"corpus", "method", "devel_rho",
+Prints a table and writes bench/results/quality.json (quality-<N>clips-<M>spk.json for other sizes,
+so the default-size results stay) ({"rows": [{"corpus", "method", "devel_rho",
 "test_rho"}, ...], "summary": ...}). Test rho is shown only; nothing here chooses by it.
 """
 
@@ -165,8 +166,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     cache, runs, log = work / "cache", work / "runs", work / "quality.log"
     print(f"work folder {work} (commands and their output: {log})", flush=True)
-    corpora = [(f"demo-seed{s}" + (f"-{args.clips}x{args.speakers}" if args.clips or args.speakers else ""),
-                demo(s, cache, args.clips, args.speakers)) for s in args.seeds]
+    corpora = [(f"demo-seed{s}{size_tag(args)}", demo(s, cache, args.clips, args.speakers)) for s in args.seeds]
     corpora += [(Path(d).name, Path(d)) for d in args.data]
     rows = []
 
@@ -179,6 +179,11 @@ def main() -> None:
         run_all(args, corpora, runs, cache, log, work, add)
     finally:  # what was measured is kept even when a later run fails
         report(rows, args)
+
+
+def size_tag(args) -> str:
+    """What a run on demo corpora of a size other than the generator's is named by (its corpora and JSON)."""
+    return (f"-{args.clips}clips" if args.clips else "") + (f"-{args.speakers}spk" if args.speakers else "")
 
 
 def run_all(args, corpora, runs: Path, cache: Path, log: Path, work: Path, add) -> None:
@@ -260,7 +265,7 @@ def report(rows: list[dict], args) -> None:
                                "mean_test_rho": float(np.mean(tests)), "sd_test_rho": float(np.std(tests)),
                                "mean_gap": float(np.mean([r["devel_rho"] - r["test_rho"] for r in mine]))}
     print_tables(rows, summary)
-    path = write_result("quality", {"rows": rows, "summary": summary, "time_budget": args.time_budget,
+    path = write_result(f"quality{size_tag(args)}", {"rows": rows, "summary": summary, "time_budget": args.time_budget,
                                     "ablations": args.ablations})
     print(f"\nwrote {path}")
 
