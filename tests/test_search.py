@@ -10,7 +10,7 @@ import optuna
 import pandas as pd
 import pytest
 import yaml
-from conftest import TINY_SPACE, run_until
+from conftest import TINY_SPACE
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -180,31 +180,56 @@ def test_existing_name_needs_resume(finished, tiny):
                    dashboard=False)
 
 
+# the driver, SIGKILLed (with its process group) right after the searcher asks Optuna for its third trial:
+# with 2 trials at a time that is when the first one has ended, before Tune snapshots the new trial
+KILLED_AFTER_THIRD_ASK = """
+import os, signal
+import search.tuning as tuning
+from search.cli import main
+ask, asked = tuning.HonestOptunaSearch.suggest, []
+def suggest(self, trial_id):
+    out = ask(self, trial_id)
+    asked.append(trial_id)
+    if len(asked) == 3:
+        print("killed after asking for", trial_id, flush=True)
+        os.killpg(0, signal.SIGKILL)
+    return out
+tuning.HonestOptunaSearch.suggest = suggest
+main()
+"""
+
+
 def test_resume_after_interruption(tiny):
-    """Interrupt the driver after the first scored epoch; --resume finishes without re-running trials."""
+    """The driver killed after a trial has ended and the next was asked for; --resume finishes without
+    re-running trials, and the trial the restored Tune never knew is settled and marked lost."""
     from search.tuning import LOST, SETTLED
 
     root, corpus, _ = tiny
     space = root / "resumed.yaml"  # the tiny space without confirmation seeds (test_outputs checks those)
     space.write_text(yaml.safe_dump({**TINY_SPACE, "experiment": {**TINY_SPACE["experiment"], "confirm_top": 0}}))
-    cmd = [sys.executable, "-m", "search.cli", "run", str(space), "--data", str(corpus), "--runs",
-           str(root / "runs"), "--cache", str(root / "cache"), "--name", "resumed", "--no-dashboard"]
-    seen = run_until(cmd, "completed after")  # the module's pytest timeout bounds a search that never scores
-    assert any("completed after" in line for line in seen), "".join(seen[-20:])
+    args = ["run", str(space), "--data", str(corpus), "--runs", str(root / "runs"), "--cache", str(root / "cache"),
+            "--name", "resumed", "--no-dashboard"]
+    killed = subprocess.run([sys.executable, "-c", KILLED_AFTER_THIRD_ASK, *args], capture_output=True, text=True,
+                            start_new_session=True, timeout=600)
+    assert "killed after asking for" in killed.stdout, killed.stdout[-3000:] + killed.stderr[-3000:]
+    assert "completed after" in killed.stdout or "stopped early after" in killed.stdout
     run_dir = root / "runs" / "resumed"
     assert not (run_dir / "trials.csv").exists()
+    study = optuna.load_study(study_name="resumed", storage=f"sqlite:///{run_dir / 'optuna.db'}")
+    assert len(study.trials) == 3 and not study.trials[2].state.is_finished()
 
-    out = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=600)
+    out = subprocess.run([sys.executable, "-m", "search.cli", *args, "--resume"], capture_output=True, text=True,
+                         timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "resuming" in out.stdout
+    assert "(1 lost when the driver stopped" in out.stdout
     trials = pd.read_csv(run_dir / "trials.csv")
     assert len(trials) == 4 and trials["trial_id"].is_unique
     study = optuna.load_study(study_name="resumed", storage=f"sqlite:///{run_dir / 'optuna.db'}")
-    # none stays RUNNING; besides the 4 trials Tune ran, only a trial the searcher asked for after Tune's
-    # last snapshot (a race with the kill) may be there, settled and marked as lost
-    assert all(t.state.is_finished() for t in study.trials)
-    ran = [t for t in study.trials if t.user_attrs.get(SETTLED) != LOST]
-    assert len(ran) == 4
+    assert all(t.state.is_finished() for t in study.trials)  # none stays RUNNING
+    lost = [t.number for t in study.trials if t.user_attrs.get(SETTLED) == LOST]
+    assert lost == [2] and study.trials[2].state == optuna.trial.TrialState.FAIL
+    assert len(study.trials) == 5  # the 4 trials Tune ran, each once, and the lost one
     assert (run_dir / "best" / "predictions.test.csv").is_file()
 
 
