@@ -18,9 +18,9 @@ With --ablations, each change of the method is also measured on its own, against
     python bench/quality.py [--seeds 0 1 2] [--data CORPUS ...] [--time-budget 5m] [--ablations]
     python bench/quality.py --tables-from bench/results/quality.json   # print a saved run's tables
 
-Prints a table and writes bench/results/quality.json (quality-<N>clips-<M>spk.json for other sizes,
-so the default-size results stay) ({"rows": [{"corpus", "method", "devel_rho",
-"test_rho"}, ...], "summary": ...}). Test rho is shown only; nothing here chooses by it.
+Prints a table and writes bench/results/quality.json ({"rows": [{"corpus", "method", "devel_rho",
+"test_rho"}, ...], "summary": ...}); with --clips / --speakers, quality-<N>clips-<M>spk.json instead, so
+the default-size results stay. Test rho is shown only; nothing here chooses by it.
 """
 
 from __future__ import annotations
@@ -63,8 +63,7 @@ def demo(seed: int, cache: Path, clips: int | None, speakers: int | None) -> Pat
     """The demo corpus of `seed` (at the generator's default size unless asked otherwise)."""
     from auttention.democorpus import build_demo_corpus
 
-    size = f"-{clips}x{speakers}" if clips or speakers else ""
-    folder = cache / "demo-corpus" / f"seed{seed}{size}"
+    folder = cache / "demo-corpus" / f"seed{seed}{size_tag(clips, speakers)}"
     if not (folder / "lab" / "labels.csv").is_file():
         kwargs = {k: v for k, v in (("n_clips", clips), ("n_speakers", speakers)) if v}
         build_demo_corpus(folder, seed=seed, **kwargs)
@@ -166,7 +165,8 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     cache, runs, log = work / "cache", work / "runs", work / "quality.log"
     print(f"work folder {work} (commands and their output: {log})", flush=True)
-    corpora = [(f"demo-seed{s}{size_tag(args)}", demo(s, cache, args.clips, args.speakers)) for s in args.seeds]
+    tag = size_tag(args.clips, args.speakers)
+    corpora = [(f"demo-seed{s}{tag}", demo(s, cache, args.clips, args.speakers)) for s in args.seeds]
     corpora += [(Path(d).name, Path(d)) for d in args.data]
     rows = []
 
@@ -181,9 +181,9 @@ def main() -> None:
         report(rows, args)
 
 
-def size_tag(args) -> str:
-    """What a run on demo corpora of a size other than the generator's is named by (its corpora and JSON)."""
-    return (f"-{args.clips}clips" if args.clips else "") + (f"-{args.speakers}spk" if args.speakers else "")
+def size_tag(clips: int | None, speakers: int | None) -> str:
+    """The name suffix of demo corpora of a size other than the generator's (their folders, rows and JSON)."""
+    return (f"-{clips}clips" if clips else "") + (f"-{speakers}spk" if speakers else "")
 
 
 def run_all(args, corpora, runs: Path, cache: Path, log: Path, work: Path, add) -> None:
@@ -265,8 +265,9 @@ def report(rows: list[dict], args) -> None:
                                "mean_test_rho": float(np.mean(tests)), "sd_test_rho": float(np.std(tests)),
                                "mean_gap": float(np.mean([r["devel_rho"] - r["test_rho"] for r in mine]))}
     print_tables(rows, summary)
-    path = write_result(f"quality{size_tag(args)}", {"rows": rows, "summary": summary, "time_budget": args.time_budget,
-                                    "ablations": args.ablations})
+    path = write_result(f"quality{size_tag(args.clips, args.speakers)}",
+                        {"rows": rows, "summary": summary, "time_budget": args.time_budget,
+                         "ablations": args.ablations})
     print(f"\nwrote {path}")
 
 
