@@ -7,6 +7,9 @@ setup(
                 "that best predicts continuous paralinguistic labels (e.g. sleepiness) from speech.",
     license="GPL-3.0-or-later",
     python_requires=">=3.10",
+    # packages at the root, named so: setuptools then makes the editable install a plain .pth of this folder
+    # (without it, a meta path finder and a "be careful with folders ..." notice on every install)
+    package_dir={"": "."},
     packages=find_packages(include=["auttention", "auttention.*", "search", "search.*"]),
     package_data={"search": ["report.css"]},  # the search report's style sheet, read at run time
     include_package_data=True,
@@ -31,11 +34,17 @@ setup(
         "pyyaml>=6.0,<7",
         "espeakng-loader>=0.2,<1",
         "matplotlib>=3.7,<4",
+        "optuna-dashboard>=0.16,<1",  # the README's way to browse a run's optuna.db
     ],
     extras_require={
         "gpu": ["tensorflow[and-cuda]>=2.16,<3"],
-        "test": ["pytest>=7.4,<10", "pytest-timeout>=2.2,<3", "moto[server]>=5,<6"],
+        # the MLflow tracking client (`run --mlflow URI`); mlflow-skinny because the full
+        # `mlflow` 3.0-3.17 caps pyarrow below our pin
+        "mlflow": ["mlflow-skinny>=3.4,<4"],
+        # flask, sqlalchemy and alembic let mlflow-skinny's `mlflow server` run in tests
+        "test": ["pytest>=7.4,<10", "pytest-timeout>=2.2,<3", "moto[server]>=5,<6",
+                 "mlflow-skinny>=3.4,<4", "flask>=3,<4", "sqlalchemy>=2,<3", "alembic>=1.13,<2"],
     },
     entry_points={"console_scripts": ["auttention-search=search.cli:main"]},
-    classifiers=["License :: OSI Approved :: GNU General Public License v3 or later (GPLv3+)"],
+    # no "License ::" classifier: setuptools >= 77 wants the SPDX expression above instead
 )

@@ -1,7 +1,8 @@
 """One config object per stage (spectrogram, model, training, scoring), built from YAML-shaped dicts.
 
 YAML keys, CLI flags and dataclass fields use the same names. Every value is checked here, at the
-edge, and a bad one raises UserError naming the key path and what is allowed.
+edge, and a bad one raises UserError naming the key path and what is allowed. Each network has its own
+model config class (MODEL_CONFIGS: Seq2seqConfig, AttentionConfig) holding only the keys that apply to it.
 """
 
 from __future__ import annotations
@@ -94,35 +95,51 @@ SPECTROGRAM_PRESETS: dict[str, dict[str, Any]] = {
                    fmin=0.0, fmax=None, clip_below=-60.0, frames=100, crop="center"),
 }
 
+# published starting points per config class: `preset: NAME` in a section (see `expand_preset`)
+PRESETS: dict[type, dict[str, dict[str, Any]]] = {SpectrogramConfig: SPECTROGRAM_PRESETS}
+
 
 FEATURES = ("final", "mean", "mean_std", "final_mean", "final_mean_std")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """One recurrent autoencoder: `network` is seq2seq or attention."""
+    """What both recurrent autoencoders share; `Seq2seqConfig` and `AttentionConfig` add each network's own keys."""
 
-    network: str = _opt("seq2seq", choices=("seq2seq", "attention"))
+    # not a setting: the class says which network it configures; kept in YAML and checkpoints (state.json)
+    network: str = field(default="", init=False)
     cell: str = _opt("gru", choices=("gru", "lstm"))
     layers: int = _opt(2, lo=1, hi=3)
     units: int = _opt(256, lo=1, hi=4096)
-    encoder_bidirectional: bool = _opt(True)
+    encoder_bidirectional: bool = _opt(True, doc="encode the frames in both directions (the paper)")
     dropout: float = _opt(0.2, lo=0.0, hi=0.95, doc="dropout on the encoder input")
     feature: str = _opt("final", choices=FEATURES,
                         doc="the clip's feature: final (the paper: seq2seq's bottleneck of the final states, "
                             "attention's final states), mean or mean_std (statistics of the top encoder layer's "
                             "outputs over the clip's real frames), or final_mean / final_mean_std (both)")
-    # seq2seq only
+
+
+@dataclass(frozen=True)
+class Seq2seqConfig(ModelConfig):
+    """The seq2seq autoencoder: a recurrent decoder with teacher forcing, a bottleneck of the final states."""
+
+    network: str = field(default="seq2seq", init=False)
     decoder_bidirectional: bool = _opt(True, doc="seq2seq only; a bidirectional decoder's backward direction "
                                                    "sees the frames after the one it predicts (the next target "
                                                    "frame among them), as in the paper: not causal")
     feature_units: typing.Optional[int] = _opt(None, lo=1, hi=4096, doc="seq2seq bottleneck width; null = units")
-    # attention only
+
+
+@dataclass(frozen=True)
+class AttentionConfig(ModelConfig):
+    """The attention autoencoder: a decoder that attends over the encoder outputs at every step."""
+
+    network: str = field(default="attention", init=False)
     attention: str = _opt("bahdanau", choices=("bahdanau", "luong"), doc="attention only")
     attention_units: typing.Optional[int] = _opt(None, lo=1, hi=4096, doc="attention only; null = units")
 
-    ONLY = {"seq2seq": ("decoder_bidirectional", "feature_units"),
-            "attention": ("attention", "attention_units")}
+
+MODEL_CONFIGS: dict[str, type[ModelConfig]] = {"seq2seq": Seq2seqConfig, "attention": AttentionConfig}
 
 
 @dataclass(frozen=True)
@@ -163,34 +180,23 @@ class PipelineConfig:
     """Everything one run of the published pipeline needs."""
 
     spectrogram: SpectrogramConfig = field(default_factory=SpectrogramConfig)
-    seq2seq: ModelConfig = field(default_factory=lambda: ModelConfig(network="seq2seq"))
-    attention: ModelConfig = field(default_factory=lambda: ModelConfig(network="attention"))
+    seq2seq: Seq2seqConfig = field(default_factory=Seq2seqConfig)
+    attention: AttentionConfig = field(default_factory=AttentionConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
 
 
-SECTIONS = {"spectrogram": SpectrogramConfig, "seq2seq": ModelConfig, "attention": ModelConfig,
-            "training": TrainingConfig, "scoring": ScoringConfig}
+SECTIONS: dict[str, type] = {"spectrogram": SpectrogramConfig, "seq2seq": Seq2seqConfig,
+                             "attention": AttentionConfig, "training": TrainingConfig, "scoring": ScoringConfig}
 
 
 def to_dict(cfg: Any) -> Any:
     """A config object as plain YAML-ready data."""
     if dataclasses.is_dataclass(cfg):
-        out = {}
-        for f in dataclasses.fields(cfg):
-            value = getattr(cfg, f.name)
-            if isinstance(cfg, ModelConfig) and f.name in _not_for(cfg.network):
-                continue
-            out[f.name] = to_dict(value)
-        return out
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
     if isinstance(cfg, (list, tuple)):
         return [to_dict(v) for v in cfg]
     return cfg
-
-
-def _not_for(network: str) -> tuple:
-    """Keys of ModelConfig that do not apply to `network`."""
-    return tuple(k for net, keys in ModelConfig.ONLY.items() if net != network for k in keys)
 
 
 def check_value(value: Any, annotation: Any, meta: Mapping[str, Any], where: str) -> Any:
@@ -252,31 +258,56 @@ def field_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def build(cls: type, data: Mapping[str, Any] | None, section: str, **fixed: Any) -> Any:
+def expand_preset(cls: type, data: Mapping[str, Any], section: str) -> dict[str, Any]:
+    """`data` with its `preset` key replaced by every key of that preset's config; `data`'s own keys win.
+
+    The one place presets are expanded: `build` (pipeline configs, CLI flags) and search spaces use it."""
+    data = dict(data)
+    if "preset" not in data or cls not in PRESETS:
+        return data  # a `preset` key in a section without presets is an unknown key to the caller
+    name = data.pop("preset")
+    presets = PRESETS[cls]
+    if not isinstance(name, str) or name not in presets:
+        raise UserError(f"{section}.preset must be one of {', '.join(presets)}; got {name!r}")
+    return {**to_dict(cls(**presets[name])), **data}
+
+
+def section_data(data: Any, section: str) -> Mapping[str, Any]:
+    """A section's YAML value as a mapping (absent or empty: {}); anything else is one clear line."""
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        kind = "a list" if isinstance(data, list) else f"{type(data).__name__} {data!r}"
+        raise UserError(f"{section} must be a mapping of keys to values, got {kind}")
+    return data
+
+
+def build(cls: type, data: Mapping[str, Any] | None, section: str) -> Any:
     """Build config `cls` from a mapping, rejecting unknown keys and bad values with one clear line."""
-    data = dict(data or {})
-    if not isinstance(data, dict):
-        raise UserError(f"{section} must be a mapping of keys to values")
-    if cls is SpectrogramConfig and "preset" in data:
-        preset = data.pop("preset")
-        if preset not in SPECTROGRAM_PRESETS:
-            raise UserError(f"{section}.preset must be one of {', '.join(SPECTROGRAM_PRESETS)}; got {preset!r}")
-        data = {**SPECTROGRAM_PRESETS[preset], **data}
+    data = expand_preset(cls, section_data(data, section), section)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    allowed = [n for n in fields if n not in fixed]
-    if cls is ModelConfig:
-        network = fixed.get("network", data.get("network", "seq2seq"))
-        allowed = [n for n in allowed if n not in _not_for(network)]
-    kwargs = dict(fixed)
+    types = field_types(cls)
+    kwargs = {}
     for key, value in data.items():
-        if key in fixed:
-            if value != fixed[key]:
-                raise UserError(f"{section}.{key} must be {fixed[key]!r} here, got {value!r}")
+        f = fields.get(key)
+        if f is not None and not f.init:  # a key the class fixes (a network's name): allowed only as itself
+            if value != f.default:
+                raise UserError(f"{section}.{key} must be {f.default!r} here, got {value!r}")
             continue
-        if key not in allowed:
+        if f is None:
+            allowed = [n for n, g in fields.items() if g.init]
             raise UserError(f"unknown key '{section}.{key}'; allowed: {', '.join(allowed)}")
-        kwargs[key] = check_value(value, field_types(cls)[key], fields[key].metadata, f"{section}.{key}")
+        kwargs[key] = check_value(value, types[key], f.metadata, f"{section}.{key}")
     return cls(**kwargs)
+
+
+def model_config(data: Mapping[str, Any], section: str = "model") -> ModelConfig:
+    """The config of the network that `data` names in its `network` key (a checkpoint's `model`)."""
+    data = section_data(data, section)
+    network = data.get("network", "seq2seq")  # the old single ModelConfig's default
+    if not isinstance(network, str) or network not in MODEL_CONFIGS:
+        raise UserError(f"{section}.network must be one of {', '.join(MODEL_CONFIGS)}; got {network!r}")
+    return build(MODEL_CONFIGS[network], data, section)
 
 
 def pipeline_config(data: Mapping[str, Any] | None, source: str = "config") -> PipelineConfig:
@@ -288,13 +319,7 @@ def pipeline_config(data: Mapping[str, Any] | None, source: str = "config") -> P
         if key not in SECTIONS:
             raise UserError(f"{source}: unknown section '{key}'; allowed: {', '.join(SECTIONS)}")
     try:
-        return PipelineConfig(
-            spectrogram=build(SpectrogramConfig, data.get("spectrogram"), "spectrogram"),
-            seq2seq=build(ModelConfig, data.get("seq2seq"), "seq2seq", network="seq2seq"),
-            attention=build(ModelConfig, data.get("attention"), "attention", network="attention"),
-            training=build(TrainingConfig, data.get("training"), "training"),
-            scoring=build(ScoringConfig, data.get("scoring"), "scoring"),
-        )
+        return PipelineConfig(**{name: build(cls, data.get(name), name) for name, cls in SECTIONS.items()})
     except UserError as exc:
         raise UserError(f"{source}: {exc}") from None
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import io
 import math
 import os
 import re
@@ -219,12 +220,23 @@ def _read_manifest(manifest: Path) -> pd.DataFrame:
 
 
 def _read_csv(path, columns: tuple[str, ...], source: str | None = None) -> pd.DataFrame:
-    """A CSV (a path, or a buffer named `source`) with `columns`, every cell a stripped string."""
+    """A CSV (a path, or a buffer named `source`) with `columns`, every cell a stripped string.
+
+    UTF-8 with or without a byte-order mark, or UTF-16 with one (a spreadsheet's "Unicode text"),
+    comma- or tab-separated (that "Unicode text" is tab-separated)."""
     try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise UserError(f"{source or path}: cannot read it as CSV ({str(exc).splitlines()[0]})") from None
+        raw = path.read() if hasattr(path, "read") else Path(path).read_bytes()
+    except OSError as exc:
+        raise UserError(f"{source or path}: cannot read it ({exc.strerror or exc})") from None
     path = source or path
+    text = _decode_csv(raw, path)
+    header = text.split("\n", 1)[0]
+    # a header with tabs and no comma is a tab-separated table (Excel's "Unicode text", "Text (Tab delimited)")
+    sep = "\t" if "\t" in header and "," not in header else ","
+    try:
+        table = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise UserError(f"{path}: cannot read it as CSV ({str(exc).splitlines()[0]})") from None
     table.columns = [c.strip() for c in table.columns]
     missing = [c for c in columns if c not in table.columns]
     if missing:
@@ -235,6 +247,24 @@ def _read_csv(path, columns: tuple[str, ...], source: str | None = None) -> pd.D
     for c in columns:
         table[c] = table[c].str.strip()
     return table
+
+
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
+def _decode_csv(raw: bytes, source) -> str:
+    """A CSV file's text: UTF-16 where a byte-order mark says so, else UTF-8 (a leading BOM dropped)."""
+    fix = "save it as \"CSV UTF-8\" (or \"Unicode text\") and run again"
+    try:
+        if raw.startswith(_UTF16_BOMS):
+            return raw.decode("utf-16")  # the BOM tells the byte order, and is dropped
+        if b"\x00" in raw:  # NUL bytes are valid UTF-8 but never in a CSV's text: UTF-16 without its BOM
+            raise UserError(f"{source}: cannot read it as CSV: its text looks like UTF-16 without a byte-order "
+                            f"mark; {fix}")
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{source}: cannot read it as CSV: its text is neither UTF-8 nor UTF-16 (byte {exc.start}); "
+                        f"{fix}") from None
 
 
 def _safe_path(root: Path, name: str, source: Path, line: int) -> Path:

@@ -4,6 +4,7 @@ Spearman's rho of rounded and clipped predictions, refit on train+devel, predict
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -21,14 +22,31 @@ from .io import write_csv, write_json
 
 
 def spearman(truth: np.ndarray, pred: np.ndarray) -> float:
-    """Spearman's rho; 0.0 where it is undefined (constant predictions or labels)."""
+    """Spearman's rho; NaN where it is undefined (fewer than two labels, or every label equal: there is
+    nothing to rank), 0.0 for constant predictions (a model that ranks nothing scores as chance, so that
+    C and trials stay comparable)."""
     from scipy.stats import spearmanr
 
     truth, pred = np.asarray(truth, float), np.asarray(pred, float)
-    if len(truth) < 2 or np.ptp(truth) == 0 or np.ptp(pred) == 0:
+    if len(truth) < 2 or np.ptp(truth) == 0:
+        return math.nan
+    if np.ptp(pred) == 0:
         return 0.0
     rho = spearmanr(truth, pred).statistic
     return 0.0 if not np.isfinite(rho) else float(rho)
+
+
+RHO_UNDEFINED = "undefined (every label equal)"
+
+
+def format_rho(rho: float | None, digits: int = 3, missing: str = "n/a") -> str:
+    """A Spearman's rho as every command and the report print it: `digits` decimals; RHO_UNDEFINED where it
+    is undefined (NaN, see `spearman`), never a number; `missing` where there is none (None: labels unknown)."""
+    if rho is None:
+        return missing
+    if math.isnan(rho):
+        return RHO_UNDEFINED
+    return f"{rho:.{digits}f}"
 
 
 def postprocess(pred: np.ndarray, cfg: ScoringConfig) -> np.ndarray:
@@ -88,7 +106,8 @@ def select_c(x_train: np.ndarray, y_train: np.ndarray, x_devel: np.ndarray, y_de
         pred = postprocess(pred, cfg)
         rho = spearman(y_devel, pred)
         rhos[float(c)] = rho
-        if best is None or rho > best.rho:
+        # a defined rho beats an undefined one (NaN compares False); the first C wins ties
+        if best is None or rho > best.rho or (math.isnan(best.rho) and not math.isnan(rho)):
             best = DevelScore(float(c), rho, pred)
     best.rho_per_c = rhos
     return best
@@ -104,12 +123,13 @@ class Evaluation:
     test: pd.DataFrame
     test_rho: float | None
     rho_per_c: dict[float, float]
+    n_train: int  # training clips of the first fit (the refit for test adds the devel clips)
 
     def metrics(self) -> dict:
-        """Plain figures for metrics.json."""
+        """Plain figures for metrics.json (n_train_devel: the clips the SVR predicting test was refit on)."""
         return {"c": self.c, "devel_rho": self.devel_rho, "test_rho": self.test_rho,
                 "devel_rho_per_c": {f"{c:g}": r for c, r in self.rho_per_c.items()},
-                "n_train_devel": int(len(self.devel)), "n_test": int(len(self.test))}
+                "n_train_devel": int(self.n_train + len(self.devel)), "n_test": int(len(self.test))}
 
 
 def evaluate(features: pd.DataFrame, cfg: ScoringConfig) -> Evaluation:
@@ -130,7 +150,8 @@ def evaluate(features: pd.DataFrame, cfg: ScoringConfig) -> Evaluation:
     test_rho = spearman(y_te[known], test_pred[known]) if known.any() else None
     return Evaluation(chosen.c, chosen.rho,
                       pd.DataFrame({"file_name": f_dv, "prediction": chosen.predictions}),
-                      pd.DataFrame({"file_name": f_te, "prediction": test_pred}), test_rho, chosen.rho_per_c)
+                      pd.DataFrame({"file_name": f_te, "prediction": test_pred}), test_rho, chosen.rho_per_c,
+                      n_train=len(y_tr))
 
 
 def evaluate_features(features_path: str | os.PathLike, labels_path: str | os.PathLike | None,

@@ -10,7 +10,8 @@ A spectrogram folder holds parquet/*.parquet (columns file_name, partition, labe
 the pipeline and the search join the corpus' current labels by file name), chunk, length,
 n_frames, spectrogram, error: set on rows of clips with bad audio, which `read` leaves out) and
 settings.json (settings, their hash, the corpus fingerprint), written last: a folder without
-settings.json is incomplete.
+settings.json is incomplete. extraction.extract writes it (whichever its executor); this module
+computes the rows (`spectrogram_table`, the one worker function) and reads a folder back.
 """
 
 from __future__ import annotations
@@ -18,24 +19,23 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import os
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
 import pandas as pd
 
 from .config import SpectrogramConfig, build, to_dict
-from .corpus import BadAudioPolicy
 from .errors import UserError
 
 AMIN = 1e-10  # power floor before the log, as librosa.power_to_db
 SETTINGS = "settings.json"
 PARQUET = "parquet"
 STREAM_BLOCK = 1 << 18  # samples per STFT call when a clip is streamed (bounded memory on long clips)
+# how every part is written (pyarrow.parquet.write_table's, and Ray Data's write_parquet's, options):
+# uncompressed, as float spectrograms barely compress and read back faster without it
+PARQUET_OPTIONS = {"compression": "none", "use_dictionary": ["file_name", "partition", "error"]}
 
 
 # Slaney's mel scale (librosa's default): linear below 1 kHz, logarithmic above
@@ -313,22 +313,6 @@ def _keep_freed_memory() -> None:
     mallopt(m_trim_threshold, 64 << 20)  # keep up to 64 MiB free at the top of the heap
 
 
-def spectrogram_batch(paths: Iterable[str], cfg: SpectrogramConfig, frames: int) -> tuple[np.ndarray, np.ndarray]:
-    """Decode clips and compute their rows: (R, frames, n_mels) and the real frames of each row (R,)."""
-    _keep_freed_memory()
-    specs, lengths = [], []
-    # one BLAS thread: clips run in parallel anyway, and float rounding then does not depend on how
-    # many threads a worker happened to have (identical cache everywhere)
-    with _threadpools().limit(limits=1, user_api="blas"):
-        for path in paths:
-            rows, length, _ = clip_spectrogram(path, cfg, frames)
-            lengths.append(length)
-            specs.append(rows)
-    if not specs:
-        return np.zeros((0, frames, cfg.n_mels), np.float32), np.zeros(0, np.int32)
-    return np.concatenate(specs), np.concatenate(lengths).astype(np.int32)
-
-
 def spectrogram_table(rows: pd.DataFrame, cfg: SpectrogramConfig, frames: int):
     """to_table of the clips in `rows` (one row per chunk); a clip with bad audio gets one row of -1
     with its reason in `error`.
@@ -341,7 +325,9 @@ def spectrogram_table(rows: pd.DataFrame, cfg: SpectrogramConfig, frames: int):
     _keep_freed_memory()
     parts, lengths, totals, owners, chunks = [], [], [], [], []
     errors: list[str | None] = []
-    with _threadpools().limit(limits=1, user_api="blas"):  # see spectrogram_batch
+    # one BLAS thread: clips run in parallel anyway, and float rounding then does not depend on how
+    # many threads a worker happened to have (identical cache everywhere)
+    with _threadpools().limit(limits=1, user_api="blas"):
         for i, path in enumerate(rows["path"]):
             try:
                 x, length, total = clip_spectrogram(path, cfg, frames)
@@ -386,12 +372,12 @@ def to_table(rows: pd.DataFrame, x: np.ndarray, length: np.ndarray, n_frames: np
     })
 
 
-def write_part(table, path: str | os.PathLike) -> None:
-    """One Parquet file of a spectrogram folder. Uncompressed: float spectrograms barely compress,
-    and reading them back is faster without it."""
+def write_part(table, where) -> None:
+    """One Parquet file of a spectrogram folder at `where` (a path, a URI or a storage.Location)."""
     import pyarrow.parquet as pq
 
-    pq.write_table(table, path, compression="none", use_dictionary=["file_name", "partition", "error"])
+    where = _folder(where)
+    pq.write_table(table, where.path, filesystem=where.fs, **PARQUET_OPTIONS)
 
 
 def settings(cfg: SpectrogramConfig, frames: int, corpus: str, skipped: dict[str, str] | None = None
@@ -401,61 +387,6 @@ def settings(cfg: SpectrogramConfig, frames: int, corpus: str, skipped: dict[str
     ({file_name: reason}; only ever non-empty under --on-bad-audio skip)."""
     return {"settings": to_dict(cfg), "settings_hash": cfg.hash(), "corpus": corpus, "frames": frames,
             "n_mels": cfg.n_mels, "skipped": dict(sorted((skipped or {}).items()))}
-
-
-def _chunk_worker(args: tuple[pd.DataFrame, dict, int]):
-    rows, cfg_dict, frames = args
-    return spectrogram_table(rows, SpectrogramConfig(**cfg_dict), frames)
-
-
-def extract(corpus: pd.DataFrame, cfg: SpectrogramConfig, out: str | os.PathLike, jobs: int | None = None,
-            policy: BadAudioPolicy | None = None) -> Path:
-    """Compute every clip's spectrogram in `jobs` processes; write the folder `out` atomically.
-
-    Bad audio (see BadAudioPolicy.screen; clips that fail to decode) is handled per `policy` (default
-    'fail', warnings on stderr): 'fail' raises BadAudio and writes nothing, 'skip' leaves those clips
-    out with a warning line each and records them in settings.json. settings.json records the
-    fingerprint of the whole corpus given (before any clip is skipped).
-    """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    from .corpus import fingerprint
-    from .io import atomic_dir, write_json
-
-    policy = policy or BadAudioPolicy()
-    corpus_id = fingerprint(corpus)
-    corpus, skipped = policy.screen(corpus)
-    jobs = jobs or os.cpu_count() or 1
-    frames = common_frames(corpus, cfg, policy.warn)
-    chunk = max(1, min(64, len(corpus) // (jobs * 4) or 1))
-    tasks = [(corpus.iloc[i:i + chunk], to_dict(cfg), frames) for i in range(0, len(corpus), chunk)]
-    if jobs == 1:
-        tables = [_chunk_worker(t) for t in tasks]
-    else:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
-            tables = list(pool.map(_chunk_worker, tasks))
-    table = pa.concat_tables(tables)
-    failed = bad_clips(table)
-    policy.apply(corpus, failed)  # 'fail' stops here, before any output
-    with atomic_dir(out) as tmp:
-        (tmp / PARQUET).mkdir()
-        write_part(table.filter(pc.is_null(table.column("error"))), tmp / PARQUET / "part-00000.parquet")
-        write_json(tmp / SETTINGS, settings(cfg, frames, corpus_id, {**skipped, **failed}))
-    return Path(out)
-
-
-
-def extract_corpus(data: str | os.PathLike, cfg: SpectrogramConfig, out: str | os.PathLike, jobs: int | None = None,
-                   policy: BadAudioPolicy | None = None) -> "Spectrograms":
-    """The `extract` step: the corpus at `data` (a ComParE folder or a manifest CSV) read, its spectrograms
-    written to `out` (see `extract`) and read back."""
-    from .corpus import read_corpus
-
-    policy = policy or BadAudioPolicy()
-    corpus = read_corpus(data, warn=policy.warn)
-    extract(corpus, cfg, out, jobs=jobs, policy=policy)
-    return read(out)
 
 
 @dataclass
@@ -543,18 +474,6 @@ def made_from(folder) -> dict[str, Any] | None:
         return None
 
 
-def differs(folder, corpus_id: str, cfg: SpectrogramConfig) -> str | None:
-    """What makes a finished spectrogram folder unusable for this corpus and these settings (None: usable)."""
-    meta = made_from(folder)
-    if meta is None:
-        return "no finished spectrograms"
-    if meta.get("corpus") != corpus_id:
-        return "made from another corpus (or the audio files changed)"
-    if meta.get("settings") != to_dict(cfg):
-        return "made with other spectrogram settings"
-    return None
-
-
 def read_table(folder):
     """(settings.json, Arrow table) of a finished spectrogram folder, local or on object storage: its
     rows with good audio, ordered test, devel, train, then by file name and chunk, so that each
@@ -602,5 +521,5 @@ def from_table(meta: dict[str, Any], table) -> Spectrograms:
 
 def read(folder) -> Spectrograms:
     """Read a spectrogram folder (a path, an s3:// / gs:// URI or a storage.Location) written by
-    `extract` or by the Ray Data extraction (search.extract.ray_extract)."""
+    extraction.extract (whichever its executor)."""
     return from_table(*read_table(folder))

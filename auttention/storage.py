@@ -17,6 +17,8 @@ import contextlib
 import os
 import posixpath
 import re
+import shutil
+import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -292,3 +294,23 @@ def _storage_problem(exc: BaseException, loc: Location, where: str) -> str:
                               "timed out", "timeout", "resolve host", "curl", "unreachable")):
         return f"cannot reach {where} ({text[:160]}); check AWS_ENDPOINT_URL and the network"
     return f"cannot write there ({text[:200]})"
+
+
+def check_writable(folder: Path, flag: str) -> None:
+    """Fail before any work, creating nothing, when `folder` could not be written or its disk is
+    nearly full (below $AUTTENTION_MIN_FREE_MB, default 200 MiB)."""
+    existing = Path(os.path.abspath(folder))
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(20, "a file is in the way")
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise UserError(f"{folder}: cannot write here ({exc.strerror}); choose another {flag}") from None
+    need = int(os.environ.get("AUTTENTION_MIN_FREE_MB", "200"))
+    free = shutil.disk_usage(existing).free // 2**20
+    if free < need:
+        raise UserError(f"{folder}: only {free} MiB free on this disk (a search needs {need}); free space or "
+                        f"choose another {flag}")

@@ -1,9 +1,11 @@
 """Training one recurrent autoencoder epoch by epoch, with exact checkpoint/resume.
 
-A `Trainer` owns a model, its Adam optimizer and the epoch count. Each epoch is one compiled
-`model.fit` pass (a TensorFlow graph; XLA only where it pays, see `use_xla`) over the data
-shuffled with a seed derived from (seed, epoch), so a run is reproducible on CPU and a
-checkpointed run resumed after epoch k continues exactly as if it had never stopped.
+A `Trainer` owns a model, its Adam optimizer and the epoch count; the epochs themselves are run
+by the engine (auttention/engine.py), the one loop every driver uses. Each epoch (`fit_epoch`) is
+one pass of the compiled train step (a TensorFlow graph; XLA only where it pays, see `use_xla`),
+batch by batch, over the data shuffled with a seed derived from (seed, epoch), so a run is
+reproducible on CPU and a checkpointed run resumed after epoch k continues exactly as if it had
+never stopped.
 
 A checkpoint is a folder: `state.json` (configs, shapes, epoch, loss history) and two NumPy
 archives of plain arrays (every model variable, dropout seed state included, and every
@@ -17,12 +19,11 @@ import json
 import math
 import warnings
 from pathlib import Path
-from typing import Callable
 
 import keras
 import numpy as np
 
-from .config import ModelConfig, TrainingConfig, build, to_dict
+from .config import ModelConfig, TrainingConfig, build, model_config, to_dict
 from .errors import UserError
 from .io import atomic_dir
 from .models import build_autoencoder, feature_size, frame_weights, full_lengths, targets
@@ -227,6 +228,20 @@ class Trainer:
         trainer._restore(folder, state)
         return trainer
 
+    @classmethod
+    def resume(cls, folder: str | Path, model_cfg: ModelConfig, train_cfg: TrainingConfig, n_frames: int, n_mels: int,
+               log_dir: str | Path | None = None, made_from: dict | None = None) -> "Trainer":
+        """A Trainer continuing the checkpoint in `folder` if there is one, else a new one. A checkpoint written
+        for another model, training setup, data shape or data (made_from) is refused; it is rebuilt from the
+        new configs, so the settings allowed to change (more epochs, XLA) take effect."""
+        folder = Path(folder)
+        state = (_resumable_state(folder, model_cfg, train_cfg, n_frames, n_mels, made_from or {})
+                 if (folder / STATE_FILE).exists() else None)
+        trainer = cls(model_cfg, train_cfg, n_frames, n_mels, log_dir=log_dir, made_from=made_from)
+        if state is not None:
+            trainer._restore(folder, state)
+        return trainer
+
     def check_made_from(self, made_from: dict, where: str | Path) -> None:
         """Refuse, in one line, data other than what this model was trained on (another corpus or other
         spectrogram settings): features from it would be silently wrong."""
@@ -261,7 +276,7 @@ def read_state(folder: str | Path) -> dict:
         state = json.loads(path.read_text(encoding="utf-8"))
         if state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"unknown checkpoint format {state.get('format')!r}")
-        state["model_cfg"] = build(ModelConfig, state["model"], "model")
+        state["model_cfg"] = model_config(state["model"], "model")
         state["train_cfg"] = build(TrainingConfig, state["training"], "training")
         for key in ("epoch", "n_frames", "n_mels"):
             state[key] = int(state[key])
@@ -276,7 +291,7 @@ def read_state(folder: str | Path) -> dict:
 
 
 def _save_variables(path: Path, variables: list) -> None:
-    arrays = {f"v{i:05d}": np.asarray(keras.ops.convert_to_numpy(v)) for i, v in enumerate(variables)}
+    arrays = {f"v{i:05d}": np.asarray(v.numpy()) for i, v in enumerate(variables)}  # not keras.ops.convert_to_numpy: NumPy 2 warns on its copy of a variable
     with open(path, "wb") as f:
         np.savez(f, **arrays)
 
@@ -292,41 +307,6 @@ def _load_variables(path: Path, variables: list) -> None:
                         "delete the folder and train again")
     for v, a in zip(variables, arrays):
         v.assign(a)
-
-
-def train(model_cfg: ModelConfig, train_cfg: TrainingConfig, x: np.ndarray, out: str | Path,
-          on_epoch_end: Callable[[int, float], None] | None = None, lengths: np.ndarray | None = None,
-          made_from: dict | None = None) -> Trainer:
-    """Train for train_cfg.epochs, checkpointing to out/checkpoint after every epoch and resuming from it.
-
-    TensorBoard logs go to out/tensorboard; the final model is out/checkpoint
-    (Trainer.load(out) finds it). on_epoch_end(epoch, loss) runs after each epoch's checkpoint.
-    lengths: real frames per row (default: all). made_from: the data's provenance, recorded in the
-    checkpoint; a checkpoint of other data is refused.
-    """
-    out = Path(out)
-    ckpt = out / "checkpoint"
-    x = np.asarray(x, dtype=np.float32)
-    if x.ndim != 3:
-        raise ValueError(f"x must be shaped (N, frames, mels), got {x.shape}")
-    if (ckpt / STATE_FILE).exists():
-        state = _resumable_state(ckpt, model_cfg, train_cfg, x.shape[1], x.shape[2], made_from or {})
-        # Built from the new configs: settings allowed to change (more epochs, XLA) take effect.
-        trainer = Trainer(model_cfg, train_cfg, x.shape[1], x.shape[2], log_dir=out / "tensorboard",
-                          made_from=made_from)
-        trainer._restore(ckpt, state)
-    else:
-        trainer = Trainer(model_cfg, train_cfg, x.shape[1], x.shape[2], log_dir=out / "tensorboard",
-                          made_from=made_from)
-    try:
-        while trainer.epoch < train_cfg.epochs:
-            loss = trainer.fit_epoch(x, lengths)
-            trainer.save(ckpt)
-            if on_epoch_end is not None:
-                on_epoch_end(trainer.epoch, loss)
-    finally:
-        trainer.close()
-    return trainer
 
 
 def _resumable_state(ckpt: Path, model_cfg: ModelConfig, train_cfg: TrainingConfig, n_frames: int,

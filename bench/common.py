@@ -97,7 +97,7 @@ def corpus_folder(data: str | None) -> Path:
     """The corpus to benchmark on: --data, or the built-in demo corpus (synthesised once into the cache)."""
     if data:
         return Path(data)
-    from search.runner import default_cache, demo_corpus
+    from search.prepare import default_cache, demo_corpus
 
     return demo_corpus(default_cache(), 0, print)
 

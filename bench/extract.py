@@ -12,20 +12,20 @@ Measured on the same clips, one after the other in this process (ratios are back
               normalisation pass: every PNG read for its width, read again, cropped to the shortest,
               written, read again, resized to 120 rows (bicubic) and written again.
 (b) ours      the product at the paper preset (22.05 kHz, Hamming, n_fft 1024, hop 256, 120 bands):
-              - in-process, one core: auttention.spectrogram.extract(jobs=1) (decode, resample,
+              - in-process, one core: auttention.extraction.extract, ProcessPool(1) (decode, resample,
                 spectrogram, Parquet);
               Ray Data and the plain tasks run after the rounds of the others, in a fresh Ray session per
               CPU count (--workers: Ray Data uses every CPU of its cluster), both back to back in each
               round; and again on the demo corpus of --scaling-clips clips (default 6,000: fixed costs
               of a run weigh less);
-              - Ray Data: search.extract.ray_extract (what ensure_spectrograms calls: map_batches,
+              - Ray Data: extraction.extract with search.extract.RayData (what ensure_spectrograms calls: map_batches,
                 write_parquet by the workers) with 1, 2, ... tasks at once; the first call in a fresh
                 Ray session (worker start-up, imports) is reported apart from warm runs (later calls,
                 workers reused); Ray's workers run at niceness 0 here (--ray-niceness; Ray's default
                 15 starves them on a shared machine);
               - the plain Ray tasks Ray Data replaced (one task per chunk returning its table to the
                 driver, which wrote the parts: `plain_task_extract` below), same chunks, same counts;
-              - the local process pool auttention.spectrogram.extract(jobs=n), pool start included.
+              - the local process pool: extraction.extract, ProcessPool(n), pool start included.
 (c) floor     STFT + mel + dB of audio already decoded and resampled in memory, one core: the fastest of
               librosa, NumPy framing + scipy.fft (float32) with a dense or a sparse filterbank, and the
               product's own mel_spectrogram (so the floor is never slower than what we ship).
@@ -155,7 +155,7 @@ def floor_functions(cfg):
 # -- what Ray Data replaced --------------------------------------------------------------------------
 
 def plain_task_extract(corpus, cfg, out: Path) -> None:
-    """The extraction before Ray Data, for comparison: the same chunks as ray_extract, one Ray task each
+    """The extraction before Ray Data, for comparison: the same chunks as RayData, one Ray task each
     (one per CPU of the session in flight) returning its Arrow table; the driver writes each as a part."""
     import ray
 
@@ -180,13 +180,25 @@ def plain_task_extract(corpus, cfg, out: Path) -> None:
         spectro.write_part(ray.get(done[0]), out / "parquet" / f"part-{i:05d}.parquet")
 
 
+def pool_extract(corpus, cfg, out: Path, jobs: int):
+    """extraction.extract with a ProcessPool of `jobs`, into a fresh folder each call (it reuses a finished one)."""
+    from auttention.extraction import ProcessPool, extract
+
+    return extract(corpus, cfg, Path(tempfile.mkdtemp(dir=out.parent)) / out.name, ProcessPool(jobs),
+                   log=lambda line: None)
+
+
 def ray_scaling(corpus, cfg, workers: list[int], repeats: int, tmp: Path) -> dict:
-    """Ray Data (ray_extract) and the plain tasks it replaced, each in a fresh Ray session per CPU count
+    """Ray Data (RayData) and the plain tasks it replaced, each in a fresh Ray session per CPU count
     (Ray Data uses every CPU of its cluster): the session's start, its first extraction (worker start-up,
     imports), then `repeats` rounds of both, back to back. {key: seconds or [seconds]}."""
     import ray
 
-    from search.extract import ray_extract
+    from auttention.extraction import extract
+    from search.extract import RayData
+
+    def ray_extract(corpus, cfg, out):  # a fresh folder each call: extract reuses a finished one
+        return extract(corpus, cfg, Path(tempfile.mkdtemp(dir=out.parent)) / out.name, RayData(), log=lambda line: None)
     from search.raysession import start_ray
 
     out: dict = {}
@@ -212,7 +224,7 @@ def ray_scaling(corpus, cfg, workers: list[int], repeats: int, tmp: Path) -> dic
 def demo_corpus_of(clips: int) -> Path:
     """The demo corpus with `clips` clips (the generator's size option; 600 is the built-in one)."""
     from auttention.democorpus import build_demo_corpus
-    from search.runner import default_cache, demo_corpus
+    from search.prepare import default_cache, demo_corpus
 
     if clips == 600:
         return demo_corpus(default_cache(), 0, print)
@@ -369,10 +381,10 @@ def main() -> None:
             jobs[f"floor:{name}"] = lambda fn=fn: [fn(a) for a in audio]
         jobs["ours:decode+resample"] = lambda: [load_audio(p, cfg.sample_rate) for p in paths]
         jobs["ours:spectrogram"] = lambda: [spectro.mel_spectrogram(a, cfg) for a in audio]
-        jobs["ours:in-process"] = lambda: spectro.extract(corpus, cfg, tmp / "local1", jobs=1)
+        jobs["ours:in-process"] = lambda: pool_extract(corpus, cfg, tmp / "local1", 1)
         for w in workers:
             if w > 1:
-                jobs[f"ours:pool{w}"] = lambda w=w: spectro.extract(corpus, cfg, tmp / f"pool{w}", jobs=w)
+                jobs[f"ours:pool{w}"] = lambda w=w: pool_extract(corpus, cfg, tmp / f"pool{w}", w)
         one_core = {k for k in jobs if k in ("original", "ours:decode+resample", "ours:spectrogram")
                     or k.startswith("floor:")}
         times: dict[str, list[float]] = {k: [] for k in jobs}

@@ -28,7 +28,7 @@ On a machine without a GPU it prints one line saying so and exits 0. On a GPU ma
 2. Four trials at `resources.gpu: 0.25` at once on one GPU: a real tiny `auttention-search run` of
    a small space on a 120-clip demo corpus, 3 epochs, while nvidia-smi is sampled twice a second:
    each trial process' peak GPU memory against its share (a quarter of the GPU's memory; a trial
-   caps TensorFlow at 90% of it, search.trial.configure_tensorflow), the GPU's peak in all, and
+   caps TensorFlow at 90% of it, search.resources.configure_tensorflow), the GPU's peak in all, and
    each trial's result (the fusion rho; older runs call it fused_rho).
 
 Prints a table and writes bench/results/gpu.json, which bench/scale.py reads for its GPU-node

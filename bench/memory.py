@@ -189,13 +189,13 @@ def trial_estimate(space: dict, spec) -> dict:
     from auttention import import_tensorflow_quietly
 
     import_tensorflow_quietly()
-    from auttention.config import ModelConfig
+    from auttention.config import MODEL_CONFIGS
     from auttention.models import build_autoencoder
 
     _, frames, n_mels = spec.x.shape
     params = 0
     for net in ("attention", "seq2seq"):
-        model, _ = build_autoencoder(ModelConfig(network=net, **space[net]), frames, n_mels)
+        model, _ = build_autoencoder(MODEL_CONFIGS[net](**space[net]), frames, n_mels)
         params += model.count_params()
     clip = frames * n_mels * 4
     batch = space["training"]["batch_size"]
@@ -225,7 +225,8 @@ def main() -> None:
     from auttention.io import write_yaml
     from search.extract import ensure_spectrograms
     from search.raysession import start_ray
-    from search.runner import default_cache, run_search
+    from search.prepare import default_cache
+    from search.runner import run_search
     from search.space import load_space
 
     load_start = loadavg()

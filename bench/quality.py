@@ -88,7 +88,7 @@ def readouts(out: Path, config: Path) -> dict[str, dict]:
     import_tensorflow_quietly()
     from auttention import spectrogram as spectro
     from auttention.config import load_pipeline_config
-    from auttention.pipeline import FUSION, AutoencoderPair
+    from auttention.engine import FUSION, Engine, provenance
     from auttention.training import Trainer
 
     base = load_pipeline_config(config)
@@ -103,7 +103,7 @@ def readouts(out: Path, config: Path) -> dict[str, dict]:
             new = Trainer(getattr(cfg, name), old.train_cfg, old.n_frames, old.n_mels, made_from=old.made_from)
             new.autoencoder.set_weights(old.autoencoder.get_weights())  # the read-out has no weights of its own
             trainers[name] = new
-        _, evaluations = AutoencoderPair(cfg, spec, trainers=trainers).evaluate()
+        _, evaluations = Engine(trainers, spec, cfg.training, cfg.scoring, provenance(cfg, spec)).evaluate()
         results[feature] = {"devel_rho": evaluations[FUSION].devel_rho, "test_rho": evaluations[FUSION].test_rho}
     return results
 

@@ -70,11 +70,11 @@ COMPONENTS = ("train_attention", "train_seq2seq", "features_attention", "feature
 
 def model_configs(units: int):
     """The paper's attention (Bahdanau) and seq2seq autoencoders at `units`."""
-    from auttention.config import ModelConfig
+    from auttention.config import AttentionConfig, Seq2seqConfig
 
     common = dict(cell="gru", layers=2, units=units, encoder_bidirectional=True, dropout=0.2)
-    return (ModelConfig(network="attention", attention="bahdanau", attention_units=units, **common),
-            ModelConfig(network="seq2seq", decoder_bidirectional=True, **common))
+    return (AttentionConfig(attention="bahdanau", attention_units=units, **common),
+            Seq2seqConfig(decoder_bidirectional=True, **common))
 
 
 def asha_epochs(max_epochs: int = 10, grace: int = 2, reduction: int = 2) -> float:

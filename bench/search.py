@@ -205,7 +205,7 @@ def warm_cache(space: dict, data: str | None) -> None:
     from auttention.corpus import read_corpus
     from search.extract import ensure_spectrograms
     from search.raysession import start_ray
-    from search.runner import default_cache
+    from search.prepare import default_cache
     from search.space import load_space
 
     import ray

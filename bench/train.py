@@ -61,16 +61,16 @@ def sizes(paper_frames: int) -> dict[str, dict]:
 
 
 def model_config(size: dict, model: str):
-    from auttention.config import ModelConfig
+    from auttention.config import MODEL_CONFIGS
 
     network, attention = MODELS[model]
-    kwargs = dict(network=network, cell="gru", layers=size["layers"], units=size["units"],
+    kwargs = dict(cell="gru", layers=size["layers"], units=size["units"],
                   encoder_bidirectional=True, dropout=size["dropout"])
     if network == "seq2seq":
         kwargs["decoder_bidirectional"] = size["decoder_bidirectional"]
     else:
         kwargs["attention"] = attention
-    return ModelConfig(**kwargs)
+    return MODEL_CONFIGS[network](**kwargs)
 
 
 # -- analytic FLOPs ------------------------------------------------------------------------------
@@ -395,7 +395,7 @@ def main() -> None:
     import_tensorflow_quietly()
     import tensorflow as tf
 
-    if args.threads:  # as search.trial.configure_tensorflow does for a trial with `threads` CPUs
+    if args.threads:  # as search.resources.configure_tensorflow does for a trial with `threads` CPUs
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(min(2, args.threads))
     load_start = loadavg()

@@ -3,10 +3,8 @@ that every node of a cluster sees the run folder."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -16,25 +14,8 @@ from auttention.errors import UserError
 
 from .space import Space
 
-
-def check_writable(folder: Path, flag: str) -> None:
-    """Fail before any work, creating nothing, when `folder` could not be written or its disk is
-    nearly full (below $AUTTENTION_MIN_FREE_MB, default 200 MiB)."""
-    existing = Path(os.path.abspath(folder))
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    try:
-        if not existing.is_dir():
-            raise NotADirectoryError(20, "a file is in the way")
-        with tempfile.TemporaryFile(dir=existing):
-            pass
-    except OSError as exc:
-        raise UserError(f"{folder}: cannot write here ({exc.strerror}); choose another {flag}") from None
-    need = int(os.environ.get("AUTTENTION_MIN_FREE_MB", "200"))
-    free = shutil.disk_usage(existing).free // 2**20
-    if free < need:
-        raise UserError(f"{folder}: only {free} MiB free on this disk (a search needs {need}); free space or "
-                        f"choose another {flag}")
+if TYPE_CHECKING:
+    from .runfolder import RunFolder
 
 
 def check_labels(corpus: pd.DataFrame, space: Space) -> None:
@@ -61,7 +42,7 @@ def _reaches(uri: str) -> str:
     return ""
 
 
-def check_shared_runs(run) -> None:
+def check_shared_runs(run: RunFolder) -> None:
     """On a multi-node cluster, fail fast unless every node can write the run folder: trials write their
     checkpoints there, and a node that cannot would fail every trial it runs. run: a RunFolder; on object
     storage, every node must reach the bucket with its credentials; a local folder must be one that

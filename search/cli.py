@@ -18,15 +18,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up 
 import click
 import yaml
 
-from auttention.config import (ModelConfig, ScoringConfig, SpectrogramConfig, TrainingConfig, _not_for, build,
-                               field_types, load_yaml)
+from auttention.config import (MODEL_CONFIGS, SPECTROGRAM_PRESETS, AttentionConfig, ScoringConfig, Seq2seqConfig,
+                               SpectrogramConfig, TrainingConfig, build, field_types, load_yaml)
 from auttention import import_tensorflow_quietly
 from auttention.corpus import ON_BAD_AUDIO, BadAudioPolicy
 from auttention.errors import UserError
+from auttention.extraction import extract_corpus
 from auttention.features import fuse_folders
 from auttention.pipeline import model_features, train_from_folder
-from auttention.scoring import evaluate_features
-from auttention.spectrogram import extract_corpus
+from auttention.scoring import evaluate_features, format_rho
 from search.sources import AUTO, DELIVERIES, OBJECT_STORE_SHARE
 
 
@@ -40,7 +40,7 @@ def config_options(cls: type, exclude: tuple[str, ...] = ()) -> Callable:
     def decorate(func: Callable) -> Callable:
         types = field_types(cls)
         for f in reversed(dataclasses.fields(cls)):
-            if f.name in exclude:
+            if f.name in exclude or not f.init:  # not init: fixed by the class (a network's name), no flag
                 continue
             doc = f.metadata.get("doc") or ""
             choices = f.metadata.get("choices")
@@ -65,7 +65,7 @@ def _parse_flag(value: Any) -> Any:
     return yaml.safe_load(value)
 
 
-def make_config(cls: type, section: str, config_path: str | None, flags: dict[str, Any], **fixed: Any) -> Any:
+def make_config(cls: type, section: str, config_path: str | None, flags: dict[str, Any]) -> Any:
     """A config from the --config YAML's section, overridden by the flags that were given."""
     data: dict[str, Any] = {}
     if config_path:
@@ -79,7 +79,7 @@ def make_config(cls: type, section: str, config_path: str | None, flags: dict[st
             data[key] = _parse_flag(value)
     if cls is SpectrogramConfig and flags.get("preset"):
         data["preset"] = flags["preset"]
-    return build(cls, data, section, **fixed)
+    return build(cls, data, section)
 
 
 def user_errors(func: Callable) -> Callable:
@@ -155,17 +155,23 @@ def demo_corpus(out: str, n_clips: int, n_speakers: int, seed: int, jobs: int | 
 
 @main.command()
 @click.option("--data", required=True, type=click.Path(), help="corpus folder (wav/, lab/labels.csv) or manifest CSV")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="output folder")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="output folder: a local path, s3://bucket/prefix or gs://bucket/prefix (reused when made from "
+                   "this corpus with these settings)")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML with a spectrogram section")
-@click.option("--preset", type=click.Choice(["paper", "audeep"]), help="start from published settings")
+@click.option("--preset", type=click.Choice(list(SPECTROGRAM_PRESETS)), help="start from published settings")
 @jobs_option
 @on_bad_audio_option
 @config_options(SpectrogramConfig)
 @user_errors
 def extract(data: str, out: str, config_path: str | None, jobs: int | None, on_bad_audio: str, **flags: Any) -> None:
     """Compute the corpus' mel spectrograms (Parquet)."""
+    from auttention import storage
+
     cfg = make_config(SpectrogramConfig, "spectrogram", config_path, flags)
-    spec = extract_corpus(data, cfg, out, jobs=jobs, policy=BadAudioPolicy(on_bad_audio, _warn))
+    where = storage.location(out, "--out")
+    storage.check(where, "--out")  # a bucket: a missing one or refused credentials in one line, before any work
+    spec = extract_corpus(data, cfg, where, jobs=jobs, policy=BadAudioPolicy(on_bad_audio, _warn), log=click.echo)
     n_clips = spec.clips + len(spec.skipped)  # file names are unique in a corpus
     skipped = f" (skipped {len(spec.skipped)} of {n_clips} clips with bad audio)" if spec.skipped else ""
     click.echo(f"spectrograms: {len(spec.x)} clips x {spec.x.shape[1]} frames x {spec.x.shape[2]} bands -> {out}"
@@ -173,23 +179,26 @@ def extract(data: str, out: str, config_path: str | None, jobs: int | None, on_b
 
 
 @main.command()
-@click.option("--network", required=True, type=click.Choice(["seq2seq", "attention"]))
+@click.option("--network", required=True, type=click.Choice(list(MODEL_CONFIGS)))
 @click.option("--spectrograms", required=True, type=click.Path(file_okay=False), help="folder written by extract")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="model folder (resumes if present)")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML with seq2seq/attention and training sections")
-@config_options(ModelConfig, exclude=("network",))
+@config_options(Seq2seqConfig)
+@config_options(AttentionConfig, exclude=tuple(f.name for f in dataclasses.fields(Seq2seqConfig)))
 @config_options(TrainingConfig)
 @user_errors
 def train(network: str, spectrograms: str, out: str, config_path: str | None, **flags: Any) -> None:
     """Train a seq2seq or attention autoencoder on the spectrograms."""
     import_tensorflow_quietly()
-    bad = [k for k in _not_for(network) if flags.get(k) is not None]
+    cls = MODEL_CONFIGS[network]
+    own = {f.name for f in dataclasses.fields(cls)}
+    bad = [f.name for other in MODEL_CONFIGS.values() for f in dataclasses.fields(other)
+           if f.name not in own and flags.get(f.name) is not None]
     if bad:
         raise UserError(f"{_flag(bad[0])} does not apply to --network {network}")
-    model_cfg = make_config(ModelConfig, network, config_path, flags, network=network)
+    model_cfg = make_config(cls, network, config_path, flags)
     train_cfg = make_config(TrainingConfig, "training", config_path, flags)
-    train_from_folder(spectrograms, model_cfg, train_cfg, out,
-                      on_epoch_end=lambda e, loss: click.echo(f"{network}: epoch {e} loss {loss:.4f}"))
+    train_from_folder(spectrograms, model_cfg, train_cfg, out, log=click.echo)
     click.echo(f"model: {out}")
 
 
@@ -228,8 +237,8 @@ def evaluate(features_path: str, labels: str | None, out: str, config_path: str 
     """Linear SVR: C chosen on devel, refit on train+devel, test predictions written."""
     cfg = make_config(ScoringConfig, "scoring", config_path, flags)
     ev = evaluate_features(features_path, labels, out, cfg)  # also NAME.devel.csv, NAME.metrics.json beside out
-    test = f"{ev.test_rho:.3f}" if ev.test_rho is not None else "n/a (labels unknown)"
-    click.echo(f"C={ev.c:g}  devel rho={ev.devel_rho:.3f}  test rho={test}  -> {out}")
+    test = format_rho(ev.test_rho, missing="n/a (labels unknown)")
+    click.echo(f"C={ev.c:g}  devel rho={format_rho(ev.devel_rho)}  test rho={test}  -> {out}")
 
 
 @main.command()
@@ -242,7 +251,7 @@ def score(predictions: str, labels: str) -> None:
     from auttention.scoring import read_predictions, score_predictions
 
     rho, n = score_predictions(read_predictions(predictions), read_labels(labels))
-    click.echo(f"Spearman rho = {rho:.4f} over {n} clips")
+    click.echo(f"Spearman rho = {format_rho(rho, 4)} over {n} clips")
 
 
 @main.command()
@@ -290,8 +299,8 @@ def baseline(data: str, config_path: str | None, sample_rate: int, jobs: int | N
     check_label_range(corpus, cfg.label_min, cfg.label_max)
     ev = evaluate_baseline(corpus, cfg, sample_rate=sample_rate, jobs=jobs,
                            policy=BadAudioPolicy(on_bad_audio, _warn))
-    test = f"{ev.test_rho:.3f}" if ev.test_rho is not None else "n/a"
-    click.echo(f"MFCC functionals + SVR: C={ev.c:g}  devel rho={ev.devel_rho:.3f}  test rho={test}")
+    click.echo(f"MFCC functionals + SVR: C={ev.c:g}  devel rho={format_rho(ev.devel_rho)}  "
+               f"test rho={format_rho(ev.test_rho)}")
 
 
 def search_options(func: Callable) -> Callable:
@@ -326,10 +335,17 @@ def search_options(func: Callable) -> Callable:
                                 "10.0.0.1:6379 (default: $RAY_ADDRESS, else start Ray here)")
 @click.option("--dashboard/--no-dashboard", default=True, show_default=True, help="start the Ray dashboard (local Ray only)")
 @click.option("--verbose", is_flag=True, help="show every trial worker's log lines too")
+@click.option("--mlflow", metavar="URI", help="log each trial's parameters and per-epoch metrics, and the exported "
+                                             "best's metrics and files, to this MLflow tracking server "
+                                             "(default: $MLFLOW_TRACKING_URI; needs the [mlflow] extra)")
 @user_errors
-def run(space: str, address: str | None, dashboard: bool, verbose: bool, on_bad_audio: str, **options: Any) -> None:
+def run(space: str, address: str | None, dashboard: bool, verbose: bool, on_bad_audio: str, mlflow: str | None,
+        **options: Any) -> None:
     """Search SPACE (YAML) with Ray Tune + Optuna; export the best configuration's test predictions."""
+    from search import tracking
     from search.runner import run_search
+
+    tracking.use(mlflow)
 
     run_search(space, address=address, dashboard=dashboard, verbose=verbose, echo=click.echo,
                policy=BadAudioPolicy(on_bad_audio, click.echo), **options)
@@ -416,7 +432,7 @@ def report(run_dir: str) -> None:
     on object storage (s3://bucket/runs/NAME: fetched into a local mirror, the report written back)."""
     from search.report import write_report
     from search.runfolder import run_folder_of
-    from search.runner import default_cache
+    from search.prepare import default_cache
 
     run = run_folder_of(run_dir, default_cache())
     if run.remote:

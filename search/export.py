@@ -4,19 +4,25 @@ features), and the summary printed at the end.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import pandas as pd
 
 from auttention.config import to_dict
 from auttention.io import write_csv, write_json, write_yaml
+from auttention.scoring import format_rho
 
 from .keys import flat_columns
+from .selection import SELECTION, Candidate, Selection, ensemble, trial_id
 
-SELECTION = "selection_score"
+if TYPE_CHECKING:
+    from auttention.config import PipelineConfig, ScoringConfig
+
+    from .space import ExperimentConfig, Space
 
 
 def trial_status(result) -> str:
@@ -29,7 +35,8 @@ def trial_status(result) -> str:
     return "stopped"
 
 
-def trials_table(results, metric: str, confirmed: list | None = None, folder_of=None) -> pd.DataFrame:
+def trials_table(results, metric: str, confirmed: list[Candidate] | None = None,
+                 folder_of: Callable[[Any], Path] | None = None) -> pd.DataFrame:
     """One row per trial: id, status, selection score, best metric, epochs, wall time, node(s), error, the
     confirmation over further seeds (for the confirmed trials), configuration. Sorted by selection score.
     folder_of(result): the local folder holding the trial's progress.csv (default: result.path)."""
@@ -54,14 +61,14 @@ def trials_table(results, metric: str, confirmed: list | None = None, folder_of=
         if result.error is not None:
             lines = [ln.strip() for ln in str(result.error).strip().splitlines() if ln.strip()]
             error = lines[-1] if lines else type(result.error).__name__
-        trial_id = metrics.get("trial_id") or Path(result.path).name
-        cand = confirmation.get(str(trial_id))
+        tid = trial_id(result)
+        cand = confirmation.get(tid)
         rows.append({
-            "trial_id": trial_id,
+            "trial_id": tid,
             "status": trial_status(result),
             SELECTION: selection,
             f"best_{metric}": best,
-            "confirmation_devel_rho": cand.mean_devel if cand else float("nan"),
+            "confirmation_selection_score": cand.mean_selection if cand else float("nan"),
             "confirmation_seeds": " ".join(_seed_text(s) for s in cand.seeds) if cand else "",
             "epochs": int(metrics.get("epoch", 0) or 0),
             "wall_seconds": round(float(metrics.get("time_total_s", 0.0) or 0.0), 1),
@@ -72,59 +79,81 @@ def trials_table(results, metric: str, confirmed: list | None = None, folder_of=
     table = pd.DataFrame(rows)
     if len(table):
         # the exported trial first (the best mean over confirmation seeds), then by selection score
-        table = table.sort_values(["confirmation_devel_rho", SELECTION, f"best_{metric}"], ascending=False,
+        table = table.sort_values(["confirmation_selection_score", SELECTION, f"best_{metric}"], ascending=False,
                                   na_position="last", kind="stable").reset_index(drop=True)
     return table
 
 
 def _seed_text(seed: dict) -> str:
-    """seed=devel/test of one confirmation run (test 'n/a' without test labels)."""
-    test = f"{seed['test_rho']:.3f}" if seed.get("test_rho") is not None else "n/a"
-    return f"{seed['seed']}={seed['devel_rho']:.3f}/{test}"
+    """seed=selection score/test rho of one confirmation run (test 'n/a' without test labels)."""
+    return f"{seed['seed']}={seed[SELECTION]:.3f}/{format_rho(seed.get('test_rho'))}"
 
 
-def export_best(run_dir: Path, cfg, epoch: int, evaluations: dict, frames: dict, best, confirmed: list,
-                experiment) -> Path:
+@dataclasses.dataclass
+class Exported:
+    """What the export stage wrote: trials.csv's table and, where a trial was chosen, best/ (its folder,
+    the metrics.json written there, the chosen trial's own model's evaluations)."""
+
+    table: pd.DataFrame
+    folder: Path | None = None
+    metrics: dict[str, Any] | None = None
+    evaluations: dict[str, Any] | None = None
+
+
+def export(run_dir: Path, results, selection: Selection, space: Space, folder_of: Callable[[Any], Path] | None = None
+           ) -> Exported:
+    """The export stage: trials.csv (folder_of: as trials_table's), and best/ for the chosen candidate."""
+    table = trials_table(results, space.experiment.metric, selection.confirmed, folder_of=folder_of)
+    write_csv(run_dir / "trials.csv", table)
+    if selection.chosen is None:
+        return Exported(table)
+    cfg = space.trial_config(selection.chosen.result.config)
+    folder, metrics = export_best(run_dir, cfg, selection.chosen, selection.confirmed, space.experiment)
+    return Exported(table, folder, metrics, selection.chosen.evaluations)
+
+
+def export_best(run_dir: Path, cfg: PipelineConfig, chosen: Candidate, confirmed: list[Candidate],
+                experiment: ExperimentConfig) -> tuple[Path, dict[str, Any]]:
     """Write best/: config.yaml (re-runnable with `pipeline --config`), predictions, metrics (with how the
-    configuration was chosen: its selection score and every confirmed candidate's seeds), features."""
+    configuration was chosen: its selection score and every confirmed candidate's seeds), features, from
+    `chosen`'s checkpoint as confirm scored it. Returns best/ and the metrics written to its metrics.json."""
     from auttention.features import write_features
     from auttention.scoring import write_predictions
 
-    best_trial, best = best, run_dir / "best"
-    best.mkdir(parents=True, exist_ok=True)
+    folder = run_dir / "best"
+    folder.mkdir(parents=True, exist_ok=True)
+    evaluations, fusion = chosen.evaluations, chosen.features["fusion"]
     config = to_dict(cfg)
-    config["training"]["epochs"] = int(epoch)
-    write_yaml(best / "config.yaml", config)
-    fusion = frames["fusion"]
+    config["training"]["epochs"] = int(chosen.epoch)
+    write_yaml(folder / "config.yaml", config)
     # the exported predictions: the chosen configuration's models over its seeds, averaged (one model's
     # where there was no confirmation); the trial's own model's beside them in single/
-    combined = ensemble_scores(best_trial, fusion, cfg.scoring) if len(best_trial.predictions) > 1 else None
-    chosen = combined["predictions"] if combined else {"devel": evaluations["fusion"].devel,
-                                                      "test": evaluations["fusion"].test}
+    combined = ensemble_scores(chosen, fusion, cfg.scoring) if len(chosen.predictions) > 1 else None
+    predictions = combined["predictions"] if combined else {"devel": evaluations["fusion"].devel,
+                                                           "test": evaluations["fusion"].test}
     for part in ("devel", "test"):
-        write_predictions(best / f"predictions.{part}.csv", chosen[part], cfg.scoring)
-        write_predictions(best / "single" / f"predictions.{part}.csv", getattr(evaluations["fusion"], part),
+        write_predictions(folder / f"predictions.{part}.csv", predictions[part], cfg.scoring)
+        write_predictions(folder / "single" / f"predictions.{part}.csv", getattr(evaluations["fusion"], part),
                           cfg.scoring)
-    write_json(best / "metrics.json", {
-        "trial_id": best_trial.trial_id, "epoch": int(epoch),
+    metrics = {
+        "trial_id": chosen.trial_id, "epoch": int(chosen.epoch),
         **{name: ev.metrics() for name, ev in evaluations.items()},
         "selection": {"select": experiment.select, "select_last": experiment.select_last,
-                      "selection_score": best_trial.score, "mean_devel_rho_over_seeds": best_trial.mean_devel,
+                      SELECTION: chosen.score, "mean_selection_score_over_seeds": chosen.mean_selection,
                       "chosen_by": "the best mean selection score over seeds (test rho shown, never used to choose)"},
         "confirmation": [c.record() for c in confirmed],
         "ensemble": {k: v for k, v in combined.items() if k != "predictions"} if combined else None,
         "made_from": fusion.attrs.get("made_from", {}),
-    })
+    }
+    write_json(folder / "metrics.json", metrics)
     for part in ("train", "devel", "test"):
-        write_features(fusion[fusion["partition"] == part], best / "features" / part)
-    return best
+        write_features(fusion[fusion["partition"] == part], folder / "features" / part)
+    return folder, metrics
 
 
-def ensemble_scores(cand, frame: pd.DataFrame, scoring) -> dict[str, Any]:
+def ensemble_scores(cand: Candidate, frame: pd.DataFrame, scoring: ScoringConfig) -> dict[str, Any]:
     """The seed ensemble's predictions and their devel and test rho (test where labels are known)."""
     from auttention.scoring import spearman
-
-    from .selection import ensemble
 
     predictions = ensemble(cand, scoring)
     labels = frame.set_index("file_name")["label"]
@@ -144,11 +173,12 @@ def _short(value: Any) -> str:
     return str(value)
 
 
-def summary(table: pd.DataFrame, metric: str, evaluations: dict | None, top: int = 5,
-            ensemble: dict | None = None) -> str:
-    """The text printed at the end: counts, the top trials, and the best's devel/test table."""
+def summary(exported: Exported, metric: str, top: int = 5) -> str:
+    """The text printed at the end: counts, the top trials, and the chosen trial's devel/test table."""
     from auttention.pipeline import table as paper_table
 
+    table, evaluations = exported.table, exported.evaluations
+    seed_ensemble = (exported.metrics or {}).get("ensemble")
     counts = table["status"].value_counts().to_dict() if len(table) else {}
     lines = [f"{len(table)} trials: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))]
     if len(table):
@@ -158,7 +188,7 @@ def summary(table: pd.DataFrame, metric: str, evaluations: dict | None, top: int
         cell = lambda v: f"{v:.3f}" if pd.notna(v) else "-"  # noqa: E731
         columns = {"trial": head["trial_id"], "status": head["status"], "epochs": head["epochs"],
                    "selection": head[SELECTION].map(cell), f"best epoch {metric}": head[f"best_{metric}"].map(cell),
-                   "over seeds": head["confirmation_devel_rho"].map(cell)}
+                   "over seeds": head["confirmation_selection_score"].map(cell)}
         columns.update({c[len("config."):]: head[c].map(_short) for c in varied})
         cells = {name: [str(v) for v in values] for name, values in columns.items()}
         widths = {name: max(len(name), *(len(v) for v in vals)) for name, vals in cells.items()}
@@ -169,8 +199,8 @@ def summary(table: pd.DataFrame, metric: str, evaluations: dict | None, top: int
     if evaluations:
         lines += ["", "best configuration, the trial's own model (SVR refit on train+devel for test):",
                   paper_table(evaluations)]
-    if ensemble:
-        test = f"{ensemble['test_rho']:.3f}" if ensemble.get("test_rho") is not None else "n/a"
-        lines += [f"exported: its fusion predictions averaged over seeds {', '.join(map(str, ensemble['seeds']))}: "
-                  f"devel {ensemble['devel_rho']:.3f}, test {test}"]
+    if seed_ensemble:
+        lines += [f"exported: its fusion predictions averaged over seeds "
+                  f"{', '.join(map(str, seed_ensemble['seeds']))}: devel {format_rho(seed_ensemble['devel_rho'])}, "
+                  f"test {format_rho(seed_ensemble.get('test_rho'))}"]
     return "\n".join(lines)

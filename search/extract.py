@@ -1,6 +1,7 @@
-"""Spectrograms with Ray Data: the corpus manifest as a dataset, decode + spectrogram in `map_batches`,
-Parquet parts written by the workers to the cache (a local folder or object storage); cached per
-(corpus, spectrogram settings) so a setting is extracted once and reused by every trial and run.
+"""The Ray Data executor of the one extraction (auttention.extraction.extract): the corpus manifest as a
+dataset, decode + spectrogram in `map_batches`, Parquet parts written by the workers to the cache (a
+local folder or object storage); cached per (corpus, spectrogram settings) so a setting is extracted once
+and reused by every trial and run (`ensure_spectrograms`).
 """
 
 from __future__ import annotations
@@ -8,8 +9,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -17,8 +18,8 @@ import pandas as pd
 from auttention import spectrogram as spectro
 from auttention import storage
 from auttention.config import SpectrogramConfig, build, to_dict
-from auttention.corpus import BadAudioPolicy, fingerprint
-from auttention.io import json_text
+from auttention.corpus import BadAudioPolicy
+from auttention.extraction import Screened, extract, screen
 from auttention.storage import Location
 
 
@@ -39,33 +40,54 @@ MIN_CHUNK, MAX_CHUNK = 16, 256  # clips per block: enough to amortise a task, fe
 BLOCKS_PER_CPU = 2
 
 
+# Ray Data's warning that "the Ray cluster currently does not have any available CPUs" (ray 2.60.0,
+# Dataset._execute, logger ray.data.dataset): write_parquet runs the job, then _execute once more on its
+# materialized (finished) output, and checks ray.available_resources() there. That view of the cluster
+# lags the raylets' resource reports: right after a short extraction's tasks end it still counts their
+# CPUs as taken (measured on 2 CPUs: none available at that check, both free again within 20 ms, with
+# nothing of ours in between: no task, actor or placement group holds them). So the line appears after
+# any extraction short enough (the second setting of every demo search), and never means a hang here:
+# extractions run before any trial takes a CPU. A cluster with no CPU at all gets our own line instead
+# (RayData.__call__).
+_STALE_CPU_WARNING = "Warning: The Ray cluster currently does not have any available CPUs"
+
+
+def _not_stale_cpu_warning(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith(_STALE_CPU_WARNING)
+
+
 @contextlib.contextmanager
 def ray_data_settings(verbose: bool = False):
     """Ray Data's DataContext for this CPU-bound extraction, restored afterwards: without the per-operator
     resource reservation (on a small cluster it holds back part of the CPUs for the write operator, and
     the map then runs barely in parallel: docs/PERFORMANCE.md), quiet unless `verbose` (no progress bars,
-    no plan printed at the start)."""
+    no plan printed at the start), and without Ray Data's false alarm about CPUs (see _STALE_CPU_WARNING)."""
     from ray.data import DataContext
+
+    from .compat import RAY_DATA_PROGRESS_LOGGER
 
     ctx = DataContext.get_current()
     changes = {"op_resource_reservation_enabled": False, "enable_progress_bars": verbose,
                "print_on_execution_start": verbose}
     before = {k: getattr(ctx, k) for k in changes}
     # Ray Data's own lines (its plan, a warning that progress bars are off) only with `verbose`
-    logs = {name: logging.getLogger(name) for name in ("ray.data", "ray.data._internal.progress")}
+    logs = {name: logging.getLogger(name) for name in ("ray.data", RAY_DATA_PROGRESS_LOGGER)}
     levels = {name: log.level for name, log in logs.items()}
+    dataset_log = logging.getLogger("ray.data.dataset")
+    dataset_log.addFilter(_not_stale_cpu_warning)
     try:
         for key, value in changes.items():
             setattr(ctx, key, value)
         if not verbose:
             logs["ray.data"].setLevel(logging.WARNING)
-            logs["ray.data._internal.progress"].setLevel(logging.ERROR)
+            logs[RAY_DATA_PROGRESS_LOGGER].setLevel(logging.ERROR)
         yield ctx
     finally:
         for key, value in before.items():
             setattr(ctx, key, value)
         for name, log in logs.items():
             log.setLevel(levels[name])
+        dataset_log.removeFilter(_not_stale_cpu_warning)
 
 
 def _parquet_target(folder: Location) -> tuple[str, Any]:
@@ -80,52 +102,39 @@ def _parquet_target(folder: Location) -> tuple[str, Any]:
     return (f"local://{folder.path}" if len(nodes) > 1 else folder.path), None
 
 
-def ray_extract(corpus: pd.DataFrame, cfg: SpectrogramConfig, out: str | os.PathLike | Location,
-                policy: BadAudioPolicy | None = None, skipped: dict[str, str] | None = None,
-                verbose: bool = False) -> Location:
-    """Extract with Ray Data, on every CPU of the cluster, into the folder `out` (a path, a URI or a
-    Location), atomically.
+@dataclass(frozen=True)
+class RayData:
+    """The Ray Data executor of extraction.extract: every CPU of the cluster, parts written by the workers.
 
-    The manifest is cut into blocks (BLOCKS_PER_CPU per CPU, 16-256 clips each); `map_batches` decodes each block
-    and computes its spectrograms (one CPU per task, on any node) and `write_parquet` writes each as a
-    Parquet part into `out`/parquet. Ray Data fuses the two into one task per block (so no concurrency
-    cap on the map: a capped map is not fused, and its writes then compete for the CPUs), which writes
-    its part from the worker: the driver holds the manifest and never the spectrograms, so its memory
-    does not grow with the corpus.
-
-    Clips that fail to decode are handled per `policy` (corpus.BadAudioPolicy; default 'fail', warnings
-    printed) once every part is written, from their `error` column alone: 'fail' deletes what was written;
-    'skip' warns and records them, with `skipped` (clips the caller already left out), in settings.json.
-    settings.json, which records the fingerprint of `corpus` (corpus.fingerprint, which also names its
-    cache folder), is written last: a folder without it is incomplete (storage.atomic_folder).
+    The manifest is cut into blocks (BLOCKS_PER_CPU per CPU, 16-256 clips each); `map_batches` decodes each
+    block and computes its spectrograms (spectrogram.spectrogram_table; one CPU per task, on any node) and
+    `write_parquet` writes each as a Parquet part into `parts`. Ray Data fuses the two into one task per
+    block (so no concurrency cap on the map: a capped map is not fused, and its writes then compete for
+    the CPUs), which writes its part from the worker: the driver holds the manifest and never the
+    spectrograms, so its memory does not grow with the corpus. Call with Ray started.
     """
-    import pyarrow.parquet as pq
-    import ray
 
-    out = storage.as_location(out, "--cache")
-    policy = policy or BadAudioPolicy(warn=print)
-    corpus_id = fingerprint(corpus)
-    frames = spectro.common_frames(corpus, cfg, policy.warn)
-    rows = corpus[["file_name", "path", "partition", "label"]].reset_index(drop=True)
-    slots = max(1, int(ray.cluster_resources().get("CPU", 1)))
-    chunk = int(np.clip(np.ceil(len(rows) / (BLOCKS_PER_CPU * slots)), MIN_CHUNK, MAX_CHUNK))
-    with ray_data_settings(verbose), storage.atomic_folder(out) as tmp:
-        parts = tmp / spectro.PARQUET
-        parts.mkdir()
-        blocks = ray.data.from_pandas([rows.iloc[i:i + chunk] for i in range(0, len(rows), chunk)])
-        made = blocks.map_batches(_batch, fn_kwargs={"settings": to_dict(cfg), "frames": frames},
-                                  batch_size=None, batch_format="pandas", num_cpus=1)
-        path, filesystem = _parquet_target(parts)
-        # a write pinned to the driver's node (local://) takes no CPU there: a cluster's head often has none
-        pinned = {"ray_remote_args": {"num_cpus": 0}} if path.startswith("local://") else {}
-        made.write_parquet(path, filesystem=filesystem, compression="none",
-                           use_dictionary=["file_name", "partition", "error"], **pinned)
-        # the bad-audio verdicts: two small columns read back, not the spectrograms
-        failed = spectro.bad_clips(pq.read_table(parts.path, filesystem=parts.fs, columns=["file_name", "error"]))
-        policy.apply(corpus, failed)  # 'fail' raises: atomic_folder keeps nothing
-        (tmp / spectro.SETTINGS).write_text(json_text(
-            spectro.settings(cfg, frames, corpus_id, {**(skipped or {}), **failed})))
-    return out
+    verbose: bool = False  # Ray Data's progress bars and plan
+    name = "with Ray Data"
+
+    def __call__(self, clips: pd.DataFrame, cfg: SpectrogramConfig, frames: int, parts: Location) -> None:
+        import ray
+
+        rows = clips[["file_name", "path", "partition", "label"]].reset_index(drop=True)
+        cpus = ray.cluster_resources().get("CPU", 0)
+        if not cpus:  # the one case where Ray Data's CPU warning, silenced, meant something
+            logging.getLogger(__name__).warning("warning: the Ray cluster has no CPU; the spectrograms are "
+                                                "extracted once a node with CPUs joins it")
+        slots = max(1, int(cpus))
+        chunk = int(np.clip(np.ceil(len(rows) / (BLOCKS_PER_CPU * slots)), MIN_CHUNK, MAX_CHUNK))
+        with ray_data_settings(self.verbose):
+            blocks = ray.data.from_pandas([rows.iloc[i:i + chunk] for i in range(0, len(rows), chunk)])
+            made = blocks.map_batches(_batch, fn_kwargs={"settings": to_dict(cfg), "frames": frames},
+                                      batch_size=None, batch_format="pandas", num_cpus=1)
+            path, filesystem = _parquet_target(parts)
+            # a write pinned to the driver's node (local://) takes no CPU there: a cluster's head often has none
+            pinned = {"ray_remote_args": {"num_cpus": 0}} if path.startswith("local://") else {}
+            made.write_parquet(path, filesystem=filesystem, **spectro.PARQUET_OPTIONS, **pinned)
 
 
 def skipped_clips(folder: str | os.PathLike | Location) -> dict[str, str]:
@@ -133,35 +142,20 @@ def skipped_clips(folder: str | os.PathLike | Location) -> dict[str, str]:
     return (spectro.made_from(folder) or {}).get("skipped") or {}
 
 
-def ensure_spectrograms(corpus: pd.DataFrame, settings: list[dict[str, Any]], cache: str | os.PathLike | Location,
-                        log=print, policy: BadAudioPolicy | None = None, skipped: dict[str, str] | None = None,
-                        verbose: bool = False) -> dict[str, Location]:
-    """Every setting's spectrogram folder, extracting those not in the cache yet: {settings hash: folder}.
-    `cache`: a local folder or object storage (a URI or a storage.Location).
+def ensure_spectrograms(corpus: pd.DataFrame | Screened, settings: list[dict[str, Any]],
+                        cache: str | os.PathLike | Location, log: Callable[[str], None] = print,
+                        policy: BadAudioPolicy | None = None, verbose: bool = False) -> dict[str, Location]:
+    """Every setting's spectrogram folder in `cache` (a local folder or object storage: a URI or a
+    storage.Location), extracted with Ray Data where not there yet (extraction.extract): {settings hash: folder}.
 
-    Bad audio per `policy` ('fail' or 'skip'; default 'fail', warnings through `log`). The clips' headers
-    are checked here unless the caller did so already (BadAudioPolicy.screen): then `skipped` is what it
-    left out. A cached folder that left clips out fails under 'fail' too.
+    corpus : a corpus, screened here per `policy` ('fail' or 'skip'; default 'fail', warnings through
+        `log`), or one the caller screened already (extraction.screen, e.g. before Ray started)
     """
-    policy = (policy or BadAudioPolicy(warn=log)).warning_once()  # every setting decodes the same bad clip
-    if skipped is None:
-        corpus, skipped = policy.screen(corpus)
-    corpus_hash = fingerprint(corpus)
+    screened = corpus if isinstance(corpus, Screened) else screen(corpus, policy or BadAudioPolicy(warn=log))
+    executor = RayData(verbose)
     folders = {}
     for values in settings:
         cfg = build(SpectrogramConfig, values, "spectrogram")
-        folder = cache_folder(cache, corpus_hash, cfg)
-        complete = spectro.is_complete(folder)
-        stale = spectro.differs(folder, corpus_hash, cfg) if complete else None
-        if stale:
-            log(f"spectrograms: {folder} was {stale}; extracting them again")
-        if complete and not stale:
-            log(f"spectrograms: cached {folder}")
-            policy.apply(corpus, skipped_clips(folder))
-        else:
-            log(f"spectrograms: extracting {len(corpus)} clips with Ray Data -> {folder}")
-            started = time.perf_counter()
-            ray_extract(corpus, cfg, folder, policy=policy, skipped=skipped, verbose=verbose)
-            log(f"spectrograms: done in {time.perf_counter() - started:.1f} s")
-        folders[cfg.hash()] = folder
+        folders[cfg.hash()] = extract(screened, cfg, cache_folder(cache, screened.fingerprint, cfg), executor,
+                                      log=log)
     return folders

@@ -17,8 +17,8 @@ from typing import Callable, Iterator
 
 from auttention.errors import UserError
 
+from .prepare import override
 from .raysession import QUIET_ENV, use_token_auth
-from .runner import override
 from .space import load_space
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"

@@ -10,11 +10,32 @@ from pathlib import Path
 
 from auttention.errors import UserError
 
+from .compat import RAY_AUTH_SETUP_LOGGER
+
 QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore::DeprecationWarning"}
 # Tune warns when syncing the experiment state takes seconds; trial checkpoints make that normal here
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "60")
 # Tune's boxed tables: our ProgressLog prints one line per scored epoch instead
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+
+RAY_AUTH_ENABLED_NOTICE = "Token authentication is enabled for this Ray cluster"
+
+
+class _DropAuthEnabledNotice(logging.Filter):
+    """Drop Ray's notice that token authentication is on, which ends by advising to turn it off."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(RAY_AUTH_ENABLED_NOTICE)
+
+
+def quiet_auth_enabled_notice() -> None:
+    """Silence Ray's "token authentication is enabled ... set RAY_AUTH_MODE=disabled to opt out" warning:
+    we keep token authentication on on purpose (start_ray), so the opt-out is advice we never want shown;
+    Ray's warning that authentication is *disabled* still gets through."""
+    logger = logging.getLogger(RAY_AUTH_SETUP_LOGGER)
+    if not any(isinstance(f, _DropAuthEnabledNotice) for f in logger.filters):
+        logger.addFilter(_DropAuthEnabledNotice())
 
 
 def use_token_auth() -> bool:
@@ -28,9 +49,9 @@ def use_token_auth() -> bool:
         return False
     os.environ["RAY_AUTH_MODE"] = "token"
     if "ray._raylet" in sys.modules:  # Ray read its settings at import: make it read them again
-        from ray._raylet import Config
+        from .compat import reload_ray_config
 
-        Config.initialize("")
+        reload_ray_config()
     return True
 
 
@@ -53,6 +74,7 @@ def start_ray(address: str | None, dashboard: bool, verbose: bool = False,
     target = address or os.environ.get("RAY_ADDRESS") or None
     if target:
         use_token_auth()
+    quiet_auth_enabled_notice()
     # a submitted job's driver inherits the job's runtime env (which `submit` gives these variables)
     runtime_env = None if os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") else {"env_vars": dict(QUIET_ENV)}
     try:

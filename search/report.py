@@ -25,6 +25,7 @@ import pandas as pd
 import yaml
 
 from auttention.io import atomic_dir
+from auttention.scoring import format_rho
 
 from .plots import (STATUS_STYLE, TOP_PARALLEL, plot_best_so_far, plot_curves, plot_importance, plot_parallel,
                     plot_predictions, save_png)
@@ -266,8 +267,8 @@ def paper_table(best: dict) -> str:
         entry = best.get(branch) or {}
         test = entry.get("test_rho")
         unknown |= test is None
-        test_cell = fmt(test) if test is not None else '<span class="muted">labels unknown</span>'
-        rows.append(f"<tr><th scope=\"row\">{branch}</th><td class=\"num\">{fmt(entry.get('devel_rho'))}</td>"
+        test_cell = format_rho(test, missing='<span class="muted">labels unknown</span>')
+        rows.append(f"<tr><th scope=\"row\">{branch}</th><td class=\"num\">{format_rho(entry.get('devel_rho'), missing='–')}</td>"
                     f"<td class=\"num\">{test_cell}</td><td class=\"num\">{fmt_value(entry.get('c'))}</td></tr>")
     table = ('<div class="scroll"><table class="paper"><thead><tr><th></th><th>devel ρ</th><th>test ρ</th>'
              f'<th>C</th></tr></thead><tbody>{"".join(rows)}</tbody></table></div>')
@@ -308,7 +309,7 @@ def section_best(run: RunData, out: Path) -> str:
         exported = best.get("ensemble") or best.get("fusion") or {}
         rho = exported.get(f"{part}_rho")
         what = "seed ensemble" if best.get("ensemble") else "fusion"
-        title = f"{part}: {len(both)} clips" + (f", {what} ρ = {rho:.3f}" if isinstance(rho, (int, float)) else "")
+        title = f"{part}: {len(both)} clips" + (f", {what} ρ = {format_rho(rho)}" if isinstance(rho, (int, float)) else "")
         fig = plot_predictions(both["label"].to_numpy(), both["prediction"].to_numpy(), lo, hi, title)
         figures.append(figure_html(save_png(fig, out, f"best_{part}.png"), f"predicted vs true label on {part}",
                                    f"{part}: predicted (rounded, clipped) against true label, clips counted per "
@@ -333,7 +334,7 @@ def ensemble_html(best: dict) -> str:
         return ""
     return (f"<p>Exported predictions (best/predictions.*.csv): this configuration's fusion predictions averaged "
             f"over its models of seeds {esc(', '.join(map(str, ens.get('seeds', []))))}: devel ρ "
-            f"{fmt(ens.get('devel_rho'))}, test ρ {fmt(ens.get('test_rho'))}. The table above is the trial's own "
+            f"{format_rho(ens.get('devel_rho'), missing='–')}, test ρ {format_rho(ens.get('test_rho'), missing='–')}. The table above is the trial's own "
             f"model (its predictions: best/single/).</p>")
 
 
@@ -348,16 +349,19 @@ def confirmation_html(best: dict) -> str:
     rows = []
     for cand in confirmed:
         chosen = cand.get("trial_id") == best.get("trial_id")
-        seeds = "; ".join(f"seed {esc(s.get('seed'))}: {fmt(s.get('devel_rho'))} / {fmt(s.get('test_rho'))}"
-                          for s in cand.get("seeds", []))
+        # a run folder written before the rename keeps the selection scores under devel_rho / mean_devel_rho
+        seeds = "; ".join(f"seed {esc(s.get('seed'))}: {fmt(s.get('selection_score', s.get('devel_rho')))} / "
+                          f"{fmt(s.get('test_rho'))}" for s in cand.get("seeds", []))
+        mean = cand.get("mean_selection_score", cand.get("mean_devel_rho"))
         rows.append(f"<tr><td><code>{esc(cand.get('trial_id'))}</code>{' (exported)' if chosen else ''}</td>"
-                    f"<td>{fmt(cand.get('selection_score'))}</td><td>{fmt(cand.get('mean_devel_rho'))}</td>"
+                    f"<td>{fmt(cand.get('selection_score'))}</td><td>{fmt(mean)}</td>"
                     f"<td>{fmt(cand.get('mean_test_rho'))}</td><td>{seeds}</td></tr>")
     return (f"<h3>How it was chosen</h3><p>Trials are ranked by their selection score ({how} of their devel "
             f"scores); the top {len(confirmed)} were trained again with new seeds, and the one with the best mean "
-            f"devel score over its seeds is exported. Devel / test rho per seed; test is shown, never used to "
-            f"choose.</p><div class=\"scroll\"><table class=\"trials\"><thead><tr><th>trial</th><th>selection score"
-            f"</th><th>mean devel over seeds</th><th>mean test over seeds</th><th>seed: devel / test</th></tr>"
+            f"selection score over its seeds is exported. Selection score / test rho per seed; test is shown, never "
+            f"used to choose.</p><div class=\"scroll\"><table class=\"trials\"><thead><tr><th>trial</th><th>selection "
+            f"score</th><th>mean selection score over seeds</th><th>mean test over seeds</th><th>seed: selection "
+            f"score / test</th></tr>"
             f"</thead><tbody>{''.join(rows)}</tbody></table></div>")
 
 
@@ -439,9 +443,9 @@ def summary_html(run: RunData) -> str:
         branch = {"attention_rho": "attention", "seq2seq_rho": "seq2seq"}.get(run.metric, "fusion")
         scores = run.best.get(branch) or {}
         test = scores.get("test_rho")
-        parts.append(f"best {esc(metric_label(run.metric))} {fmt(scores.get('devel_rho'))} "
+        parts.append(f"best {esc(metric_label(run.metric))} {format_rho(scores.get('devel_rho'), missing='–')} "
                      f"(trial <code>{esc(run.best.get('trial_id', '?'))}</code>; test ρ "
-                     f"{fmt(test) if test is not None else 'labels unknown'})")
+                     f"{format_rho(test, missing='labels unknown')})")
     ends = [float(f["timestamp"].max()) for f in run.curves.values()
             if "timestamp" in f and f["timestamp"].notna().any()]
     if ends and run.origin is not None:

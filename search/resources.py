@@ -1,6 +1,9 @@
-"""What one trial reserves on the cluster (the space's resources section) and whether any node can hold it."""
+"""What one trial reserves on the cluster (the space's resources section), whether any node can hold it, and
+TensorFlow confined to it in the trial's process."""
 
 from __future__ import annotations
+
+import subprocess
 
 from auttention.errors import UserError
 
@@ -28,3 +31,43 @@ def check_resources(space: Space) -> None:
             f", {space.resources.memory_gb:g} GiB" if "memory" in need else "")
         raise UserError(f"resources: a trial asks for {asked} but no node has that (nodes: {have}); lower "
                         f"resources.cpu/gpu/memory_gb in the space")
+
+
+def configure_tensorflow(cpus: float, gpu_fraction: float) -> None:
+    """Confine TensorFlow to the trial's share: its CPUs as threads, its fraction of GPU memory."""
+    import tensorflow as tf
+
+    threads = max(1, int(cpus))
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
+    except RuntimeError:
+        pass  # TensorFlow already initialised in this process (e.g. a reused worker): keep its settings
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
+        limit = _gpu_memory_limit_mb(gpu_fraction)
+        try:
+            if limit:
+                # a hard cap: fractional trials sharing a GPU cannot starve each other
+                tf.config.set_logical_device_configuration(gpu, [tf.config.LogicalDeviceConfiguration(memory_limit=limit)])
+            else:
+                tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:
+            pass
+
+
+def _gpu_memory_limit_mb(fraction: float) -> int | None:
+    """The trial's share of its GPU's memory in MiB (None for a whole GPU or when it cannot be read)."""
+    if not 0 < fraction < 1:
+        return None
+    try:
+        import ray
+
+        ids = ray.get_gpu_ids()
+        index = str(ids[0]) if ids else "0"
+        total = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits", "-i", index],
+                               capture_output=True, text=True, timeout=20, check=True).stdout.strip()
+        # leave a margin for the CUDA context, which is not counted in the logical device's limit
+        return int(float(total.splitlines()[0]) * fraction * 0.9)
+    except Exception:
+        return None

@@ -81,13 +81,11 @@ class RunFolder:
     def check(self) -> None:
         """Before any work: the run folder can be written (a missing bucket, refused credentials or an
         unreachable endpoint: one line)."""
-        from .checks import check_writable
-
         if self.remote:
             storage.check(self.root, "--runs")  # in the folder of run folders: nothing of this run yet
-            check_writable(self.local, "--cache (the run folder's local mirror)")
+            storage.check_writable(self.local, "--cache (the run folder's local mirror)")
         else:
-            check_writable(self.local, "--runs")
+            storage.check_writable(self.local, "--runs")
 
     def start(self, resume: bool) -> None:
         """Prepare the mirror: a new search starts from an empty one; --resume fetches what the mirror lacks

@@ -9,18 +9,34 @@ Many trials x epochs on a small devel set make the single best devel score optim
 3. the exported best is the configuration with the best mean selection score over its seeds (the
    original trial's among them). Test rho, where test labels are known, is recorded for every seed
    and shown, never used to choose.
+The checkpoint a trial is ranked and exported by is chosen here too (tuning.PruneCheckpoints keeps only it).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import posixpath
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from .tuning import selected_checkpoint
+from auttention.scoring import format_rho
+
+if TYPE_CHECKING:
+    from auttention.config import PipelineConfig, ScoringConfig
+    from auttention.storage import Location
+
+    from .space import ExperimentConfig, ResourcesConfig, Space
+
+SELECTION = "selection_score"  # what a trial reports as its rank (auttention/engine.py selection_score)
+TRIAL_PREFIX = "trial_"  # of a trial's folder name (tuning.trial_name)
+
+
+def trial_id(result) -> str:
+    """A Tune result's trial id: the id it reported, else its folder's name without TRIAL_PREFIX."""
+    return str((result.metrics or {}).get("trial_id") or Path(result.path).name.removeprefix(TRIAL_PREFIX))
 
 
 @dataclasses.dataclass
@@ -32,20 +48,69 @@ class Candidate:
     checkpoint: str  # the selected checkpoint's folder: a local path, or a URI on object storage
     epoch: int
     score: float  # the trial's own selection score
-    seeds: list[dict] = dataclasses.field(default_factory=list)  # {seed, devel_rho, test_rho, epochs}
+    seeds: list[dict] = dataclasses.field(default_factory=list)  # {seed, selection_score, test_rho, epochs}
     predictions: list[dict] = dataclasses.field(default_factory=list)  # per seed: {devel, test} DataFrames
+    # the selected checkpoint scored once (confirm): {branch: scoring.Evaluation}, and its feature tables
+    evaluations: dict[str, Any] | None = None
+    features: dict[str, Any] | None = None
 
     @property
-    def mean_devel(self) -> float:
+    def mean_selection(self) -> float:
         """The mean selection score over every seed (the original trial's first)."""
-        values = [s["devel_rho"] for s in self.seeds if s["devel_rho"] is not None and math.isfinite(s["devel_rho"])]
+        values = [s[SELECTION] for s in self.seeds if s[SELECTION] is not None and math.isfinite(s[SELECTION])]
         return float(np.mean(values)) if values else self.score
 
     def record(self) -> dict[str, Any]:
         """What metrics.json and the report show of it."""
         tests = [s["test_rho"] for s in self.seeds if s.get("test_rho") is not None]
-        return {"trial_id": self.trial_id, "selection_score": self.score, "mean_devel_rho": self.mean_devel,
+        return {"trial_id": self.trial_id, SELECTION: self.score, "mean_selection_score": self.mean_selection,
                 "mean_test_rho": float(np.mean(tests)) if tests else None, "seeds": self.seeds}
+
+
+def _folder(trial_dir: Path | Location):
+    from auttention import storage
+
+    return trial_dir if isinstance(trial_dir, storage.Location) else storage.location(str(trial_dir))
+
+
+def checkpoint_metrics(trial_dir: Path | Location) -> list[tuple[Path | str, dict]]:
+    """(checkpoint folder, its metrics) of every checkpoint of a trial, in epoch order. trial_dir: a local
+    path or a storage.Location (a trial on object storage: the folders are then URIs)."""
+    import json
+
+    import pyarrow.fs as pafs
+
+    folder = _folder(trial_dir)
+    selector = pafs.FileSelector(folder.path, allow_not_found=True)
+    names = sorted(posixpath.basename(i.path) for i in folder.fs.get_file_info(selector)
+                   if i.type == pafs.FileType.Directory or (folder.remote and i.type != pafs.FileType.File))
+    out = []
+    for name in names:
+        if not name.startswith("checkpoint_"):
+            continue
+        try:
+            metrics = json.loads((folder / name / "metrics.json").read_text())
+        except (OSError, ValueError):
+            continue  # a checkpoint being written or damaged: never the best
+        out.append(((folder / name).uri if folder.remote else Path(folder.path) / name, metrics))
+    return out
+
+
+def selected_checkpoint(trial_dir: Path | Location, metric: str, select: str) -> tuple[Path | str, dict, float] | None:
+    """(checkpoint folder, its metrics, the trial's selection score) of the checkpoint a trial is chosen and
+    exported by: under select: best, its best epoch (the earliest on ties); otherwise its last epoch, scored
+    by the selection statistic it reported there. None when no checkpoint has a finite score."""
+    selected = None
+    for folder, metrics in checkpoint_metrics(trial_dir):
+        value = metrics.get(metric) if select == "best" else metrics.get(SELECTION, metrics.get(metric))
+        if value is None or not math.isfinite(value):
+            continue
+        if select == "best" and selected is not None and value <= selected[2]:
+            continue
+        if select != "best" and selected is not None and metrics.get("epoch", 0) < selected[1].get("epoch", 0):
+            continue
+        selected = (folder, metrics, float(value))
+    return selected
 
 
 def rank_trials(results, metric: str, select: str, max_epochs: int | None = None) -> list[Candidate]:
@@ -60,61 +125,60 @@ def rank_trials(results, metric: str, select: str, max_epochs: int | None = None
         found = selected_checkpoint(folder, metric, select) if folder else None
         if found:
             checkpoint, metrics, score = found
-            trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name.removeprefix("trial_")
-            ranked.append(Candidate(str(trial_id), result, str(checkpoint), int(metrics.get("epoch", 0)), score))
+            ranked.append(Candidate(trial_id(result), result, str(checkpoint), int(metrics.get("epoch", 0)), score))
     finished = [c for c in ranked if max_epochs and c.result.metrics and
                 c.result.metrics.get("epoch", 0) >= max_epochs]
     return sorted(finished or ranked, key=lambda c: c.score, reverse=True)
 
 
-def evaluate_checkpoint(checkpoint: str, source, cfg, resources=None):
+def evaluate_checkpoint(checkpoint: str, source, cfg: PipelineConfig, resources: ResourcesConfig | None = None):
     """(evaluations, feature sets, epoch) of a trial checkpoint's two models on every partition
     (`source`: the spectrograms' search.sources.Source; `resources`: the space's, which TensorFlow keeps to)."""
     from auttention import import_tensorflow_quietly
 
     import_tensorflow_quietly()
-    from auttention.pipeline import AutoencoderPair
+    from auttention.engine import Engine
 
+    from .resources import configure_tensorflow
     from .runfolder import local_checkpoint
-    from .trial import configure_tensorflow
 
     if resources is not None:
         configure_tensorflow(resources.cpu, resources.gpu)
 
     with local_checkpoint(checkpoint) as folder:  # a checkpoint on object storage: fetched to this node
-        pair = AutoencoderPair.load(folder, cfg, source.get())
-    frames, evaluations = pair.evaluate()
-    return evaluations, frames, pair.epoch
+        engine = Engine.load(folder, cfg, source.get())
+    features, evaluations = engine.evaluate()
+    return evaluations, features, engine.epoch
 
 
-def train_seed(cfg, source, seed: int, experiment, max_epochs: int, resources=None) -> dict[str, Any]:
-    """The configuration trained from scratch with training seed `seed` as a trial is (with the space's
-    `resources`): its selection score over the epochs it reports, and the test rho of its last epoch
-    (None without test labels)."""
+def train_seed(cfg: PipelineConfig, source, seed: int, experiment: ExperimentConfig, max_epochs: int,
+               resources: ResourcesConfig | None = None) -> dict[str, Any]:
+    """The configuration trained from scratch with training seed `seed` by the engine as a trial is (with the
+    space's `resources`), without checkpoints: its selection score over the epochs it scores, and the test
+    rho of its last epoch (None without test labels)."""
     from auttention import import_tensorflow_quietly
 
     import_tensorflow_quietly()
-    from auttention.pipeline import FUSION, AutoencoderPair
+    from auttention.engine import FUSION, Engine, selection_score
 
-    from .trial import configure_tensorflow, epochs, selection_score
+    from .resources import configure_tensorflow
 
     if resources is not None:
         configure_tensorflow(resources.cpu, resources.gpu)
     cfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, seed=seed))
-    pair = AutoencoderPair(cfg, source.get())
-    history = []
-    for _, metrics in epochs(pair, max_epochs, experiment.report_every):
-        history.append(metrics[experiment.metric])
-    _, evaluations = pair.evaluate()
+    engine = Engine.new(cfg, source.get())
+    history = [metrics[experiment.metric] for metrics in engine.run(max_epochs, score_every=experiment.report_every)]
+    _, evaluations = engine.evaluate()
     branch = experiment.metric.removesuffix("_rho")
     ev = evaluations[branch if branch in evaluations else FUSION]
-    return {"seed": seed, "devel_rho": selection_score(history, experiment), "test_rho": ev.test_rho,
-            "epochs": pair.epoch, "predictions": {"devel": ev.devel, "test": ev.test}}
+    return {"seed": seed, "selection_score": selection_score(history, experiment.select, experiment.select_last),
+            "test_rho": ev.test_rho, "epochs": engine.epoch, "predictions": {"devel": ev.devel, "test": ev.test}}
 
 
-def confirm(ranked: list[Candidate], space, sources: dict, echo: Callable[[str], None] = print) -> list[Candidate]:
+def confirm(ranked: list[Candidate], space: Space, sources: dict[str, Any], echo: Callable[[str], None] = print) -> list[Candidate]:
     """Train the top experiment.confirm_top candidates again with experiment.confirm_seeds new seeds, in
-    parallel as Ray tasks with a trial's resources; fill each candidate's `seeds` (its own first)."""
+    parallel as Ray tasks with a trial's resources; fill each candidate's `seeds` (its own first), and its
+    `evaluations` and `features` from its selected checkpoint, scored once here (the export uses them)."""
     import ray
 
     from .resources import trial_resources
@@ -127,11 +191,12 @@ def confirm(ranked: list[Candidate], space, sources: dict, echo: Callable[[str],
     jobs = []
     for cand in top:
         cfg = space.trial_config(cand.result.config)
-        spec = sources[cfg.spectrogram.hash()]
-        jobs.append((cand, None, own.remote(cand.checkpoint, spec, cfg, space.resources)))
+        source = sources[cfg.spectrogram.hash()]
+        jobs.append((cand, None, own.remote(cand.checkpoint, source, cfg, space.resources)))
         base = cfg.training.seed
         for i in range(1, (exp.confirm_seeds if exp.confirm_top else 0) + 1):
-            jobs.append((cand, base + i, task.remote(cfg, spec, base + i, exp, space.scheduler.max_epochs, space.resources)))
+            jobs.append((cand, base + i, task.remote(cfg, source, base + i, exp, space.scheduler.max_epochs,
+                                                     space.resources)))
     if len(jobs) > len(top):
         echo(f"selection: training the top {len(top)} configuration(s) again with {exp.confirm_seeds} new seed(s) "
              f"each ({len(jobs) - len(top)} runs)")
@@ -139,19 +204,38 @@ def confirm(ranked: list[Candidate], space, sources: dict, echo: Callable[[str],
     for cand, seed, ref in jobs:
         out = ray.get(ref)
         if seed is None:
-            ev = out[0][branch] if branch in out[0] else out[0]["fusion"]
+            cand.evaluations, cand.features, cand.epoch = out
+            ev = cand.evaluations[branch] if branch in cand.evaluations else cand.evaluations["fusion"]
             cand.seeds.insert(0, {"seed": space.trial_config(cand.result.config).training.seed,
-                                  "devel_rho": cand.score, "test_rho": ev.test_rho, "epochs": cand.epoch, "trial": True})
+                                  SELECTION: cand.score, "test_rho": ev.test_rho, "epochs": cand.epoch, "trial": True})
             cand.predictions.insert(0, {"devel": ev.devel, "test": ev.test})
         else:
             cand.predictions.append(out.pop("predictions"))
             cand.seeds.append(out)
-            shown = f", test {out['test_rho']:.3f}" if out["test_rho"] is not None else ""
-            echo(f"  trial {cand.trial_id} seed {seed}: selection score {out['devel_rho']:.3f}{shown}")
+            shown = f", test {format_rho(out['test_rho'])}" if out["test_rho"] is not None else ""
+            echo(f"  trial {cand.trial_id} seed {seed}: selection score {out[SELECTION]:.3f}{shown}")
     return top
 
 
-def ensemble(cand: Candidate, scoring) -> dict[str, Any]:
+@dataclasses.dataclass
+class Selection:
+    """What the select-and-confirm stage decided: every ranked trial, the confirmed top, the one chosen."""
+
+    ranked: list[Candidate]
+    confirmed: list[Candidate]
+    chosen: Candidate | None  # None when no trial scored an epoch
+
+
+def select_and_confirm(results, space: Space, sources: dict[str, Any], echo: Callable[[str], None] = print) -> Selection:
+    """The select-and-confirm stage: trials ranked by their selection score (rank_trials), the top confirmed
+    with new seeds (confirm), the best mean over seeds chosen (choose)."""
+    exp = space.experiment
+    ranked = rank_trials(results, exp.metric, exp.select, space.scheduler.max_epochs)
+    confirmed = confirm(ranked, space, sources, echo) if ranked else []
+    return Selection(ranked, confirmed, choose(confirmed))
+
+
+def ensemble(cand: Candidate, scoring: ScoringConfig) -> dict[str, Any]:
     """The chosen configuration's predictions averaged over its seeds (the trial's model and every
     confirmation seed's): {devel, test: DataFrame(file_name, prediction)}, post-processed as one model's.
     Averaging the seeds' models removes much of the variance a single training seed carries."""
@@ -161,16 +245,16 @@ def ensemble(cand: Candidate, scoring) -> dict[str, Any]:
 
     out = {}
     for part in ("devel", "test"):
-        frames = [p[part].set_index("file_name")["prediction"] for p in cand.predictions]
-        mean = pd.concat(frames, axis=1).mean(axis=1)
+        per_seed = [p[part].set_index("file_name")["prediction"] for p in cand.predictions]
+        mean = pd.concat(per_seed, axis=1).mean(axis=1)
         out[part] = pd.DataFrame({"file_name": mean.index, "prediction": postprocess(mean.to_numpy(), scoring)})
     return out
 
 
 def choose(confirmed: list[Candidate]) -> Candidate | None:
     """The candidate with the best mean selection score over its seeds (the first on ties)."""
-    best = None
+    chosen = None
     for cand in confirmed:
-        if best is None or cand.mean_devel > best.mean_devel:
-            best = cand
-    return best
+        if chosen is None or cand.mean_selection > chosen.mean_selection:
+            chosen = cand
+    return chosen

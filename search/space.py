@@ -1,5 +1,5 @@
-"""Search-space YAML: the pipeline's sections with values fixed or drawn from distributions, plus
-the experiment, resources, scheduler and searcher sections. Validated whole before anything starts.
+"""Search-space YAML, compiled once into a plan (`Space`): the pipeline's sections with values fixed or drawn
+from distributions, plus the experiment, resources, scheduler and searcher sections.
 
 A value is fixed (`units: 64`) or a distribution:
   {choice: [a, b, ...]}            any type
@@ -8,6 +8,11 @@ A value is fixed (`units: 64`) or a distribution:
   {int: [lo, hi], step: k}         int (step optional, default 1; `log: true` for a log scale)
 Any distribution may carry `when: {key: value | [values]}`: it is sampled only where that key of
 the same section takes one of those values (e.g. attention_units only for bahdanau attention).
+
+Everything that can be checked before Ray starts is checked while parsing, each problem in one line
+naming the key or the combination: every key's value, and for a section whose config checks keys
+together (`__post_init__`: spectrogram, scoring) every combination of its searched choices and of its
+numeric ranges' ends. So a trial's PipelineConfig is built from the plan without checking it again.
 """
 
 from __future__ import annotations
@@ -15,22 +20,31 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import operator
 import re
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from auttention.config import (SECTIONS, ModelConfig, PipelineConfig, _opt, _not_for, build, check_value,
-                               field_types, load_yaml, pipeline_config)
+from auttention.config import (SECTIONS, PipelineConfig, SpectrogramConfig, _opt, build, check_value,
+                               expand_preset, field_types, load_yaml, section_data, to_dict)
 from auttention.errors import UserError
 
-from .keys import flat_params, nested_params, param_name
+from .keys import flat_params, param_name
+
+if TYPE_CHECKING:
+    import optuna
 
 METRICS = ("fusion_rho", "attention_rho", "seq2seq_rho")
 SELECT = ("mean_last", "last", "best")
 KINDS = ("choice", "uniform", "loguniform", "int")
 MAX_SPECTROGRAM_SETTINGS = 32
+MAX_COMBINATIONS = 10000  # of one section's searched values, checked one by one at parse time
+
+# Keys the plan sets for every trial, never the space: section.key -> the plan's value that sets it.
+# A trial trains scheduler.max_epochs epochs (ASHA may stop it earlier).
+PLANNED: dict[tuple[str, str], str] = {("training", "epochs"): "scheduler.max_epochs"}
 
 
 @dataclass(frozen=True)
@@ -142,19 +156,21 @@ class Param:
         return param_name(self.section, self.key)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Space:
-    """A validated search space."""
+    """A search space compiled into a plan: each section's fixed values and searched parameters, the control
+    sections, and every spectrogram setting a trial can ask for; all of it checked when it was parsed."""
 
     fixed: dict[str, dict[str, Any]]
-    params: list[Param]
+    params: tuple[Param, ...]
     experiment: ExperimentConfig
     resources: ResourcesConfig
     scheduler: SchedulerConfig
     searcher: SearcherConfig
+    spectrograms: tuple[SpectrogramConfig, ...]  # the distinct settings, in the order they are extracted
     source: str = "space"
 
-    def define_by_run(self, trial) -> dict[str, Any]:
+    def define_by_run(self, trial: optuna.Trial) -> dict[str, Any]:
         """Optuna define-by-run: suggest each applicable parameter; return the fixed values."""
         chosen: dict[str, dict[str, Any]] = {s: dict(v) for s, v in self.fixed.items()}
         for p in self.params:
@@ -170,23 +186,18 @@ class Space:
         return flat_params(self.fixed)
 
     def spectrogram_settings(self) -> list[dict[str, Any]]:
-        """Every spectrogram setting a trial can ask for (fixed values x choices), to extract up front."""
-        choices = [p for p in self.params if p.section == "spectrogram"]
-        out = []
-        for combo in itertools.product(*(p.args for p in choices)):
-            values = dict(self.fixed.get("spectrogram", {}))
-            for p, v in zip(choices, combo):
-                if _applies(p, values):
-                    values[p.key] = v
-            if values not in out:
-                out.append(values)
-        return out
+        """Every spectrogram setting a trial can ask for ({key: value} of every key), to extract up front."""
+        return [to_dict(cfg) for cfg in self.spectrograms]
 
-    def trial_config(self, config: Mapping[str, Any]) -> PipelineConfig:
-        """The PipelineConfig of a trial's (nested) config; training runs scheduler.max_epochs epochs."""
-        data = {s: dict(config.get(s, {})) for s in SECTIONS}
-        data["training"]["epochs"] = self.scheduler.max_epochs
-        return pipeline_config(data, "trial configuration")
+    def trial_config(self, config: Mapping[str, Mapping[str, Any]]) -> PipelineConfig:
+        """The PipelineConfig of a trial's nested config ({section: {key: value}}, drawn from this plan by
+        `define_by_run`), built without checking its values again: parsing checked every value and every
+        combination the plan can draw. A configuration from anywhere else goes through
+        `auttention.config.pipeline_config`, which checks it."""
+        sections = {s: {**self.fixed[s], **(config.get(s) or {})} for s in SECTIONS}
+        for (section, key), source in PLANNED.items():
+            sections[section][key] = operator.attrgetter(source)(self)
+        return PipelineConfig(**{s: cls(**sections[s]) for s, cls in SECTIONS.items()})
 
 
 def _applies(p: Param, values: Mapping[str, Any]) -> bool:
@@ -249,7 +260,8 @@ def _is_distribution(value: Any) -> bool:
 
 
 def parse_space(data: Any, source: str = "space") -> Space:
-    """Validate a search-space mapping; every problem is one line naming the key path."""
+    """Compile a search-space mapping into its plan; every problem is one line naming the key path or the
+    combination of searched values that fails."""
     try:
         return _parse_space(data, source)
     except UserError as exc:
@@ -266,49 +278,85 @@ def _parse_space(data: Any, source: str) -> Space:
     fixed: dict[str, dict[str, Any]] = {}
     params: list[Param] = []
     for section, cls in SECTIONS.items():
-        values = data.get(section) or {}
-        if not isinstance(values, dict):
-            raise UserError(f"{section} must be a mapping of keys to values or distributions")
-        network = {"seq2seq": "seq2seq", "attention": "attention"}.get(section)
-        names = {f.name: f for f in dataclasses.fields(cls)}
-        allowed = [n for n in names if n != "network" and (network is None or n not in _not_for(network))]
-        if section == "training":
-            allowed.remove("epochs")
-        fixed[section] = {}
-        if section == "spectrogram" and "preset" in values:
-            values = dict(values)
-            preset = values.pop("preset")
-            fixed[section].update(build(cls, {"preset": preset}, section).__dict__)
-        types = field_types(cls)
-        for key, value in values.items():
-            if section == "training" and key == "epochs":
-                raise UserError("training.epochs is set by scheduler.max_epochs in a search space")
-            if key not in allowed:
-                raise UserError(f"unknown key '{section}.{key}'; allowed: {', '.join(allowed)}")
-            if _is_distribution(value):
-                p = _parse_param(section, key, value, types[key], names[key].metadata)
-                if section == "spectrogram" and p.kind != "choice":
-                    raise UserError(f"spectrogram.{key}: spectrogram settings can be searched with choice only "
-                                    f"(each distinct setting is extracted once, up front)")
-                params.append(p)
-            else:
-                fixed[section][key] = check_value(value, types[key], names[key].metadata, f"{section}.{key}")
-        for p in params:
-            for k, allowed_values in p.when if p.section == section else ():
-                if k not in names:
-                    raise UserError(f"{section}.{p.key}.when: unknown key '{k}' of section {section}")
-                if k == p.key:
-                    raise UserError(f"{section}.{p.key}.when cannot depend on itself")
-        fixed[section].pop("network", None)
-    space = Space(fixed, params, control["experiment"], control["resources"], control["scheduler"],
-                  control["searcher"], source)
-    _check_points(space)
-    settings = space.spectrogram_settings()
-    if len(settings) > MAX_SPECTROGRAM_SETTINGS:
-        raise UserError(f"spectrogram: {len(settings)} distinct settings to extract (at most "
+        fixed[section], searched = _parse_section(section, cls, data.get(section))
+        params += searched
+    spectrograms: tuple[SpectrogramConfig, ...] = ()
+    for section, cls in SECTIONS.items():
+        # a config's __post_init__ holds its checks of keys together: try every combination the plan can draw
+        if cls is SpectrogramConfig or hasattr(cls, "__post_init__"):
+            built = _check_combinations(section, cls, fixed[section], [p for p in params if p.section == section])
+            if cls is SpectrogramConfig:
+                spectrograms = tuple(dict.fromkeys(built))
+    if len(spectrograms) > MAX_SPECTROGRAM_SETTINGS:
+        raise UserError(f"spectrogram: {len(spectrograms)} distinct settings to extract (at most "
                         f"{MAX_SPECTROGRAM_SETTINGS}); search fewer spectrogram choices")
-    _check_some_trial_is_valid(space)
+    space = Space(fixed, tuple(params), spectrograms=spectrograms, source=source, **control)
+    _check_points(space)
     return space
+
+
+def _parse_section(section: str, cls: type, data: Any) -> tuple[dict[str, Any], list[Param]]:
+    """A pipeline section's fixed values (each checked) and its searched parameters."""
+    values = expand_preset(cls, section_data(data, section), section)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    types = field_types(cls)
+    allowed = [n for n in fields if (section, n) not in PLANNED]
+    fixed: dict[str, Any] = {}
+    params: list[Param] = []
+    for key, value in values.items():
+        if (section, key) in PLANNED:
+            raise UserError(f"{section}.{key} is set by {PLANNED[section, key]} in a search space")
+        if key not in allowed:
+            raise UserError(f"unknown key '{section}.{key}'; allowed: {', '.join(allowed)}")
+        if _is_distribution(value):
+            p = _parse_param(section, key, value, types[key], fields[key].metadata)
+            if cls is SpectrogramConfig and p.kind != "choice":
+                raise UserError(f"spectrogram.{key}: spectrogram settings can be searched with choice only "
+                                f"(each distinct setting is extracted once, up front)")
+            params.append(p)
+        else:
+            fixed[key] = check_value(value, types[key], fields[key].metadata, f"{section}.{key}")
+    for p in params:
+        for k, _ in p.when:
+            if k not in fields:
+                raise UserError(f"{section}.{p.key}.when: unknown key '{k}' of section {section}")
+            if k == p.key:
+                raise UserError(f"{section}.{p.key}.when cannot depend on itself")
+    return fixed, params
+
+
+def _options(p: Param) -> tuple:
+    """The values of `p` to check: its choices, or the two ends of its range. The ends suffice because every
+    check of keys together compares them (a < b, a <= b), which holds inside a box where it holds at its
+    corners; a check that is not such a comparison would have to refuse ranges on its keys instead."""
+    if p.kind == "choice":
+        return p.args
+    lo, hi = p.args
+    if p.kind == "int" and p.step:
+        hi = lo + (hi - lo) // int(p.step) * int(p.step)  # Optuna draws nothing above the last whole step
+    return (lo, hi)
+
+
+def _check_combinations(section: str, cls: type, fixed: Mapping[str, Any], params: Sequence[Param]) -> list[Any]:
+    """`cls` built for every combination of the searched values (`_options`, where `when` applies); the first
+    that fails is one line naming the combination."""
+    options = [_options(p) for p in params]
+    count = math.prod(len(o) for o in options)
+    if count > MAX_COMBINATIONS:
+        raise UserError(f"{section}: {count} combinations of searched values to check (at most "
+                        f"{MAX_COMBINATIONS}); search fewer {section} keys or values")
+    built = []
+    for combo in itertools.product(*options):
+        values, named = dict(fixed), []
+        for p, v in zip(params, combo):
+            if _applies(p, values):
+                values[p.key] = v
+                named.append(f"{section}.{p.key}={v!r}" + ("" if p.kind == "choice" else f" ({p.kind} {list(p.args)})"))
+        try:
+            built.append(cls(**values))
+        except UserError as exc:
+            raise UserError(f"the combination {', '.join(named)}: {exc}" if named else str(exc)) from None
+    return built
 
 
 def _check_points(space: Space) -> None:
@@ -327,30 +375,12 @@ def _check_points(space: Space) -> None:
                     raise UserError(f"{where}: {section}.{key} is not a searched key of this space")
                 if p.kind == "choice" and value not in p.args:
                     raise UserError(f"{where}: {section}.{key} = {value!r} is not one of the choices {list(p.args)}")
-                if p.kind != "choice" and not (p.args[0] <= value <= p.args[1]):
-                    raise UserError(f"{where}: {section}.{key} = {value!r} is outside [{p.args[0]}, {p.args[1]}]")
-
-
-def _check_some_trial_is_valid(space: Space) -> None:
-    """Sample configurations; fail now if none of them is a valid pipeline configuration."""
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    last: UserError | None = None
-    for _ in range(50):
-        trial = study.ask()
-        fixed = space.define_by_run(trial)
-        config = nested_params({**trial.params, **fixed})
-        try:
-            space.trial_config(config)
-            return
-        except UserError as exc:
-            last = exc
-        study.tell(trial, 0.0)
-    raise UserError(f"no valid trial in 50 samples of this space; for example {last}")
+                number = isinstance(value, int if p.kind == "int" else (int, float)) and not isinstance(value, bool)
+                if p.kind != "choice" and not (number and p.args[0] <= value <= p.args[1]):
+                    whole = "a whole number " if p.kind == "int" else ""
+                    raise UserError(f"{where}: {section}.{key} = {value!r} is not {whole}in [{p.args[0]}, {p.args[1]}]")
 
 
 def load_space(path: str | Path) -> Space:
-    """Read and validate a search-space YAML file (safe loading only)."""
+    """Read a search-space YAML file (safe loading only) and compile it into its plan."""
     return parse_space(load_yaml(path), str(path))

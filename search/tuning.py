@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import posixpath
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
+from auttention.errors import UserError
+
+from . import compat, tracking
 from .keys import flat_params
+from .selection import SELECTION, TRIAL_PREFIX, checkpoint_metrics, selected_checkpoint
+
+if TYPE_CHECKING:
+    from .runfolder import RunFolder
+    from .space import Space
 
 logger = logging.getLogger(__name__)
-SELECTION = "selection_score"  # what a trial reports as its rank (search/trial.py selection_score)
-
 
 SETTLED = "settled"  # the user attribute that says why a trial's state was recorded for it
 LOST = "asked by the searcher after Tune's last snapshot before the driver stopped; never resumed"
@@ -29,7 +36,7 @@ def settle_trials(study, trials, why: str) -> None:
     for trial in trials:
         state = optuna.trial.TrialState.PRUNED if trial.intermediate_values else optuna.trial.TrialState.FAIL
         try:
-            study._storage.set_trial_user_attr(trial._trial_id, SETTLED, why)
+            compat.set_user_attr(study, trial, SETTLED, why)
             study.tell(trial.number, state=state)
         except Exception as exc:  # finished meanwhile
             logger.warning("optuna: could not settle trial %s: %s", trial.number, exc)
@@ -58,7 +65,7 @@ class HonestOptunaSearch(OptunaSearch):
     last (possibly one-epoch) score, so TPE would learn from truncated scores as if final. A completed
     trial's value here is its selection score (experiment.select over its epochs), what the search
     ranks trials by; each epoch's metric is an intermediate value.
-    Checked against Ray 2.60's OptunaSearch (its private _ot_trials, _ot_study, _completed_trials).
+    It keeps to OptunaSearch's private bookkeeping through search/compat.py (checked against its versions).
     """
 
     def restore(self, checkpoint_path: str) -> None:
@@ -68,18 +75,19 @@ class HonestOptunaSearch(OptunaSearch):
         import optuna
 
         super().restore(checkpoint_path)
-        known = {ot_trial._trial_id for ot_trial in self._ot_trials.values()}
-        running = self._ot_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-        settle_trials(self._ot_study, [t for t in running if t._trial_id not in known], LOST)
+        study = compat.searcher_study(self)
+        known = {compat.storage_trial_id(ot_trial) for ot_trial in compat.searcher_trials(self).values()}
+        running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        settle_trials(study, [t for t in running if compat.storage_trial_id(t) not in known], LOST)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         """Record the metric as an intermediate value at its epoch (what TPE ranks pruned trials by)."""
-        ot_trial = self._ot_trials.get(trial_id)
+        ot_trial = compat.searcher_trials(self).get(trial_id)
         value = result.get(self.metric)
-        if ot_trial is None or trial_id in self._completed_trials or value is None or not math.isfinite(value):
+        if ot_trial is None or trial_id in compat.searcher_completed(self) or value is None or not math.isfinite(value):
             return
         step = int(result.get("epoch", result.get("training_iteration", 0)))
-        frozen = ot_trial.storage.get_trial(ot_trial._trial_id)
+        frozen = ot_trial.storage.get_trial(compat.storage_trial_id(ot_trial))
         # after a driver restart, Tune may resume a trial from a snapshot older than the study, which
         # already recorded how it ended: the study keeps that, and the search goes on
         if frozen.state.is_finished() or step in frozen.intermediate_values:
@@ -89,9 +97,10 @@ class HonestOptunaSearch(OptunaSearch):
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         import optuna
 
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+        completed, ot_trials = compat.searcher_completed(self), compat.searcher_trials(self)
+        if trial_id in completed or trial_id not in ot_trials:
             return
-        ot_trial = self._ot_trials[trial_id]
+        ot_trial = ot_trials[trial_id]
         if result:
             self.on_trial_result(trial_id, result)  # Tune hands the last result only to this method
         value = (result or {}).get(SELECTION, (result or {}).get(self.metric))
@@ -103,13 +112,13 @@ class HonestOptunaSearch(OptunaSearch):
         else:
             state = optuna.trial.TrialState.COMPLETE
         try:
-            self._ot_study.tell(ot_trial, value, state=state)
+            compat.searcher_study(self).tell(ot_trial, value, state=state)
         except Exception as exc:  # e.g. told already before a driver restart
             logger.warning("optuna: could not record trial %s: %s", trial_id, exc)
-        self._completed_trials.add(trial_id)
+        completed.add(trial_id)
 
 
-def make_sampler(space):
+def make_sampler(space: Space):
     """The seeded Optuna sampler the searcher section asks for."""
     import optuna
 
@@ -127,7 +136,7 @@ def optuna_storage_url(run_dir: Path) -> str:
     return f"sqlite:///{(run_dir / 'optuna.db').resolve()}"
 
 
-def make_searcher(space, run_dir: Path):
+def make_searcher(space: Space, run_dir: Path):
     """OptunaSearch (define-by-run, persisted study, the space's first points) behind a ConcurrencyLimiter."""
     import optuna
     from ray.tune.search import ConcurrencyLimiter
@@ -144,7 +153,7 @@ def make_searcher(space, run_dir: Path):
     return ConcurrencyLimiter(searcher, max_concurrent=space.experiment.max_concurrent)
 
 
-def make_scheduler(space):
+def make_scheduler(space: Space):
     """ASHA on the per-epoch metric (or none)."""
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
@@ -178,52 +187,6 @@ class ProgressLog(tune.Callback):
         self.echo(f"  {trial.trial_id} failed: {error_line(trial)}")
 
 
-def _folder(trial_dir):
-    from auttention import storage
-
-    return trial_dir if isinstance(trial_dir, storage.Location) else storage.location(str(trial_dir))
-
-
-def checkpoint_metrics(trial_dir) -> list[tuple[Path | str, dict]]:
-    """(checkpoint folder, its metrics) of every checkpoint of a trial, in epoch order. trial_dir: a local
-    path or a storage.Location (a trial on object storage: the folders are then URIs)."""
-    import json
-
-    import pyarrow.fs as pafs
-
-    folder = _folder(trial_dir)
-    selector = pafs.FileSelector(folder.path, allow_not_found=True)
-    names = sorted(posixpath.basename(i.path) for i in folder.fs.get_file_info(selector)
-                   if i.type == pafs.FileType.Directory or (folder.remote and i.type != pafs.FileType.File))
-    out = []
-    for name in names:
-        if not name.startswith("checkpoint_"):
-            continue
-        try:
-            metrics = json.loads((folder / name / "metrics.json").read_text())
-        except (OSError, ValueError):
-            continue  # a checkpoint being written or damaged: never the best
-        out.append(((folder / name).uri if folder.remote else Path(folder.path) / name, metrics))
-    return out
-
-
-def selected_checkpoint(trial_dir, metric: str, select: str) -> tuple[Path | str, dict, float] | None:
-    """(checkpoint folder, its metrics, the trial's selection score) of the checkpoint a trial is chosen and
-    exported by: under select: best, its best epoch (the earliest on ties); otherwise its last epoch, scored
-    by the selection statistic it reported there. None when no checkpoint has a finite score."""
-    best = None
-    for folder, metrics in checkpoint_metrics(trial_dir):
-        value = metrics.get(metric) if select == "best" else metrics.get(SELECTION, metrics.get(metric))
-        if value is None or not math.isfinite(value):
-            continue
-        if select == "best" and best is not None and value <= best[2]:
-            continue
-        if select != "best" and best is not None and metrics.get("epoch", 0) < best[1].get("epoch", 0):
-            continue
-        best = (folder, metrics, float(value))
-    return best
-
-
 class PruneCheckpoints(tune.Callback):
     """When a trial has ended, keep only its selected checkpoint (what the export needs), on local disk
     or object storage alike."""
@@ -237,9 +200,9 @@ class PruneCheckpoints(tune.Callback):
         if not trial.path:
             return
         folder = storage.of_filesystem(trial.storage.storage_filesystem, trial.storage.trial_fs_path)
-        best = selected_checkpoint(folder, self.metric, self.select)
+        selected = selected_checkpoint(folder, self.metric, self.select)
         for checkpoint, _ in checkpoint_metrics(folder):
-            if best is None or checkpoint != best[0]:
+            if selected is None or checkpoint != selected[0]:
                 try:
                     (folder / posixpath.basename(str(checkpoint))).delete()
                 except OSError as exc:
@@ -250,7 +213,7 @@ class SyncStudy(tune.Callback):
     """A run folder on object storage: the Optuna study (a SQLite file on the driver) copied there as the
     search goes, and once more at the end."""
 
-    def __init__(self, run) -> None:
+    def __init__(self, run: RunFolder) -> None:
         self.run = run
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
@@ -272,10 +235,10 @@ def error_line(trial) -> str:
 
 def trial_name(trial) -> str:
     """Short, stable trial names (folders, dashboard) instead of Tune's config-laden ones."""
-    return f"trial_{trial.trial_id}"
+    return f"{TRIAL_PREFIX}{trial.trial_id}"
 
 
-def make_tuner(space, trainable, run, echo=print):
+def make_tuner(space: Space, trainable, run: RunFolder, echo: Callable[[str], None] = print):
     """A Tuner for the space: searcher, scheduler, budget, checkpoints, retries, all under the run folder's
     tune/ (run: a search.runfolder.RunFolder, local or on object storage)."""
     exp = space.experiment
@@ -286,11 +249,49 @@ def make_tuner(space, trainable, run, echo=print):
     return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config(space, run, echo))
 
 
-def run_config(space, run, echo=print):
+def fit(space: Space, trainable, run: RunFolder, resume: bool, echo: Callable[[str], None] = print) -> tune.ResultGrid:
+    """The tune stage: the trials run by a new Tuner, or by the run folder's restored one (--resume)."""
+    exp = space.experiment
+    if resume:
+        if not run.can_restore():
+            raise UserError(f"{run}/tune: the experiment state cannot be restored; start a new --name")
+        echo(f"search: resuming {exp.name}")
+        path, filesystem = run.storage()
+        tuner = tune.Tuner.restore(f"{path}/tune", trainable=trainable, resume_errored=False,
+                                   storage_filesystem=filesystem)
+    else:
+        tuner = make_tuner(space, trainable, run, echo)
+    echo(f"search: {exp.num_samples} trials, {exp.max_concurrent} at a time, "
+         f"{space.resources.cpu:g} CPU / {space.resources.gpu:g} GPU each; metric {exp.metric}; "
+         f"run folder {run}")
+    return tuner.fit()
+
+
+@dataclasses.dataclass
+class Settled:
+    """The study after the search: its trials per state, and how many a driver restart lost."""
+
+    counts: dict[str, int]
+    lost: int
+
+
+def settle(run: RunFolder, study_name: str, echo: Callable[[str], None] = print) -> Settled:
+    """The settle stage: the study's RUNNING trials settled (settle_study) and its counts shown, the study and
+    the trials' results brought together in the run folder (object storage: up and down)."""
+    counts, lost = settle_study(run.local, study_name)
+    run.push_study(force=True)
+    echo("optuna: " + ", ".join(f"{n} {state.lower()}" for state, n in sorted(counts.items()))
+         + (f" ({lost} lost when the driver stopped: asked after its last snapshot)" if lost else ""))
+    run.pull()  # a run folder on object storage: the trials' results (not their models) into the mirror
+    return Settled(counts, lost)
+
+
+def run_config(space: Space, run: RunFolder, echo: Callable[[str], None] = print):
     """Where Tune keeps the experiment, what it checkpoints, how it retries."""
     exp = space.experiment
     storage_path, filesystem = run.storage()
-    callbacks = [ProgressLog(exp.metric, echo), PruneCheckpoints(exp.metric, exp.select)]
+    callbacks = [ProgressLog(exp.metric, echo), PruneCheckpoints(exp.metric, exp.select),
+                 *tracking.tune_callbacks(exp.name)]  # MLflow, where `run --mlflow` asks for it
     if run.remote:
         callbacks.append(SyncStudy(run))
     return tune.RunConfig(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -109,6 +111,44 @@ def run_until(cmd: list[str], marker: str, env: dict | None = None) -> list[str]
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     return seen
+
+
+@contextlib.contextmanager
+def serving(cmd: list[str], url: str, tries: int = 300, log: Path | None = None,
+            env: dict | None = None) -> Iterator[subprocess.Popen]:
+    """Run a server (`cmd`, with `env` added to the environment) while the block runs: first poll `url` until
+    it answers (at most `tries` polls, 0.2 s apart; fails if the server exits or never answers), then stop
+    its process group."""
+    import signal
+    import time
+    import urllib.error
+    import urllib.request
+
+    out = open(log, "wb") if log else subprocess.DEVNULL
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                            env={**os.environ, **(env or {})})
+    try:
+        for _ in range(tries):
+            if proc.poll() is not None:
+                raise AssertionError(f"{cmd[0]} exited ({proc.returncode}) before answering {url}")
+            try:
+                with urllib.request.urlopen(url, timeout=2):
+                    break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.2)
+        else:
+            raise AssertionError(f"{cmd[0]} did not answer {url} after {tries} tries")
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # the group is gone where the server exited
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        if log:
+            out.close()
 
 
 def chromium_path() -> str:

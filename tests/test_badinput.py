@@ -21,7 +21,8 @@ from click.testing import CliRunner
 
 from auttention import spectrogram as spectro
 from auttention.config import SpectrogramConfig
-from auttention.corpus import BadAudio, BadAudioPolicy, read_corpus
+from auttention.corpus import BadAudio, BadAudioPolicy, fingerprint, read_corpus
+from auttention.extraction import ProcessPool, extract
 from conftest import TINY_SPACE, write_tone_corpus
 from search.cli import main
 
@@ -143,6 +144,7 @@ def test_bad_audio_is_skipped_with_one_warning(corpus, tmp_path, case):
     spec = spectro.read(out)
     assert len(spec.file_name) == 8 and "train_0002.wav" not in set(spec.file_name)
     assert list(spec.skipped) == ["train_0002.wav"] and spec.skipped["train_0002.wav"].startswith(reason)
+    assert spec.corpus == fingerprint(read_corpus(corpus))  # the corpus as given, bad clip included
     # no label moved: every remaining clip carries its own label
     truth = labels_of(corpus)
     assert all(truth[name] == label for name, label in zip(spec.file_name, spec.label))
@@ -352,7 +354,8 @@ def test_pipeline_reuse_obeys_the_policy(corpus, tmp_path):
     with pytest.raises(BadAudio, match="devel_0003.wav: the audio contains NaN"):
         pipe.run(table, cfg, out, jobs=1, policy=BadAudioPolicy("fail"), log=lambda line: None)
     assert not out.exists()  # nothing written, not even the config or an empty folder
-    spectro.extract(table, cfg.spectrogram, out / "spectrograms", jobs=1, policy=BadAudioPolicy("skip", lambda l: None))
+    extract(table, cfg.spectrogram, out / "spectrograms", ProcessPool(1), BadAudioPolicy("skip", lambda l: None),
+            log=lambda line: None)
     with pytest.raises(BadAudio, match="devel_0003.wav: the audio contains NaN"):
         pipe.run(table, cfg, out, jobs=1, policy=BadAudioPolicy("fail"), log=lambda line: None)
     assert not (out / "config.yaml").exists()
@@ -379,7 +382,7 @@ def test_ray_extraction_obeys_the_policy(tmp_path):
                                       policy=BadAudioPolicy("skip", lines.append))
         spec = spectro.read(next(iter(folders.values())))
         assert "train_0003.wav" not in set(spec.file_name) and len(spec.file_name) == 8
-        assert list(spec.skipped) == ["train_0003.wav"]
+        assert list(spec.skipped) == ["train_0003.wav"] and spec.corpus == fingerprint(table)
         assert any(line.startswith(f"warning: skipping {root / 'wav' / 'train_0003.wav'}: the audio contains NaN")
                    for line in lines)
         truth = labels_of(root)

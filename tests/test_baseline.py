@@ -52,3 +52,30 @@ def test_evaluate_baseline_on_a_tone_corpus(tone_corpus):
     assert ev.c in ScoringConfig().complexities
     assert ev.devel_rho > 0.5  # pitch falls with the label, and the baseline measures pitch
     assert ev.test_rho is not None and len(ev.test) == 6
+
+
+def test_baseline_with_every_label_equal_says_rho_is_undefined(tone_corpus):
+    """Spearman's rho is undefined where every label is equal: the CLI says so and prints no number for it."""
+    import subprocess
+    import sys
+
+    labels = tone_corpus / "lab" / "labels.csv"
+    rows = labels.read_text().splitlines()
+    labels.write_text("\n".join([rows[0]] + [f"{row.split(',')[0]},5" for row in rows[1:]]) + "\n")
+    out = subprocess.run([sys.executable, "-m", "search.cli", "baseline", "--data", str(tone_corpus), "--jobs", "1"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    line = out.stdout.strip().splitlines()[-1]
+    assert "devel rho=undefined (every label equal)" in line and "test rho=undefined (every label equal)" in line
+    assert "0.000" not in line and "nan" not in line.lower()
+
+
+def test_rho_is_formatted_in_one_place():
+    import math
+
+    from auttention.scoring import format_rho, spearman
+
+    assert math.isnan(spearman(np.array([3.0, 3.0, 3.0]), np.array([1.0, 2.0, 3.0])))  # nothing to rank
+    assert spearman(np.array([1.0, 2.0, 3.0]), np.array([4.0, 4.0, 4.0])) == 0.0  # ranks nothing: chance
+    assert format_rho(spearman(np.array([3.0, 3.0]), np.array([1.0, 2.0]))) == "undefined (every label equal)"
+    assert format_rho(None) == "n/a" and format_rho(0.12345) == "0.123" and format_rho(0.12345, 4) == "0.1235"

@@ -1,6 +1,7 @@
 import pytest
 
-from auttention.config import (SPECTROGRAM_PRESETS, ModelConfig, SpectrogramConfig, build, load_pipeline_config,
+from auttention.config import (SPECTROGRAM_PRESETS, AttentionConfig, Seq2seqConfig, SpectrogramConfig,
+                               TrainingConfig, build, expand_preset, load_pipeline_config, model_config,
                                pipeline_config, to_dict)
 from auttention.errors import UserError
 
@@ -58,7 +59,51 @@ def test_model_config_sections_fix_network():
     assert cfg.attention.network == "attention" and cfg.attention.attention == "luong"
     assert cfg.seq2seq.network == "seq2seq"
     with pytest.raises(UserError, match="seq2seq.network must be 'seq2seq'"):
-        build(ModelConfig, {"network": "attention"}, "seq2seq", network="seq2seq")
+        build(Seq2seqConfig, {"network": "attention"}, "seq2seq")
+    assert build(AttentionConfig, {"network": "attention"}, "attention") == AttentionConfig()
+
+
+def test_each_network_has_its_own_config_class():
+    cfg = pipeline_config({})
+    assert type(cfg.seq2seq) is Seq2seqConfig and type(cfg.attention) is AttentionConfig
+    # the YAML (and a checkpoint's state.json) keeps `network` and the keys in the order they always had
+    assert list(to_dict(cfg.seq2seq)) == ["network", "cell", "layers", "units", "encoder_bidirectional", "dropout",
+                                          "feature", "decoder_bidirectional", "feature_units"]
+    assert list(to_dict(cfg.attention)) == ["network", "cell", "layers", "units", "encoder_bidirectional", "dropout",
+                                            "feature", "attention", "attention_units"]
+    with pytest.raises(TypeError):
+        Seq2seqConfig(attention="luong")  # a key of the other network is no field of this one
+
+
+def test_model_config_of_a_checkpoint_builds_its_network_class():
+    # the `model` dict of a state.json written before the per-network classes
+    old = {"network": "attention", "cell": "gru", "layers": 1, "units": 8, "encoder_bidirectional": True,
+           "dropout": 0.2, "feature": "final", "attention": "luong", "attention_units": None}
+    cfg = model_config(old, "model")
+    assert cfg == AttentionConfig(layers=1, units=8, attention="luong") and to_dict(cfg) == old
+    assert type(model_config({"units": 8}, "model")) is Seq2seqConfig  # no network: the old default
+    with pytest.raises(UserError, match="model.network must be one of seq2seq, attention; got 'rnn'"):
+        model_config({"network": "rnn"}, "model")
+    with pytest.raises(UserError, match="unknown key 'model.attention'"):
+        model_config({"network": "seq2seq", "attention": "luong"}, "model")
+
+
+@pytest.mark.parametrize("section", ["spectrogram", "seq2seq", "attention", "training", "scoring"])
+@pytest.mark.parametrize("value, kind", [([1, 2], "a list"), ("fast", "str 'fast'"), (3, "int 3")])
+def test_a_section_that_is_not_a_mapping_is_one_line(section, value, kind):
+    with pytest.raises(UserError) as err:
+        pipeline_config({section: value}, "cfg.yaml")
+    assert str(err.value) == f"cfg.yaml: {section} must be a mapping of keys to values, got {kind}"
+
+
+def test_presets_expand_in_one_place():
+    assert expand_preset(SpectrogramConfig, {"preset": "audeep", "n_mels": 64}, "spectrogram") == \
+        {**to_dict(SpectrogramConfig(**SPECTROGRAM_PRESETS["audeep"])), "n_mels": 64}
+    assert expand_preset(SpectrogramConfig, {"n_mels": 64}, "spectrogram") == {"n_mels": 64}
+    with pytest.raises(UserError, match="spectrogram.preset must be one of paper, audeep; got 'papper'"):
+        build(SpectrogramConfig, {"preset": "papper"}, "spectrogram")
+    with pytest.raises(UserError, match="unknown key 'training.preset'"):
+        build(TrainingConfig, {"preset": "paper"}, "training")
 
 
 def test_shipped_pipeline_configs_are_valid():

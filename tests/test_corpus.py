@@ -32,6 +32,51 @@ def test_manifest(tone_corpus):
     assert len(corpus) == 18 and (corpus.partition == "devel").sum() == 12
 
 
+def _excel_unicode_text(text: str) -> bytes:
+    """What Excel's "Unicode text" writes: UTF-16 LE with a byte-order mark, tab-separated, CRLF lines."""
+    return b"\xff\xfe" + text.replace(",", "\t").replace("\n", "\r\n").encode("utf-16-le")
+
+
+@pytest.mark.parametrize("encode", [
+    lambda t: t.encode("utf-8"),
+    lambda t: t.encode("utf-8-sig"),
+    lambda t: b"\xff\xfe" + t.encode("utf-16-le"),
+    lambda t: b"\xfe\xff" + t.encode("utf-16-be"),
+    lambda t: t.replace(",", "\t").encode("utf-8"),
+    _excel_unicode_text,
+], ids=["utf-8", "utf-8-bom", "utf-16-le-bom", "utf-16-be-bom", "utf-8-tabs", "excel-unicode-text"])
+def test_labels_in_any_spreadsheet_encoding(tone_corpus, encode):
+    labels = tone_corpus / "lab" / "labels.csv"
+    expected = read_corpus(tone_corpus)
+    labels.write_bytes(encode(labels.read_text()))
+    corpus = read_corpus(tone_corpus)
+    assert corpus["file_name"].tolist() == expected["file_name"].tolist()
+    assert corpus["label"].tolist() == expected["label"].tolist()
+    table = read_labels(labels)
+    assert dict(zip(table["file_name"], table["label"])) == dict(zip(expected["file_name"], expected["label"]))
+
+
+def test_manifest_as_excel_unicode_text(tone_corpus):
+    rows = ["file,label,partition"] + [f"wav/{p.name},3,{p.name.split('_')[0]}"
+                                       for p in sorted((tone_corpus / "wav").iterdir())]
+    manifest = tone_corpus / "manifest.csv"
+    manifest.write_bytes(_excel_unicode_text("\n".join(rows) + "\n"))
+    corpus = read_corpus(manifest)
+    assert len(corpus) == 18 and set(corpus["partition"]) == {"train", "devel", "test"}
+
+
+@pytest.mark.parametrize("raw, message", [
+    ("file_name,label\ntrain_0001.wav,3\n".encode("utf-16-le"), "UTF-16 without a byte-order mark"),
+    ("file_name,label\ntrain_0001.wav,3 \u00fc\n".encode("cp1252"), "neither UTF-8 nor UTF-16"),
+], ids=["utf-16-no-bom", "cp1252"])
+def test_unreadable_encoding_is_one_line(tone_corpus, raw, message):
+    labels = tone_corpus / "lab" / "labels.csv"
+    labels.write_bytes(raw)
+    with pytest.raises(UserError, match=message) as err:
+        read_corpus(tone_corpus)
+    assert "labels.csv" in str(err.value) and "CSV UTF-8" in str(err.value) and "\n" not in str(err.value)
+
+
 @pytest.mark.parametrize("line, message", [
     ("../outside.wav,3", "outside the corpus folder"),
     ("/etc/passwd,3", "outside the corpus folder"),

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from auttention.config import ModelConfig
+from auttention.config import MODEL_CONFIGS, AttentionConfig, Seq2seqConfig
 from auttention.models import (BahdanauDecoder, FrameMask, LuongAttention, _decoder_stack, attention_weights,
                                build_autoencoder, decoder_inputs, feature_size, frame_weights, full_lengths, targets)
 
@@ -37,7 +37,7 @@ CONFIGS = [
 def _cfg(network, attention, cell, layers, bi, feature_units, **kw):
     extra = ({"decoder_bidirectional": bi, "feature_units": feature_units} if network == "seq2seq"
              else {"attention": attention})
-    return ModelConfig(network=network, cell=cell, layers=layers, units=8, encoder_bidirectional=bi,
+    return MODEL_CONFIGS[network](cell=cell, layers=layers, units=8, encoder_bidirectional=bi,
                        **extra, **kw)
 
 
@@ -56,12 +56,12 @@ def test_shapes(spec, x):
 
 
 def test_feature_size():
-    assert feature_size(ModelConfig(network="seq2seq", units=8)) == 8
-    assert feature_size(ModelConfig(network="seq2seq", units=8, feature_units=3)) == 3
-    assert feature_size(ModelConfig(network="attention", units=8)) == 16  # both directions, like the paper's 512
-    assert feature_size(ModelConfig(network="attention", units=8, encoder_bidirectional=False)) == 8
-    assert feature_size(ModelConfig(network="attention", units=8, feature="mean_std")) == 32
-    assert feature_size(ModelConfig(network="seq2seq", units=8, feature_units=3, feature="final_mean")) == 3 + 16
+    assert feature_size(Seq2seqConfig(units=8)) == 8
+    assert feature_size(Seq2seqConfig(units=8, feature_units=3)) == 3
+    assert feature_size(AttentionConfig(units=8)) == 16  # both directions, like the paper's 512
+    assert feature_size(AttentionConfig(units=8, encoder_bidirectional=False)) == 8
+    assert feature_size(AttentionConfig(units=8, feature="mean_std")) == 32
+    assert feature_size(Seq2seqConfig(units=8, feature_units=3, feature="final_mean")) == 3 + 16
 
 
 def test_decoder_inputs_are_the_shifted_reversed_frames():
@@ -126,7 +126,7 @@ def test_decoder_causality(kind):
     """Unidirectional and attention decoders never see the frame they predict: the teacher-forcing frame at
     step t (the target of step t - 1) changes no output before t. The bidirectional seq2seq decoder (the
     paper's) does see later frames: its backward direction carries them to earlier steps."""
-    cfg = ModelConfig(network="seq2seq", units=4, layers=2)
+    cfg = Seq2seqConfig(units=4, layers=2)
     probe = _decoder_probe(cfg, kind == "seq2seq-bidirectional", kind == "luong")
     rng = np.random.default_rng(3)
     frames = rng.normal(size=(2, T, F)).astype(np.float32)
@@ -145,7 +145,7 @@ def test_decoder_causality(kind):
 
 @pytest.mark.parametrize("attention", ["bahdanau", "luong"])
 def test_attention_weights_sum_to_one_over_encoder_time(attention, x):
-    autoencoder, _ = build_autoencoder(ModelConfig(network="attention", attention=attention, units=8,
+    autoencoder, _ = build_autoencoder(AttentionConfig(attention=attention, units=8,
                                                    layers=2), T, F)
     w = attention_weights(autoencoder, x)
     assert w.shape == (N, T, T)  # (decoder steps, encoder steps)
@@ -205,7 +205,7 @@ def test_bahdanau_decoder_compiles_with_xla():
 
 
 def test_dropout_active_in_training_only(x):
-    cfg = ModelConfig(network="seq2seq", units=8, layers=1, dropout=0.5)
+    cfg = Seq2seqConfig(units=8, layers=1, dropout=0.5)
     autoencoder, encoder = build_autoencoder(cfg, T, F)
     assert isinstance(encoder.get_layer("encoder_dropout"), keras.layers.Dropout)
     a, b = np.asarray(encoder(whole(x), training=True)), np.asarray(encoder(whole(x), training=True))
@@ -216,7 +216,7 @@ def test_dropout_active_in_training_only(x):
 
 
 def test_same_seed_same_weights_other_seed_other_weights():
-    cfg = ModelConfig(network="attention", attention="bahdanau", units=4, layers=1)
+    cfg = AttentionConfig(attention="bahdanau", units=4, layers=1)
     w1 = build_autoencoder(cfg, T, F, seed=3)[0].get_weights()
     w2 = build_autoencoder(cfg, T, F, seed=3)[0].get_weights()
     w3 = build_autoencoder(cfg, T, F, seed=4)[0].get_weights()
@@ -226,7 +226,7 @@ def test_same_seed_same_weights_other_seed_other_weights():
 
 @pytest.mark.parametrize("attention", ["bahdanau", "luong"])
 def test_keras_save_and_safe_load(attention, x, tmp_path):
-    autoencoder, _ = build_autoencoder(ModelConfig(network="attention", attention=attention, units=4,
+    autoencoder, _ = build_autoencoder(AttentionConfig(attention=attention, units=4,
                                                    layers=1, dropout=0.0), T, F)
     path = tmp_path / "model.keras"
     autoencoder.save(path)

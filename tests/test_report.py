@@ -138,12 +138,12 @@ def test_top_table_links_and_best(report, searched):
         assert f">{branch}<" in best
         assert f"{metrics[branch]['devel_rho']:.3f}" in best
         assert f"{metrics[branch]['test_rho']:.3f}" in best  # the tone corpus has test labels
-    # how it was chosen: every confirmed trial with its devel / test rho per seed
+    # how it was chosen: every confirmed trial with its selection score / test rho per seed
     assert "How it was chosen" in best and metrics["confirmation"]
     for cand in metrics["confirmation"]:
         assert cand["trial_id"] in best
         for seed in cand["seeds"]:
-            assert f"{seed['devel_rho']:.3f} / {seed['test_rho']:.3f}" in best
+            assert f"{seed['selection_score']:.3f} / {seed['test_rho']:.3f}" in best
     assert "learning_rate" in best  # the configuration is shown
 
 

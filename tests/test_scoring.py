@@ -54,6 +54,13 @@ def test_evaluate_refits_on_train_and_devel():
     assert evaluate(frame, ScoringConfig()).test_rho is None
 
 
+def test_metrics_count_the_clips_the_test_model_was_fit_on():
+    frame = _frame()
+    frame = frame[~frame.file_name.isin(frame[frame.partition == "train"].file_name[:5])]  # 25 train, 30 devel
+    metrics = evaluate(frame, ScoringConfig()).metrics()
+    assert metrics["n_train_devel"] == 25 + 30 and metrics["n_test"] == 30
+
+
 def test_fusion_joins_on_file_name_not_row_order():
     a, b = _frame(0, name="a"), _frame(0, name="b")
     b_shuffled = b.sample(frac=1.0, random_state=3).reset_index(drop=True)

@@ -37,14 +37,16 @@ def test_outputs_complete_and_consistent(finished, tiny):
     # selection: the top 2 completed trials trained again with 1 new seed; the exported one has the best mean
     confirmation = metrics["confirmation"]
     assert 1 <= len(confirmation) <= 2 and all(len(c["seeds"]) == 2 for c in confirmation)
-    means = {c["trial_id"]: c["mean_devel_rho"] for c in confirmation}
+    means = {c["trial_id"]: c["mean_selection_score"] for c in confirmation}
     assert max(means, key=means.get) == metrics["trial_id"]
     for c in confirmation:
-        assert c["seeds"][0]["devel_rho"] == pytest.approx(c["selection_score"])
+        assert c["seeds"][0]["selection_score"] == pytest.approx(c["selection_score"])
         assert all(s["test_rho"] is not None for s in c["seeds"])  # shown where test labels are known
     assert metrics["selection"]["select"] == "mean_last"
     assert metrics["made_from"]["corpus"] and metrics["made_from"]["spectrogram"]
-    assert best_row["confirmation_devel_rho"] == pytest.approx(means[metrics["trial_id"]])
+    assert best_row["confirmation_selection_score"] == pytest.approx(means[metrics["trial_id"]])
+    names = pd.read_csv(tiny[1] / "lab" / "labels.csv")["file_name"]
+    assert metrics["fusion"]["n_train_devel"] == names.str.startswith(("train_", "devel_")).sum()  # the refit's
     # the exported predictions: the chosen configuration's seeds averaged; the trial's own model in single/
     ensemble = metrics["ensemble"]
     assert len(ensemble["seeds"]) == 2 and ensemble["test_rho"] is not None
@@ -98,8 +100,32 @@ def test_honest_searcher_states_directly():
     for trial_id, (result, error) in endings.items():
         searcher.on_trial_result(trial_id, {**result, "training_iteration": result["epoch"]})
         searcher.on_trial_complete(trial_id, result, error=error)
-    states = [t.state.name for t in searcher._ot_study.trials]
+    from search.compat import searcher_study
+
+    states = [t.state.name for t in searcher_study(searcher).trials]
     assert states == ["COMPLETE", "PRUNED", "FAIL", "FAIL"]
+
+
+def test_trial_id_one_helper_for_ranking_and_trials_csv(tmp_path):
+    """A trial that reported no trial_id is found by its folder name without the prefix, in the ranking and
+    in trials.csv alike, so its confirmation row is filled in."""
+    from types import SimpleNamespace
+
+    from search.export import trials_table
+    from search.selection import Candidate, trial_id
+
+    folder = tmp_path / "trial_ab12_00003"
+    folder.mkdir()
+    result = SimpleNamespace(path=str(folder), metrics={"epoch": 3, "max_epochs": 3}, error=None,
+                             metrics_dataframe=None, config={})
+    assert trial_id(result) == "ab12_00003"
+    assert trial_id(SimpleNamespace(path=str(folder), metrics={"trial_id": "cd34"})) == "cd34"
+    cand = Candidate("ab12_00003", result, str(folder), 3, 0.4,
+                     seeds=[{"seed": 0, "selection_score": 0.4, "test_rho": None},
+                            {"seed": 1, "selection_score": 0.2, "test_rho": None}])
+    row = trials_table([result], "fusion_rho", [cand]).iloc[0]
+    assert row["trial_id"] == "ab12_00003" and row["confirmation_selection_score"] == pytest.approx(0.3)
+    assert row["confirmation_seeds"] == "0=0.400/n/a 1=0.200/n/a"
 
 
 def one_float(trial):
@@ -246,6 +272,7 @@ def test_diverging_trial_errors_and_the_search_goes_on(tiny):
     from auttention.corpus import read_corpus
     from conftest import TINY_SPACE
     from auttention.corpus import fingerprint as corpus_fingerprint
+    from auttention.extraction import ProcessPool, extract
     from search.extract import cache_folder
     from search.runner import run_search
 
@@ -264,8 +291,8 @@ def test_diverging_trial_errors_and_the_search_goes_on(tiny):
     values = {**space["spectrogram"], "clip_below": -80.0}
     cfg = build(SpectrogramConfig, values, "spectrogram")
     folder = cache_folder(cache, corpus_fingerprint(corpus), cfg).local
-    spectro.extract(corpus, cfg, folder, jobs=1)
-    part = next((folder / spectro.PARQUET).glob("*.parquet"))
+    extract(corpus, cfg, folder, ProcessPool(1), log=lambda line: None)
+    part = sorted((folder / spectro.PARQUET).glob("*.parquet"))[0]  # the corpus' first clips, as before
     table = pq.read_table(part)
     x = table.column("spectrogram").combine_chunks().flatten().to_numpy().copy()
     x[: 24 * 16] = np.nan

@@ -1,9 +1,13 @@
 import optuna
 import pytest
 import yaml
+from click.testing import CliRunner
 
+from auttention.config import SPECTROGRAM_PRESETS, AttentionConfig, Seq2seqConfig, SpectrogramConfig, to_dict
 from auttention.errors import UserError
-from search.space import load_space, parse_space
+from search.cli import main
+from search.keys import nested_params
+from search.space import CONTROL, MAX_COMBINATIONS, SECTIONS, load_space, parse_space
 
 BASE = {
     "experiment": {"name": "t", "num_samples": 2},
@@ -43,11 +47,7 @@ def test_define_by_run_and_conditionals():
         seen_kinds.add(kind)
         # attention_units is sampled only where it applies
         assert ("attention/attention_units" in params) == (kind == "bahdanau")
-        config = {}
-        for k, v in {**params, **fixed}.items():
-            s, key = k.split("/")
-            config.setdefault(s, {})[key] = v
-        cfg = space.trial_config(config)
+        cfg = space.trial_config(nested_params({**params, **fixed}))  # Tune merges them so, then unflattens
         assert cfg.training.epochs == 2 and cfg.attention.attention == kind
         study.tell(trial, 0.0)
     assert seen_kinds == {"bahdanau", "luong"}
@@ -85,10 +85,86 @@ def test_space_with_no_valid_trial():
         parse_space(data)
 
 
+def test_every_spectrogram_combination_is_checked_at_parse_time():
+    # (256, 128), (1024, 128) and (1024, 512) are valid settings; (256, 512) is not: refused before Ray starts
+    data = {**BASE, "spectrogram": {"n_fft": {"choice": [256, 1024]}, "hop_length": {"choice": [128, 512]}}}
+    with pytest.raises(UserError) as err:
+        parse_space(data, "s.yaml")
+    assert str(err.value) == (
+        "s.yaml: the combination spectrogram.n_fft=256, spectrogram.hop_length=512: "
+        "spectrogram.hop_length (512) is larger than spectrogram.n_fft (256); use a hop no larger than the window")
+    data["spectrogram"] = {"n_fft": {"choice": [256, 1024]}, "hop_length": {"choice": [128, 256]},
+                           "clip_below": {"choice": [-60, -80]}}
+    space = parse_space(data)
+    assert len(space.spectrograms) == 2 * 2 * 2
+    assert all(isinstance(c, SpectrogramConfig) for c in space.spectrograms)
+    assert [SpectrogramConfig(**v) for v in space.spectrogram_settings()] == list(space.spectrograms)
+
+
+def test_searched_label_range_is_checked_at_its_ends():
+    data = _with("scoring", "label_min", {"uniform": [1.0, 5.0]})
+    data["scoring"]["label_max"] = {"uniform": [4.0, 9.0]}
+    with pytest.raises(UserError, match=r"the combination scoring.label_min=5.0 \(uniform \[1.0, 5.0\]\), "
+                                        r"scoring.label_max=4.0 \(uniform \[4.0, 9.0\]\): scoring.label_min \(5.0\) "
+                                        r"must be below scoring.label_max \(4.0\)"):
+        parse_space(data)
+    data["scoring"]["label_max"] = {"choice": [6.0, 9.0]}
+    parse_space(data)
+    # a combination `when` never draws is not checked: label_max 4.0 only with round false
+    data["scoring"]["label_max"] = {"choice": [4.0, 9.0], "when": {"round": False}}
+    data["scoring"]["round"] = True
+    parse_space(data)
+    data["scoring"]["round"] = False
+    with pytest.raises(UserError, match="scoring.label_min .5.0. must be below scoring.label_max .4.0."):
+        parse_space(data)
+
+
+def test_too_many_combinations_to_check():
+    data = _with("spectrogram", "n_mels", {"choice": list(range(8, 8 + 200))})
+    data["spectrogram"]["fmin"] = {"choice": [float(f) for f in range(60)]}
+    with pytest.raises(UserError, match=f"spectrogram: 24000 combinations .* \\(at most {MAX_COMBINATIONS}\\)"):
+        parse_space(data)
+
+
+def test_a_searched_key_of_a_preset_is_drawn_not_fixed():
+    data = _with("spectrogram", "preset", "paper")
+    space = parse_space(data)
+    assert "clip_below" not in space.fixed["spectrogram"]  # the preset's -80 must not override the draws
+    assert {c.clip_below for c in space.spectrograms} == {-60.0, -80.0}
+    assert space.fixed["spectrogram"] == {k: v for k, v in to_dict(SpectrogramConfig(**SPECTROGRAM_PRESETS["paper"])).items()
+                                          if k != "clip_below"} | {"n_fft": 256, "hop_length": 128, "n_mels": 16}
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    drawn = set()
+    for _ in range(12):
+        trial = study.ask()
+        fixed = space.define_by_run(trial)
+        # Tune merges the returned fixed values over the drawn ones: a drawn key must not be among them
+        cfg = space.trial_config(nested_params({**trial.params, **fixed}))
+        assert cfg.spectrogram.clip_below == trial.params["spectrogram/clip_below"]
+        drawn.add(cfg.spectrogram.clip_below)
+        study.tell(trial, 0.0)
+    assert drawn == {-60.0, -80.0}
+
+
+def test_trial_config_builds_each_network_class_and_sets_epochs_from_the_scheduler():
+    space = parse_space(BASE)
+    cfg = space.trial_config({"seq2seq": {"units": 16}, "attention": {"attention": "luong"}})
+    assert cfg.seq2seq == Seq2seqConfig(units=16, layers=1)
+    assert cfg.attention == AttentionConfig(attention="luong")
+    assert cfg.training.epochs == space.scheduler.max_epochs == 2
+
+
 def test_points_to_evaluate_are_checked():
     data = _with("searcher", "points_to_evaluate", [{"seq2seq": {"units": 12}}])
     data["seq2seq"]["units"] = {"choice": [8, 16]}
     with pytest.raises(UserError, match="not one of the choices"):
+        parse_space(data)
+    data["searcher"]["points_to_evaluate"] = [{"training": {"learning_rate": "fast"}}]
+    with pytest.raises(UserError, match=r"training.learning_rate = 'fast' is not in \[0.0001, 0.01\]"):
+        parse_space(data)
+    data["searcher"]["points_to_evaluate"] = [{"seq2seq": {"units": 8.5}}]
+    data["seq2seq"]["units"] = {"int": [8, 16]}
+    with pytest.raises(UserError, match=r"seq2seq.units = 8.5 is not a whole number in \[8, 16\]"):
         parse_space(data)
     data["searcher"]["points_to_evaluate"] = [{"seq2seq": {"layers": 1}}]
     with pytest.raises(UserError, match="not a searched key"):
@@ -102,3 +178,14 @@ def test_unknown_section_and_safe_yaml(tmp_path):
     evil.write_text("experiment: !!python/object/apply:os.system ['true']\n")
     with pytest.raises(UserError, match="invalid YAML"):
         load_space(evil)
+
+
+@pytest.mark.parametrize("section", [*CONTROL, *SECTIONS])
+def test_a_section_that_is_a_list_is_one_line_through_the_cli(tmp_path, section):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**BASE, section: [1, 2]}))
+    result = CliRunner().invoke(main, ["run", str(bad), "--runs", str(tmp_path / "runs")], catch_exceptions=False)
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2 and "Traceback" not in result.stdout + result.stderr
+    assert lines == [f"error: {bad}: {section} must be a mapping of keys to values, got a list"]
+    assert not (tmp_path / "runs").exists()

@@ -1,20 +1,19 @@
-"""Training: learning, divergence, checkpoints, exact resume, determinism, XLA."""
+"""Training one autoencoder: learning, divergence, checkpoints, XLA (exact resume: test_engine.py)."""
 
-import json
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from auttention.config import ModelConfig, TrainingConfig
+from auttention.config import Seq2seqConfig, TrainingConfig
 from auttention.errors import UserError
 from auttention.models import feature_size, frame_weights, targets
-from auttention.training import Trainer, TrainingDiverged, train, use_xla
+from auttention.training import Trainer, TrainingDiverged, use_xla
 
 T, F, N = 12, 8, 32
 
-SMALL = ModelConfig(network="seq2seq", cell="gru", layers=1, units=8, encoder_bidirectional=False,
-                    decoder_bidirectional=False, dropout=0.2)
+SMALL = Seq2seqConfig(cell="gru", layers=1, units=8, encoder_bidirectional=False,
+                      decoder_bidirectional=False, dropout=0.2)
 
 
 def ramps(n=N, seed=0):
@@ -66,40 +65,6 @@ def test_bad_shape_is_refused(x):
     trainer = Trainer(SMALL, TrainingConfig(jit_compile=False), T, F)
     with pytest.raises(ValueError, match="shaped"):
         trainer.fit_epoch(x[:, :5])
-
-
-def test_resume_equals_straight_training_and_seed_determinism(x, tmp_path):
-    """train 2 epochs + checkpoint + resume 1 == 3 epochs straight; same seed, same losses."""
-    tcfg = TrainingConfig(epochs=2, batch_size=8, learning_rate=1e-2, clip_value=1.0, seed=7, jit_compile=False)
-    seen = []
-    first = train(SMALL, tcfg, x, tmp_path / "a", on_epoch_end=lambda e, loss: seen.append((e, loss)))
-    assert [e for e, _ in seen] == [1, 2]
-    ckpt = tmp_path / "a" / "checkpoint"
-    state = json.loads((ckpt / "state.json").read_text())
-    assert state["epoch"] == 2 and state["model"]["cell"] == "gru"
-    assert list((tmp_path / "a" / "tensorboard").iterdir())  # TensorBoard event file
-
-    # Resume with more epochs: only the third runs (a killed trial continues from its checkpoint).
-    resumed = train(SMALL, TrainingConfig(**{**tcfg.__dict__, "epochs": 3}), x, tmp_path / "a",
-                    on_epoch_end=lambda e, loss: seen.append((e, loss)))
-    assert [e for e, _ in seen] == [1, 2, 3]
-
-    straight = train(SMALL, TrainingConfig(**{**tcfg.__dict__, "epochs": 3}), x, tmp_path / "b")
-    assert straight.losses[:2] == first.losses  # same config, data and seed: the same losses
-    assert np.isclose(straight.losses[2], resumed.losses[2], rtol=1e-6, atol=0)
-    for a, b in zip(straight.autoencoder.get_weights(), resumed.autoencoder.get_weights()):
-        assert np.allclose(a, b, rtol=1e-5, atol=1e-6)
-    # Optimizer state came back too (Adam's step count and moments).
-    assert int(resumed.optimizer.iterations.numpy()) == int(straight.optimizer.iterations.numpy()) == 12
-
-    # Loading the output folder gives the final model (what `features --model out` does).
-    loaded = Trainer.load(tmp_path / "b")
-    assert loaded.epoch == 3 and loaded.model_cfg == SMALL
-    assert np.allclose(loaded.features(x), straight.features(x), atol=1e-6)
-
-    # The same folder with another model is refused, not silently mixed.
-    with pytest.raises(UserError, match="model settings differ"):
-        train(ModelConfig(**{**SMALL.__dict__, "units": 4}), tcfg, x, tmp_path / "a")
 
 
 def test_load_reports_a_missing_checkpoint(tmp_path):

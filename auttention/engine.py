@@ -1,0 +1,238 @@
+"""The one engine: the only place an epoch of the autoencoders is trained, scored and checkpointed.
+
+An `Engine` holds the autoencoders of one configuration (both networks, or one alone as the `train`
+step has it) on one corpus' spectrograms, and everything downstream of them: the features of any
+partition as tables keyed by file name, their fusion, and the scoring of every branch. `Engine.run`
+trains an epoch of each network in turn (each has its own seeds, so the order changes no number),
+writes each network's checkpoint after its epoch when the engine keeps checkpoints (`Engine.resume`:
+FOLDER/checkpoint, continued when present), and scores devel every `score_every`-th epoch and after
+the last (`score_devel`, kept in `history`). TensorBoard scalars come from each network's trainer when
+it was given a log folder. What each driver adds goes through the two hooks of `Hooks`:
+`trained(network, epoch, loss)` after each network's epoch (`pipeline` and the `train` step: a log
+line) and `scored(metrics)` after each scored epoch (a Tune trial: its report, with the pair saved
+as Tune's checkpoint by `save`; a confirmation seed needs none: it reads `history`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from . import spectrogram as spectro
+from .config import ModelConfig, PipelineConfig, ScoringConfig, TrainingConfig, settings_hash
+from .features import feature_frame, fuse
+from .scoring import Evaluation, evaluate
+
+if TYPE_CHECKING:  # training imports TensorFlow (seconds): only where a model is built
+    from .training import Trainer
+
+NETWORKS = ("attention", "seq2seq")
+FUSION = "fusion"  # the early fusion of both networks' features: one name in YAML, trials.csv, report, metrics
+BRANCHES = (*NETWORKS, FUSION)
+PARTITIONS = ("train", "devel", "test")
+FIT_ON = {"train": ("train",), "train+devel": ("train", "devel"), "all": ("train", "devel", "test")}
+
+
+def training_set(spec: spectro.Spectrograms, cfg: TrainingConfig) -> spectro.Spectrograms:
+    """The rows the autoencoders learn from (unsupervised), per training.fit_on."""
+    return spec.select(FIT_ON[cfg.fit_on])
+
+
+def network_features(trainer: "Trainer", spec: spectro.Spectrograms, name: str) -> pd.DataFrame:
+    """The feature set of every clip of `spec` from a trained autoencoder (refused for spectrograms
+    other than those it was trained on), one row per clip: the mean over its rows (chunks).
+
+    Computed partition by partition, the same way wherever it is used (the search's epochs, the
+    export, `pipeline`), so that the same checkpoint gives bit-identical features (batch composition
+    changes float rounding, and the rounded SVR predictions can flip on that).
+    """
+    trainer.check_made_from(spec.provenance, f"the {name} model")
+    parts = [spec.select(p) for p in PARTITIONS if (spec.partition == p).any()]
+    table = pd.concat([clip_features(p, trainer.features(p.x, p.length), name) for p in parts], ignore_index=True)
+    table.attrs = {"made_from": {**spec.provenance, name: settings_hash(trainer.model_cfg)}}
+    return table
+
+
+def clip_features(spec: spectro.Spectrograms, rows: np.ndarray, name: str) -> pd.DataFrame:
+    """A feature set of one row per clip from per-row features: a clip cut into chunks gets their mean."""
+    if len(set(spec.file_name)) == len(spec.file_name):
+        return feature_frame(spec.file_name, spec.partition, spec.label, rows, name)
+    names, first, owner = np.unique(spec.file_name.astype(str), return_index=True, return_inverse=True)
+    sums = np.zeros((len(names), rows.shape[1]), np.float64)
+    np.add.at(sums, owner, rows)
+    means = (sums / np.bincount(owner)[:, None]).astype(np.float32)
+    return feature_frame(names, spec.partition[first], spec.label[first], means, name)
+
+
+def provenance(cfg: PipelineConfig, spec: spectro.Spectrograms) -> dict[str, Any]:
+    """What a configuration's models, features and predictions are made from: the corpus fingerprint and the
+    hashes of the spectrogram, model and training settings (epochs aside: more epochs continue a model)."""
+    training = dataclasses.replace(cfg.training, epochs=1, jit_compile=True)
+    return {**spec.provenance, **{name: settings_hash(getattr(cfg, name)) for name in NETWORKS},
+            "training": settings_hash(training)}
+
+
+def evaluate_branches(features: dict[str, pd.DataFrame], scoring: ScoringConfig) -> dict[str, Evaluation]:
+    """Each branch's feature set evaluated by the paper's protocol."""
+    return {name: evaluate(table, scoring) for name, table in features.items()}
+
+
+def selection_score(history: list[float], select: str, last: int) -> float:
+    """The statistic a trial is chosen by over its scores so far (`select`): the best, the last, or the
+    mean of the `last` last ones (mean_last: robust to one lucky epoch); NaN when none is finite."""
+    values = [v for v in history if v is not None and math.isfinite(v)]
+    if not values:
+        return float("nan")
+    if select == "best":
+        return max(values)
+    if select == "last":
+        return values[-1]
+    return float(np.mean(values[-last:]))
+
+
+@dataclasses.dataclass
+class Hooks:
+    """What a driver adds to the engine's epochs (see the module docstring)."""
+
+    trained: Callable[[str, int, float], None] | None = None  # (network, its epoch, its mean training loss)
+    scored: Callable[[dict[str, Any]], None] | None = None  # a scored epoch's metrics
+
+
+class Engine:
+    """The autoencoders of one configuration (both, or one alone) on one corpus' spectrograms, trained an
+    epoch at a time, and their features, fusion and scoring. `pipeline`, the `train` step, a Tune trial
+    and a confirmation seed all drive it through `run` and fill in `Hooks`.
+    """
+
+    def __init__(self, trainers: dict[str, "Trainer"], spec: spectro.Spectrograms, training: TrainingConfig,
+                 scoring: ScoringConfig | None = None, made_from: dict[str, Any] | None = None,
+                 checkpoints: dict[str, Path] | None = None):
+        # made_from: the features' provenance (default: the spectrograms' and each model's settings);
+        # checkpoints: {network: folder} written after each of its epochs (none: the driver saves)
+        self.trainers, self.spec, self.training, self.scoring = trainers, spec, training, scoring
+        self.fit_rows = training_set(spec, training)
+        self.made_from = made_from or {**spec.provenance, **{n: settings_hash(t.model_cfg) for n, t in trainers.items()}}
+        self.checkpoints = dict(checkpoints or {})
+        self.seconds = {name: 0.0 for name in trainers}  # each network's training time in `run`
+        self.history: list[dict[str, Any]] = []  # the metrics of every epoch `run` scored
+        for name, trainer in trainers.items():
+            trainer.check_made_from(spec.provenance, f"the {name} checkpoint")
+
+    @classmethod
+    def new(cls, cfg: PipelineConfig, spec: spectro.Spectrograms, log_dir: str | Path | None = None) -> "Engine":
+        """Both autoencoders of `cfg`, untrained (TensorBoard into log_dir/NETWORK when given)."""
+        from .training import Trainer
+
+        _, n_frames, n_mels = spec.x.shape
+        trainers = {name: Trainer(getattr(cfg, name), cfg.training, n_frames, n_mels,
+                                  log_dir=Path(log_dir) / name if log_dir is not None else None,
+                                  made_from=spec.provenance) for name in NETWORKS}
+        return cls(trainers, spec, cfg.training, cfg.scoring, provenance(cfg, spec))
+
+    @classmethod
+    def load(cls, folder: str | Path, cfg: PipelineConfig, spec: spectro.Spectrograms,
+             log_dir: str | Path | None = None) -> "Engine":
+        """Both autoencoders from a checkpoint folder written by `save` (refused for other spectrograms)."""
+        from .training import Trainer
+
+        trainers = {name: Trainer.load(Path(folder) / name, log_dir=Path(log_dir) / name if log_dir is not None else None)
+                    for name in NETWORKS}
+        return cls(trainers, spec, cfg.training, cfg.scoring, provenance(cfg, spec))
+
+    @classmethod
+    def resume(cls, models: dict[str, ModelConfig], training: TrainingConfig, spec: spectro.Spectrograms,
+               folders: dict[str, Path], scoring: ScoringConfig | None = None,
+               made_from: dict[str, Any] | None = None) -> "Engine":
+        """The networks of `models`, each continuing folders[network]/checkpoint when it is there (refused when
+        written for other data or settings; more epochs continue it) and checkpointing into it after every
+        epoch, TensorBoard into folders[network]/tensorboard: `pipeline` and the `train` step."""
+        from .training import Trainer
+
+        _, n_frames, n_mels = spec.x.shape
+        trainers = {name: Trainer.resume(Path(folders[name]) / "checkpoint", cfg, training, n_frames, n_mels,
+                                         log_dir=Path(folders[name]) / "tensorboard", made_from=spec.provenance)
+                    for name, cfg in models.items()}
+        return cls(trainers, spec, training, scoring, made_from,
+                   checkpoints={name: Path(folders[name]) / "checkpoint" for name in models})
+
+    @property
+    def epoch(self) -> int:
+        """Epochs every network has trained."""
+        return min(t.epoch for t in self.trainers.values())
+
+    def run(self, epochs: int, hooks: Hooks | None = None, score_every: int | None = None) -> list[dict[str, Any]]:
+        """Train every network up to `epochs` epochs, an epoch of each in turn, checkpointing each after its
+        epoch where the engine keeps checkpoints; with score_every, score devel after every score_every-th
+        epoch and the last. The scored epochs' metrics (each branch's devel rho and C, the epoch's training
+        losses and seconds, the epoch) are returned and appended to `history`."""
+        hooks = hooks or Hooks()
+        scored = []
+        while self.epoch < epochs:
+            started = time.perf_counter()
+            losses = {name: self._fit(name, hooks) for name, t in self.trainers.items() if t.epoch < epochs}
+            if score_every is None or (self.epoch % score_every and self.epoch < epochs):
+                continue
+            metrics = self.score_devel()
+            metrics.update({f"{name}_loss": loss for name, loss in losses.items()},
+                           epoch_seconds=time.perf_counter() - started, epoch=self.epoch)
+            self.history.append(metrics)
+            scored.append(metrics)
+            if hooks.scored:
+                hooks.scored(metrics)
+        return scored
+
+    def _fit(self, name: str, hooks: Hooks) -> float:
+        """One epoch of one network (and its checkpoint); its mean training loss."""
+        trainer, started = self.trainers[name], time.perf_counter()
+        loss = trainer.fit_epoch(self.fit_rows.x, self.fit_rows.length)
+        if name in self.checkpoints:
+            trainer.save(self.checkpoints[name])
+        self.seconds[name] += time.perf_counter() - started
+        if hooks.trained:
+            hooks.trained(name, trainer.epoch, loss)
+        return loss
+
+    def save(self, folder: str | Path) -> None:
+        """Checkpoint every network (weights, optimizer, epoch, provenance) into folder/NETWORK (what `load` reads)."""
+        for name, trainer in self.trainers.items():
+            trainer.save(Path(folder) / name)
+
+    def close(self) -> None:
+        """Close the TensorBoard writers."""
+        for trainer in self.trainers.values():
+            trainer.close()
+
+    def features(self, partitions: tuple[str, ...] = PARTITIONS) -> dict[str, pd.DataFrame]:
+        """{network (and fusion, when both are here): feature set of the clips of `partitions`} (fusion
+        joined on file name)."""
+        spec = self.spec.select(partitions)
+        features = {name: network_features(t, spec, name) for name, t in self.trainers.items()}
+        if all(name in features for name in NETWORKS):
+            features[FUSION] = fuse([features[n] for n in NETWORKS], list(NETWORKS))
+        for table in features.values():
+            table.attrs = {"made_from": self.made_from}
+        return features
+
+    def score_devel(self) -> dict[str, float]:
+        """What a search reports per epoch: each branch's devel rho and chosen C (train and devel only)."""
+        out = {}
+        for name, ev in evaluate_branches(self.features(("train", "devel")), self._scoring()).items():
+            out[f"{name}_rho"], out[f"{name}_c"] = ev.devel_rho, ev.c
+        return out
+
+    def evaluate(self) -> tuple[dict[str, pd.DataFrame], dict[str, Evaluation]]:
+        """Features of every partition and each branch's evaluation (C on devel; test from the SVR refit on
+        train+devel). Its devel figures equal `score_devel`'s: the same features, the same choice."""
+        features = self.features()
+        return features, evaluate_branches(features, self._scoring())
+
+    def _scoring(self) -> ScoringConfig:
+        if self.scoring is None:
+            raise ValueError("this engine was made without scoring settings (the train step's); give it `scoring`")
+        return self.scoring
