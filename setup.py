@@ -14,13 +14,14 @@ setup(
     package_data={"search": ["report.css"]},  # the search report's style sheet, read at run time
     include_package_data=True,
     # lower bounds: what the code needs; upper bounds: below the next major version of what
-    # constraints.txt pins (the exact versions installs use)
+    # constraints.txt pins (the exact versions installs use). Ray and Optuna: exactly the range
+    # search/compat.py TESTED its private accesses with, so pip cannot install one the search refuses
     install_requires=[
         "tensorflow>=2.16,<3",  # Keras 3
         "keras>=3.3,<4",
         "tensorboard>=2.16,<3",  # TensorFlow no longer pulls it in; trials write TensorBoard scalars
-        "ray[default,data,tune]>=2.40,<3",
-        "optuna>=4.0,<6",
+        "ray[default,data,tune]>=2.60.0,<2.61.0",  # = search/compat.py TESTED
+        "optuna>=5.0.0,<5.1.0",  # = search/compat.py TESTED
         "librosa>=0.10,<1",
         "soundfile>=0.12,<1",
         "soxr>=0.3,<2",

@@ -12,14 +12,14 @@ from __future__ import annotations
 import dataclasses
 import errno
 import io
+import logging
 import math
 import os
 import re
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Mapping
+from typing import Iterator, Mapping
 
 import numpy as np
 import pandas as pd
@@ -27,15 +27,12 @@ import pandas as pd
 from . import storage
 from .errors import UserError
 
+log = logging.getLogger(__name__)
+
 PARTITIONS = ("train", "devel", "test")
 UNKNOWN_LABELS = {"?", ""}
 ON_BAD_AUDIO = ("fail", "skip")
 MAX_LISTED = 10  # bad clips named one per line before the rest is only counted
-
-
-def to_stderr(line: str) -> None:
-    """Print a warning line on stderr (the default `warn` of the functions that skip or leave out clips)."""
-    print(line, file=sys.stderr)
 
 
 class BadAudio(UserError):
@@ -49,15 +46,14 @@ class BadAudio(UserError):
         return (BadAudio, (self.path, self.reason))
 
 
-def read_corpus(data: str | os.PathLike, labels: str | os.PathLike | None = None,
-                warn: Callable[[str], None] = to_stderr) -> pd.DataFrame:
+def read_corpus(data: str | os.PathLike, labels: str | os.PathLike | None = None) -> pd.DataFrame:
     """Read a corpus: a ComParE folder (wav/, lab/labels.csv) or a manifest CSV (file,label,partition).
 
     Audio files in a ComParE wav/ folder without a label row are left out with one warning line
     (removing a row is how a clip is excluded); everything else that is wrong is a UserError.
     """
     if storage.is_remote(str(data)):
-        return _read_remote_corpus(str(data), warn)
+        return _read_remote_corpus(str(data))
     data = Path(data)
     if data.is_file():
         return _read_manifest(data)
@@ -81,7 +77,7 @@ def read_corpus(data: str | os.PathLike, labels: str | os.PathLike | None = None
                       and p.is_file())
     if unlisted:
         more = f" and {len(unlisted) - 3} more" if len(unlisted) > 3 else ""
-        warn(f"warning: {wav_dir}: {len(unlisted)} file(s) have no row in {labels} and are left out: "
+        log.warning(f"warning: {wav_dir}: {len(unlisted)} file(s) have no row in {labels} and are left out: "
              f"{', '.join(unlisted[:3])}{more}")
     return corpus
 
@@ -131,7 +127,7 @@ def _remote_stats(uris: list[str]) -> dict[str, tuple[int, int]]:
     return out
 
 
-def _read_remote_corpus(data: str, warn: Callable[[str], None]) -> pd.DataFrame:
+def _read_remote_corpus(data: str) -> pd.DataFrame:
     """read_corpus for object storage: a ComParE prefix (wav/, lab/labels.csv) or a manifest CSV object.
     The clips' paths are URIs; the workers that decode them read them from the bucket."""
     import io
@@ -164,7 +160,7 @@ def _read_remote_corpus(data: str, warn: Callable[[str], None]) -> pd.DataFrame:
     unlisted = sorted(present - set(corpus["file_name"]) - {n for n in present if "/" in n or n.startswith(".")})
     if unlisted:
         more = f" and {len(unlisted) - 3} more" if len(unlisted) > 3 else ""
-        warn(f"warning: {wav}: {len(unlisted)} file(s) have no row in {labels} and are left out: "
+        log.warning(f"warning: {wav}: {len(unlisted)} file(s) have no row in {labels} and are left out: "
              f"{', '.join(unlisted[:3])}{more}")
     return corpus
 
@@ -457,11 +453,12 @@ class BadAudioPolicy:
 
     mode : 'fail' (a BadAudio error naming the first bad clip, before any output) or 'skip' (the clip is
         left out with one warning line)
-    warn : where warning lines go (the skipped clips, and the other warnings of the steps that take it)
+    once : say each warning line once (several spectrogram settings decode the same bad clip)
     """
 
     mode: str = "fail"
-    warn: Callable[[str], None] = to_stderr
+    once: bool = False
+    said: set = dataclasses.field(default_factory=set, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.mode not in ON_BAD_AUDIO:
@@ -501,16 +498,17 @@ class BadAudioPolicy:
         bad = check_audio(corpus)
         return self.apply(corpus, bad), bad
 
+    def warn(self, line: str) -> None:
+        """Log one warning line (once, if the policy says each line once)."""
+        if self.once:
+            if line in self.said:
+                return
+            self.said.add(line)
+        log.warning(line)
+
     def warning_once(self) -> "BadAudioPolicy":
         """The same policy, saying each warning line once (several settings decode the same bad clip)."""
-        said: set[str] = set()
-
-        def warn(line: str) -> None:
-            if line not in said:
-                said.add(line)
-                self.warn(line)
-
-        return dataclasses.replace(self, warn=warn)
+        return dataclasses.replace(self, once=True, said=set())
 
 
 _DECODE_ERRORS = (RuntimeError, OSError, TypeError, ValueError)  # soundfile.LibsndfileError is a RuntimeError

@@ -19,11 +19,12 @@ audio header, and it equals `corpus.fingerprint(read_corpus(data))` in every art
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 import pandas as pd
 
@@ -32,6 +33,8 @@ from . import storage
 from .config import SpectrogramConfig, to_dict
 from .corpus import BadAudioPolicy, fingerprint
 from .storage import Location
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -110,8 +113,7 @@ def differs(folder: str | os.PathLike | Location, corpus_id: str, cfg: Spectrogr
 
 
 def extract(corpus: pd.DataFrame | Screened, cfg: SpectrogramConfig, out: str | os.PathLike | Location,
-            executor: Executor | None = None, policy: BadAudioPolicy | None = None,
-            log: Callable[[str], None] = print) -> Location:
+            executor: Executor | None = None, policy: BadAudioPolicy | None = None) -> Location:
     """The spectrogram folder `out` (a path, an s3:// / gs:// URI or a Location) of `corpus` with `cfg`:
     reused when finished and made from this corpus with these settings, else extracted by `executor`
     (default: a ProcessPool on every CPU) and written atomically, settings.json last.
@@ -120,7 +122,7 @@ def extract(corpus: pd.DataFrame | Screened, cfg: SpectrogramConfig, out: str | 
         `Screened` one (several settings, or a caller that screened before starting its cluster)
     Bad audio: 'fail' raises BadAudio and leaves no folder; 'skip' leaves the clips out, one warning line
     each, and records them in settings.json; a reused folder that left clips out replays them through the
-    policy (so 'fail' fails on it too). Progress lines go to `log`.
+    policy (so 'fail' fails on it too). Progress lines are logged.
     """
     import pyarrow.parquet as pq
 
@@ -133,16 +135,16 @@ def extract(corpus: pd.DataFrame | Screened, cfg: SpectrogramConfig, out: str | 
     if spectro.is_complete(out):
         why = differs(out, corpus_id, cfg)
         if why is None:
-            log(f"spectrograms: reusing {out}")
+            log.info(f"spectrograms: reusing {out}")
             # clips it left out are bad still: the policy applies to them now as well
             policy.apply(screened.clips if screened else corpus, spectro.made_from(out).get("skipped") or {})
             return out
-        log(f"spectrograms: {out} was {why}; extracting them again")
+        log.info(f"spectrograms: {out} was {why}; extracting them again")
     screened = screened or screen(corpus, policy)
     clips, policy = screened.clips, screened.policy
     executor = executor or ProcessPool()
     frames = spectro.common_frames(clips, cfg, policy.warn)
-    log(f"spectrograms: extracting {len(clips)} clips {executor.name} -> {out}")
+    log.info(f"spectrograms: extracting {len(clips)} clips {executor.name} -> {out}")
     started = time.perf_counter()
     with storage.atomic_folder(out) as tmp:
         parts = tmp / spectro.PARQUET
@@ -153,17 +155,16 @@ def extract(corpus: pd.DataFrame | Screened, cfg: SpectrogramConfig, out: str | 
         policy.apply(clips, failed)  # 'fail' raises: atomic_folder keeps nothing
         (tmp / spectro.SETTINGS).write_text(json_text(
             spectro.settings(cfg, frames, corpus_id, {**screened.skipped, **failed})))
-    log(f"spectrograms: done in {time.perf_counter() - started:.1f} s")
+    log.info(f"spectrograms: done in {time.perf_counter() - started:.1f} s")
     return out
 
 
 def extract_corpus(data: str | os.PathLike, cfg: SpectrogramConfig, out: str | os.PathLike | Location,
-                   jobs: int | None = None, policy: BadAudioPolicy | None = None,
-                   log: Callable[[str], None] = print) -> spectro.Spectrograms:
+                   jobs: int | None = None, policy: BadAudioPolicy | None = None) -> spectro.Spectrograms:
     """The `extract` step: the corpus at `data` (a ComParE folder or a manifest CSV) read, its spectrograms
     extracted into `out` by a ProcessPool of `jobs` (see `extract`) and read back."""
     from .corpus import read_corpus
 
     policy = policy or BadAudioPolicy()
-    corpus = read_corpus(data, warn=policy.warn)
-    return spectro.read(extract(corpus, cfg, out, ProcessPool(jobs), policy, log))
+    corpus = read_corpus(data)
+    return spectro.read(extract(corpus, cfg, out, ProcessPool(jobs), policy))

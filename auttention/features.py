@@ -84,31 +84,31 @@ def read_features(folder: str | os.PathLike) -> pd.DataFrame:
     return frame
 
 
-def fuse(frames: Sequence[pd.DataFrame], sources: Sequence[str] | None = None) -> pd.DataFrame:
+def fuse(tables: Sequence[pd.DataFrame], sources: Sequence[str] | None = None) -> pd.DataFrame:
     """Concatenate feature sets column-wise, joined on file_name; refuse sets over different files."""
-    if len(frames) < 2:
+    if len(tables) < 2:
         raise UserError("fusion needs at least two feature sets")
-    sources = list(sources or [f"set {i + 1}" for i in range(len(frames))])
-    made_from = _same_data(frames, sources)
-    base = frames[0][KEYS].set_index("file_name")
+    sources = list(sources or [f"set {i + 1}" for i in range(len(tables))])
+    made_from = _same_data(tables, sources)
+    base = tables[0][KEYS].set_index("file_name")
     names = set(base.index)
-    fused = frames[0].set_index("file_name")
-    seen = set(feature_columns(frames[0]))
-    for frame, source in zip(frames[1:], sources[1:]):
-        other = set(frame["file_name"])
+    fused = tables[0].set_index("file_name")
+    seen = set(feature_columns(tables[0]))
+    for table, source in zip(tables[1:], sources[1:]):
+        other = set(table["file_name"])
         if other != names:
             only_a, only_b = sorted(names - other), sorted(other - names)
             example = (only_a or only_b)[0]
             raise UserError(f"{source} does not cover the same files as {sources[0]} "
                             f"({len(only_a)} missing, {len(only_b)} extra, e.g. {example}); "
                             f"extract both from the same spectrograms")
-        indexed = frame.set_index("file_name").loc[base.index]
+        indexed = table.set_index("file_name").loc[base.index]
         if not (indexed["partition"] == base["partition"]).all():
             raise UserError(f"{source} assigns some files to other partitions than {sources[0]}")
         same = (indexed["label"] == base["label"]) | (indexed["label"].isna() & base["label"].isna())
         if not same.all():
             raise UserError(f"{source} has other labels than {sources[0]} for some files")
-        cols = feature_columns(frame)
+        cols = feature_columns(table)
         clash = seen.intersection(cols)
         if clash:
             raise UserError(f"{source} has feature columns that {sources[0]} also has (e.g. {sorted(clash)[0]}); "
@@ -120,9 +120,9 @@ def fuse(frames: Sequence[pd.DataFrame], sources: Sequence[str] | None = None) -
     return fused
 
 
-def _same_data(frames: Sequence[pd.DataFrame], sources: Sequence[str]) -> dict:
+def _same_data(tables: Sequence[pd.DataFrame], sources: Sequence[str]) -> dict:
     """The fused provenance; refuses sets made from another corpus or other spectrograms than the first."""
-    records = [f.attrs.get("made_from") or {} for f in frames]
+    records = [f.attrs.get("made_from") or {} for f in tables]
     for record, source in zip(records[1:], sources[1:]):
         for key in SAME_DATA:
             if key in record and key in records[0] and record[key] != records[0][key]:

@@ -5,10 +5,11 @@ The autoencoders are trained, scored and checkpointed by the engine (auttention/
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 
@@ -22,9 +23,11 @@ from .features import write_features
 from .io import write_yaml
 from .scoring import Evaluation, format_rho, write_predictions
 
+log = logging.getLogger(__name__)
+
 
 def train_models(spec: spectro.Spectrograms, models: dict[str, ModelConfig], training: TrainingConfig,
-                 folders: dict[str, Path], log: Callable[[str], None], scoring: ScoringConfig | None = None,
+                 folders: dict[str, Path], scoring: ScoringConfig | None = None,
                  made_from: dict[str, Any] | None = None) -> Engine:
     """The training of `pipeline` and the `train` step: each network of `models` trained on the training rows
     of `spec` up to training.epochs by the engine, an epoch of each in turn, with a log line per epoch,
@@ -33,18 +36,17 @@ def train_models(spec: spectro.Spectrograms, models: dict[str, ModelConfig], tra
     refused). scoring, made_from: what the engine's evaluation needs (see Engine)."""
     engine = Engine.resume(models, training, spec, folders, scoring, made_from)
     try:
-        engine.run(training.epochs, Hooks(trained=lambda name, epoch, loss: log(f"{name}: epoch {epoch} loss {loss:.4f}")))
+        engine.run(training.epochs, Hooks(trained=lambda name, epoch, loss: log.info(f"{name}: epoch {epoch} loss {loss:.4f}")))
     finally:
         engine.close()
     return engine
 
 
-def train_from_folder(spectrograms: str | Path, model_cfg: ModelConfig, train_cfg: TrainingConfig, out: str | Path,
-                      log: Callable[[str], None] = print) -> Engine:
+def train_from_folder(spectrograms: str | Path, model_cfg: ModelConfig, train_cfg: TrainingConfig, out: str | Path) -> Engine:
     """The `train` step: one autoencoder trained on the spectrogram folder `spectrograms` into `out`
     (out/checkpoint, out/tensorboard; see `train_models`)."""
     name = model_cfg.network
-    return train_models(spectro.read(spectrograms), {name: model_cfg}, train_cfg, {name: Path(out)}, log)
+    return train_models(spectro.read(spectrograms), {name: model_cfg}, train_cfg, {name: Path(out)})
 
 
 def model_features(model: str | Path, spectrograms: str | Path, out: str | Path, csv: bool = False) -> pd.DataFrame:
@@ -71,7 +73,7 @@ def table(results: dict[str, Evaluation]) -> str:
     return "\n".join(lines)
 
 
-def prepare_out(out: Path, made_from: dict[str, Any], log: Callable[[str], None]) -> None:
+def prepare_out(out: Path, made_from: dict[str, Any]) -> None:
     """Trained models in `out` from other spectrograms, or other model or training settings, are moved
     aside (never resumed): a run of other data must not continue them."""
     import shutil
@@ -84,25 +86,25 @@ def prepare_out(out: Path, made_from: dict[str, Any], log: Callable[[str], None]
         return
     for path in stale:
         shutil.rmtree(path)
-    log(f"pipeline: {out} held models of other spectrograms or settings; they were removed and are trained again")
+    log.info(f"pipeline: {out} held models of other spectrograms or settings; they were removed and are trained again")
 
 
 def run(corpus: pd.DataFrame, cfg: PipelineConfig, out: str | os.PathLike, jobs: int | None = None,
-        log: Callable[[str], None] = print, policy: BadAudioPolicy | None = None) -> dict[str, Evaluation]:
+        policy: BadAudioPolicy | None = None) -> dict[str, Evaluation]:
     """Run every step into `out`; return the evaluation of attention, seq2seq and fusion.
 
     policy: bad audio 'fail' (stop before writing anything) or 'skip' (leave bad clips out, one warning
-    line each; default 'fail', warnings through `log`); see extraction.extract. Spectrograms and
+    line each; default 'fail'; progress and warnings are logged); see extraction.extract. Spectrograms and
     models already in `out` are reused only when they were made from this corpus with these settings
     (and continue from their checkpoints).
     """
     from .io import write_json
 
-    out, policy = Path(out), policy or BadAudioPolicy(warn=log)
+    out, policy = Path(out), policy or BadAudioPolicy()
     started = time.perf_counter()
     created = not out.exists()
     try:  # reused when made from this corpus with these settings (the policy applies to its skipped clips)
-        folder = extract(corpus, cfg.spectrogram, out / "spectrograms", ProcessPool(jobs), policy, log)
+        folder = extract(corpus, cfg.spectrogram, out / "spectrograms", ProcessPool(jobs), policy)
     except Exception:
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # nothing was written: leave no empty output folder behind
@@ -110,17 +112,17 @@ def run(corpus: pd.DataFrame, cfg: PipelineConfig, out: str | os.PathLike, jobs:
     spec = spectro.read(folder).with_labels(corpus)
     skipped = f"; skipped {len(spec.skipped)} of {len(corpus)} clips with bad audio" if spec.skipped else ""
     chunks = f" in {len(spec.x)} rows" if len(spec.x) != spec.clips else ""
-    log(f"spectrograms: {spec.clips} clips{chunks} x {spec.x.shape[1]} frames x {spec.x.shape[2]} mel bands "
-        f"({time.perf_counter() - started:.1f} s{skipped})")
+    log.info(f"spectrograms: {spec.clips} clips{chunks} x {spec.x.shape[1]} frames x {spec.x.shape[2]} mel bands "
+             f"({time.perf_counter() - started:.1f} s{skipped})")
     write_yaml(out / "config.yaml", to_dict(cfg))
 
     made_from = provenance(cfg, spec)
-    prepare_out(out, made_from, log)
+    prepare_out(out, made_from)
     write_json(out / "made_from.json", made_from)
     engine = train_models(spec, {name: getattr(cfg, name) for name in NETWORKS}, cfg.training,
-                          {name: out / name for name in NETWORKS}, log, cfg.scoring, made_from)
+                          {name: out / name for name in NETWORKS}, cfg.scoring, made_from)
     for name in NETWORKS:
-        log(f"{name}: trained ({engine.seconds[name]:.1f} s)")
+        log.info(f"{name}: trained ({engine.seconds[name]:.1f} s)")
     features, results = engine.evaluate()
     for name, branch in features.items():
         write_features(branch, out / "features" / name)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import logging
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
@@ -61,8 +62,6 @@ def _mel_basis(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: flo
     """librosa.filters.mel(sr, n_fft, n_mels, fmin, fmax) (Slaney scale and area norm, float32), computed
     the same way, so identical to the bit, without importing librosa and scipy.signal (a second or two
     in every fresh extraction worker)."""
-    import warnings
-
     fmax = float(sample_rate) / 2 if fmax is None else fmax
     weights = np.zeros((n_mels, 1 + n_fft // 2), dtype=np.float32)
     fftfreqs = np.fft.rfftfreq(n=n_fft, d=1.0 / sample_rate)
@@ -75,8 +74,9 @@ def _mel_basis(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: flo
         weights[i] = np.maximum(0, np.minimum(lower, upper))
     weights *= (2.0 / (mel_f[2:n_mels + 2] - mel_f[:n_mels]))[:, np.newaxis]  # equal area
     if not np.all((mel_f[:-2] == 0) | (weights.max(axis=1) > 0)):
-        warnings.warn("Empty filters detected in mel frequency basis. Some channels will produce empty "
-                      "responses. Try increasing your sampling rate (and fmax) or reducing n_mels.", stacklevel=2)
+        logging.getLogger(__name__).warning(
+            f"warning: spectrogram: some of the {n_mels} mel bands hold no FFT bin (n_fft {n_fft} at {sample_rate} Hz) "
+            f"and stay empty; lower spectrogram.n_mels or raise spectrogram.n_fft")
     return weights
 
 
@@ -121,8 +121,8 @@ def _mel_power(audio: np.ndarray, cfg: SpectrogramConfig) -> np.ndarray:
     import scipy.fft
 
     frames = np.lib.stride_tricks.sliding_window_view(audio, cfg.n_fft)[::cfg.hop_length]
-    spec = scipy.fft.rfft(frames * _window(cfg.window, cfg.n_fft), axis=1, workers=1)
-    power = spec.real ** 2 + spec.imag ** 2  # (frames, 1 + n_fft // 2)
+    spectrum = scipy.fft.rfft(frames * _window(cfg.window, cfg.n_fft), axis=1, workers=1)
+    power = spectrum.real ** 2 + spectrum.imag ** 2  # (frames, 1 + n_fft // 2)
     basis = _sparse_mel_basis(cfg.sample_rate, cfg.n_fft, cfg.n_mels, cfg.fmin, cfg.fmax)
     return np.asarray(basis @ power.T, dtype=np.float32)
 
@@ -189,14 +189,14 @@ def n_frames(n_samples: int, cfg: SpectrogramConfig) -> int:
     return 1 + max(n_samples, cfg.n_fft) // cfg.hop_length
 
 
-def fix_length(spec: np.ndarray, frames: int, crop: str = "start") -> np.ndarray:
+def fix_length(mel: np.ndarray, frames: int, crop: str = "start") -> np.ndarray:
     """Crop or pad (with -1, the floor) a (T, F) spectrogram to exactly `frames` frames."""
-    t = spec.shape[0]
+    t = mel.shape[0]
     if t >= frames:
         start = 0 if crop == "start" else (t - frames) // 2
-        return spec[start:start + frames]
+        return mel[start:start + frames]
     before = 0 if crop == "start" else (frames - t) // 2
-    return np.pad(spec, ((before, frames - t - before), (0, 0)), constant_values=-1.0)
+    return np.pad(mel, ((before, frames - t - before), (0, 0)), constant_values=-1.0)
 
 
 def crop_seconds(cfg: SpectrogramConfig) -> float | None:
@@ -270,17 +270,17 @@ def clip_spectrogram(path: str, cfg: SpectrogramConfig, frames: int) -> tuple[np
 
     seconds = crop_seconds(cfg)
     if seconds is not None:
-        spec = mel_spectrogram(load_audio(path, cfg.sample_rate, seconds), cfg)
-        return fix_length(spec, frames, cfg.crop)[None], np.asarray([min(frames, spec.shape[0])]), spec.shape[0]
+        mel = mel_spectrogram(load_audio(path, cfg.sample_rate, seconds), cfg)
+        return fix_length(mel, frames, cfg.crop)[None], np.asarray([min(frames, mel.shape[0])]), mel.shape[0]
     if cfg.frames == "train_max":
-        spec, count = streamed_mel_spectrogram(iter_audio(path, cfg.sample_rate, STREAM_BLOCK), cfg)
+        mel, count = streamed_mel_spectrogram(iter_audio(path, cfg.sample_rate, STREAM_BLOCK), cfg)
         starts = chunk_starts(count, frames, chunk_hop(cfg, frames))
-        rows = np.stack([fix_length(spec[s:s + frames], frames, "start") for s in starts])
+        rows = np.stack([fix_length(mel[s:s + frames], frames, "start") for s in starts])
         return rows, np.asarray([min(frames, count - s) for s in starts]), count
     # centre crop: where the kept frames start, from the header (a start crop needs no header read)
     start = 0 if cfg.crop == "start" else max(0, (n_frames(audio_length(path, cfg.sample_rate), cfg) - frames) // 2)
-    spec, count = streamed_mel_spectrogram(iter_audio(path, cfg.sample_rate, STREAM_BLOCK), cfg, start, start + frames)
-    return fix_length(spec, frames, cfg.crop)[None], np.asarray([min(frames, count)]), count
+    mel, count = streamed_mel_spectrogram(iter_audio(path, cfg.sample_rate, STREAM_BLOCK), cfg, start, start + frames)
+    return fix_length(mel, frames, cfg.crop)[None], np.asarray([min(frames, count)]), count
 
 
 @functools.lru_cache(maxsize=1)

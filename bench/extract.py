@@ -184,8 +184,7 @@ def pool_extract(corpus, cfg, out: Path, jobs: int):
     """extraction.extract with a ProcessPool of `jobs`, into a fresh folder each call (it reuses a finished one)."""
     from auttention.extraction import ProcessPool, extract
 
-    return extract(corpus, cfg, Path(tempfile.mkdtemp(dir=out.parent)) / out.name, ProcessPool(jobs),
-                   log=lambda line: None)
+    return extract(corpus, cfg, Path(tempfile.mkdtemp(dir=out.parent)) / out.name, ProcessPool(jobs))
 
 
 def ray_scaling(corpus, cfg, workers: list[int], repeats: int, tmp: Path) -> dict:
@@ -198,7 +197,7 @@ def ray_scaling(corpus, cfg, workers: list[int], repeats: int, tmp: Path) -> dic
     from search.extract import RayData
 
     def ray_extract(corpus, cfg, out):  # a fresh folder each call: extract reuses a finished one
-        return extract(corpus, cfg, Path(tempfile.mkdtemp(dir=out.parent)) / out.name, RayData(), log=lambda line: None)
+        return extract(corpus, cfg, Path(tempfile.mkdtemp(dir=out.parent)) / out.name, RayData())
     from search.raysession import start_ray
 
     out: dict = {}
@@ -264,7 +263,7 @@ def driver_child(corpus_dir: str) -> None:
     at_start = peak_mib()
     cache = Path(tempfile.mkdtemp(prefix="bench-driver-"))
     try:
-        t, folders = timed(lambda: ensure_spectrograms(corpus, settings, cache, log=lambda line: None))
+        t, folders = timed(lambda: ensure_spectrograms(corpus, settings, cache))
         sources = spectrogram_sources(folders, corpus, "auto", lambda line: None)
         after_sources = peak_mib()
         size = sum(size_bytes(f) for f in folders.values()) / 2**20

@@ -253,7 +253,7 @@ def main() -> None:
         print(f"\n{k} concurrent trial(s) ...", flush=True)
         with MemorySampler(args.interval) as sampler:
             t0 = time.perf_counter()
-            run_search(str(path), data=data, runs=str(runs), dashboard=False, echo=lambda s: None,
+            run_search(str(path), data=data, runs=str(runs), dashboard=False,
                        name=f"bench-memory-{k}-{time.strftime('%H%M%S')}")
             seconds = time.perf_counter() - t0
         runs_out.append(summarise(k, sampler, seconds))

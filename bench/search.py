@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import logging
 import math
 import shutil
 import sys
@@ -142,6 +143,10 @@ def run_strategy(key: str, space: dict, runs: Path, budget: str, data: str | Non
     log: list[tuple[float, str]] = []
     marks: dict[str, float] = {}
 
+    class Echo(logging.Handler):  # the product's log lines (auttention/log.py), timed as they come
+        def emit(self, record: logging.LogRecord) -> None:
+            echo(record.getMessage())
+
     def echo(line: str) -> None:
         now = time.time()
         log.append((now, line))
@@ -152,8 +157,14 @@ def run_strategy(key: str, space: dict, runs: Path, budget: str, data: str | Non
 
     load_before = loadavg()
     t_call = time.time()
-    with CpuSampler(interval=1.0) as cpu:
-        run_dir = run_search(str(space_path), data=data, name=run_name, runs=str(runs), dashboard=False, echo=echo)
+    handler, product = Echo(), logging.getLogger("search")
+    product.addHandler(handler)
+    product.setLevel(logging.INFO)
+    try:
+        with CpuSampler(interval=1.0) as cpu:
+            run_dir = run_search(str(space_path), data=data, name=run_name, runs=str(runs), dashboard=False)
+    finally:
+        product.removeHandler(handler)
     t_end = time.time()
     results = read_results(run_dir)
     t0 = marks.get("search_start", t_call)

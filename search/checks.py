@@ -19,7 +19,15 @@ if TYPE_CHECKING:
 
 
 def check_labels(corpus: pd.DataFrame, space: Space) -> None:
-    """Known labels must lie in the scoring's [label_min, label_max] (predictions are clipped to it)."""
+    """Devel must hold at least two distinct known labels (a search ranks trials by their devel Spearman's
+    rho, undefined otherwise), and known labels must lie in the scoring's [label_min, label_max]
+    (predictions are clipped to it)."""
+    devel = sorted(corpus.loc[(corpus["partition"] == "devel") & corpus["label"].notna(), "label"].unique())
+    if len(devel) < 2:
+        what = f"every devel label is {devel[0]:g}" if devel else "no devel clip has a known label"
+        raise UserError(f"{corpus.attrs.get('labels', 'labels')}: {what}: Spearman's rho is undefined, nothing to "
+                        f"rank; give devel clips at least two different labels (pipeline and baseline still run "
+                        f"and say 'undefined')")
     if any(p.section == "scoring" and p.key in ("label_min", "label_max") for p in space.params):
         return  # a searched range: each trial's own
     fixed = {k: v for k, v in space.fixed.get("scoring", {}).items() if k in ("label_min", "label_max")}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import os
 import sys
 from pathlib import Path
@@ -21,6 +22,7 @@ import yaml
 from auttention.config import (MODEL_CONFIGS, SPECTROGRAM_PRESETS, AttentionConfig, ScoringConfig, Seq2seqConfig,
                                SpectrogramConfig, TrainingConfig, build, field_types, load_yaml)
 from auttention import import_tensorflow_quietly
+from auttention.log import setup as setup_logging
 from auttention.corpus import ON_BAD_AUDIO, BadAudioPolicy
 from auttention.errors import UserError
 from auttention.extraction import extract_corpus
@@ -28,6 +30,8 @@ from auttention.features import fuse_folders
 from auttention.pipeline import model_features, train_from_folder
 from auttention.scoring import evaluate_features, format_rho
 from search.sources import AUTO, DELIVERIES, OBJECT_STORE_SHARE
+
+log = logging.getLogger("search.cli")  # by name: run as `python -m search.cli`, __name__ is __main__
 
 
 def _flag(name: str) -> str:
@@ -90,17 +94,13 @@ def user_errors(func: Callable) -> Callable:
         try:
             return func(*args, **kwargs)
         except UserError as exc:
-            click.echo(f"error: {exc}", err=True)
+            log.error(f"error: {exc}")
             sys.exit(2)
         except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
+            log.error("interrupted")
             sys.exit(130)
 
     return wrapper
-
-
-def _warn(line: str) -> None:
-    click.echo(line, err=True)
 
 
 on_bad_audio_option = click.option(
@@ -114,6 +114,7 @@ class OneLineErrors(click.Group):
     """click's usage errors (unknown flag, bad flag value) as one line and exit status 2, like UserError."""
 
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        setup_logging()  # the one log path: results and progress to stdout, warnings and errors to stderr
         if not standalone_mode:
             return super().main(*args, standalone_mode=False, **kwargs)
         try:
@@ -124,10 +125,10 @@ class OneLineErrors(click.Group):
         except click.ClickException as exc:
             where = exc.ctx.command_path if isinstance(exc, click.UsageError) and exc.ctx else ""
             hint = f" (see `{where} --help`)" if where else ""
-            click.echo(f"error: {exc.format_message()}{hint}", err=True)
+            log.error(f"error: {exc.format_message()}{hint}")
             sys.exit(exc.exit_code)
         except click.Abort:
-            click.echo("interrupted", err=True)
+            log.error("interrupted")
             sys.exit(130)
         sys.exit(code if isinstance(code, int) else 0)
 
@@ -150,7 +151,7 @@ def demo_corpus(out: str, n_clips: int, n_speakers: int, seed: int, jobs: int | 
     from auttention.democorpus import build_demo_corpus
 
     path = build_demo_corpus(out, n_clips=n_clips, n_speakers=n_speakers, seed=seed, jobs=jobs)
-    click.echo(f"demo corpus: {path}")
+    log.info(f"demo corpus: {path}")
 
 
 @main.command()
@@ -171,10 +172,10 @@ def extract(data: str, out: str, config_path: str | None, jobs: int | None, on_b
     cfg = make_config(SpectrogramConfig, "spectrogram", config_path, flags)
     where = storage.location(out, "--out")
     storage.check(where, "--out")  # a bucket: a missing one or refused credentials in one line, before any work
-    spec = extract_corpus(data, cfg, where, jobs=jobs, policy=BadAudioPolicy(on_bad_audio, _warn), log=click.echo)
+    spec = extract_corpus(data, cfg, where, jobs=jobs, policy=BadAudioPolicy(on_bad_audio))
     n_clips = spec.clips + len(spec.skipped)  # file names are unique in a corpus
     skipped = f" (skipped {len(spec.skipped)} of {n_clips} clips with bad audio)" if spec.skipped else ""
-    click.echo(f"spectrograms: {len(spec.x)} clips x {spec.x.shape[1]} frames x {spec.x.shape[2]} bands -> {out}"
+    log.info(f"spectrograms: {len(spec.x)} clips x {spec.x.shape[1]} frames x {spec.x.shape[2]} bands -> {out}"
                f"{skipped}")
 
 
@@ -198,8 +199,8 @@ def train(network: str, spectrograms: str, out: str, config_path: str | None, **
         raise UserError(f"{_flag(bad[0])} does not apply to --network {network}")
     model_cfg = make_config(cls, network, config_path, flags)
     train_cfg = make_config(TrainingConfig, "training", config_path, flags)
-    train_from_folder(spectrograms, model_cfg, train_cfg, out, log=click.echo)
-    click.echo(f"model: {out}")
+    train_from_folder(spectrograms, model_cfg, train_cfg, out)
+    log.info(f"model: {out}")
 
 
 @main.command()
@@ -212,7 +213,7 @@ def features(model: str, spectrograms: str, out: str, csv: bool) -> None:
     """Extract every clip's feature vector with a trained autoencoder."""
     import_tensorflow_quietly()
     frame = model_features(model, spectrograms, out, csv=csv)
-    click.echo(f"features: {len(frame)} clips x {frame.shape[1] - 3} -> {out}")
+    log.info(f"features: {len(frame)} clips x {frame.shape[1] - 3} -> {out}")
 
 
 @main.command()
@@ -223,7 +224,7 @@ def features(model: str, spectrograms: str, out: str, csv: bool) -> None:
 def fuse(sets: tuple[str, ...], out: str, csv: bool) -> None:
     """Early fusion: concatenate feature sets, joined on file_name."""
     frame = fuse_folders(sets, out, csv=csv)
-    click.echo(f"fusion: {len(frame)} clips x {frame.shape[1] - 3} -> {out}")
+    log.info(f"fusion: {len(frame)} clips x {frame.shape[1] - 3} -> {out}")
 
 
 @main.command()
@@ -238,7 +239,7 @@ def evaluate(features_path: str, labels: str | None, out: str, config_path: str 
     cfg = make_config(ScoringConfig, "scoring", config_path, flags)
     ev = evaluate_features(features_path, labels, out, cfg)  # also NAME.devel.csv, NAME.metrics.json beside out
     test = format_rho(ev.test_rho, missing="n/a (labels unknown)")
-    click.echo(f"C={ev.c:g}  devel rho={format_rho(ev.devel_rho)}  test rho={test}  -> {out}")
+    log.info(f"C={ev.c:g}  devel rho={format_rho(ev.devel_rho)}  test rho={test}  -> {out}")
 
 
 @main.command()
@@ -251,7 +252,7 @@ def score(predictions: str, labels: str) -> None:
     from auttention.scoring import read_predictions, score_predictions
 
     rho, n = score_predictions(read_predictions(predictions), read_labels(labels))
-    click.echo(f"Spearman rho = {format_rho(rho, 4)} over {n} clips")
+    log.info(f"Spearman rho = {format_rho(rho, 4)} over {n} clips")
 
 
 @main.command()
@@ -271,14 +272,14 @@ def pipeline(data: str, config_path: str | None, out: str | None, jobs: int | No
     from auttention.corpus import check_label_range, read_corpus
 
     cfg = load_pipeline_config(config_path)
-    corpus = read_corpus(data, warn=_warn)
+    corpus = read_corpus(data)
     check_label_range(corpus, cfg.scoring.label_min, cfg.scoring.label_max)
     out = out or f"runs/pipeline-{Path(config_path).stem if config_path else 'default'}"
     t0 = time.perf_counter()
-    results = pipe.run(corpus, cfg, out, jobs=jobs, log=click.echo, policy=BadAudioPolicy(on_bad_audio, _warn))
-    click.echo("")
-    click.echo(pipe.table(results))
-    click.echo(f"\n{len(corpus)} clips, {time.perf_counter() - t0:.0f} s; outputs in {out} "
+    results = pipe.run(corpus, cfg, out, jobs=jobs, policy=BadAudioPolicy(on_bad_audio))
+    log.info("")
+    log.info(pipe.table(results))
+    log.info(f"\n{len(corpus)} clips, {time.perf_counter() - t0:.0f} s; outputs in {out} "
                f"(predictions.test.csv, metrics.json)")
 
 
@@ -295,11 +296,11 @@ def baseline(data: str, config_path: str | None, sample_rate: int, jobs: int | N
     from auttention.corpus import check_label_range, read_corpus
 
     cfg = make_config(ScoringConfig, "scoring", config_path, {})
-    corpus = read_corpus(data, warn=_warn)
+    corpus = read_corpus(data)
     check_label_range(corpus, cfg.label_min, cfg.label_max)
     ev = evaluate_baseline(corpus, cfg, sample_rate=sample_rate, jobs=jobs,
-                           policy=BadAudioPolicy(on_bad_audio, _warn))
-    click.echo(f"MFCC functionals + SVR: C={ev.c:g}  devel rho={format_rho(ev.devel_rho)}  "
+                           policy=BadAudioPolicy(on_bad_audio))
+    log.info(f"MFCC functionals + SVR: C={ev.c:g}  devel rho={format_rho(ev.devel_rho)}  "
                f"test rho={format_rho(ev.test_rho)}")
 
 
@@ -347,8 +348,8 @@ def run(space: str, address: str | None, dashboard: bool, verbose: bool, on_bad_
 
     tracking.use(mlflow)
 
-    run_search(space, address=address, dashboard=dashboard, verbose=verbose, echo=click.echo,
-               policy=BadAudioPolicy(on_bad_audio, click.echo), **options)
+    run_search(space, address=address, dashboard=dashboard, verbose=verbose,
+               policy=BadAudioPolicy(on_bad_audio), **options)
 
 
 ADDRESS = click.option("--address", help="the cluster's dashboard, e.g. http://127.0.0.1:8265 "
@@ -365,14 +366,14 @@ def submit(space: str, address: str | None, wait: bool, **options: Any) -> None:
     from search import jobs
 
     job_id, url = jobs.submit(space, address=address, **options)
-    click.echo(f"job: {job_id}")
-    click.echo(f"dashboard: {url}")
-    click.echo(f"follow: auttention-search logs {job_id} --follow" + (f" --address {address}" if address else ""))
+    log.info(f"job: {job_id}")
+    log.info(f"dashboard: {url}")
+    log.info(f"follow: auttention-search logs {job_id} --follow" + (f" --address {address}" if address else ""))
     if wait:
         for chunk in jobs.follow(job_id, address):
             click.echo(chunk, nl=False)
         state = jobs.status(job_id, address)
-        click.echo(f"job {job_id}: {state}")
+        log.info(f"job {job_id}: {state}")
         if state != "SUCCEEDED":
             sys.exit(1)
 
@@ -389,12 +390,12 @@ def jobs_(address: str | None, everything: bool) -> None:
 
     rows = jobs.list_jobs(address, everything)
     if not rows:
-        click.echo("no jobs")
+        log.info("no jobs")
         return
-    click.echo(f"{'job':<40} {'status':<10} {'started':<19} experiment")
+    log.info(f"{'job':<40} {'status':<10} {'started':<19} experiment")
     for r in rows:
         started = datetime.datetime.fromtimestamp(r["start_time"] / 1000).strftime("%Y-%m-%d %H:%M:%S") if r["start_time"] else ""
-        click.echo(f"{r['job']:<40} {r['status']:<10} {started:<19} {r['experiment']}")
+        log.info(f"{r['job']:<40} {r['status']:<10} {started:<19} {r['experiment']}")
 
 
 @main.command()
@@ -421,7 +422,7 @@ def stop(job: str, address: str | None) -> None:
     """Stop JOB; finished trials keep their results (`submit ... --resume` continues the search)."""
     from search import jobs
 
-    click.echo(f"job {job}: {jobs.stop(job, address)}")
+    log.info(f"job {job}: {jobs.stop(job, address)}")
 
 
 @main.command()
@@ -440,7 +441,7 @@ def report(run_dir: str) -> None:
         run.pull()
     page = write_report(run.local)
     run.push("report")
-    click.echo(f"report: {run.remote_path(page)}")
+    log.info(f"report: {run.remote_path(page)}")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,10 @@ TESTED: dict[str, tuple[str, str]] = {"ray": ("2.60.0", "2.61.0"), "optuna": ("5
 # loggers of private Ray modules whose lines we silence or word ourselves (ray 2.60.0):
 RAY_DATA_PROGRESS_LOGGER = "ray.data._internal.progress"  # Ray Data's "progress bars are disabled" line
 RAY_AUTH_SETUP_LOGGER = "ray._private.authentication.authentication_token_setup"  # token authentication's notice
+# Dataset._execute's logger, and the start of its warning that the cluster has no CPU available (a false alarm
+# after a short extraction: search/extract.py, _not_stale_cpu_warning)
+RAY_DATA_DATASET_LOGGER = "ray.data.dataset"
+RAY_DATA_NO_CPU_WARNING = "Warning: The Ray cluster currently does not have any available CPUs"
 
 
 def _release(version: str) -> tuple[int, ...]:
@@ -93,6 +97,13 @@ def set_user_attr(study: Any, trial: Any, key: str, value: Any) -> None:
     study._storage.set_trial_user_attr(storage_trial_id(trial), key, value)
 
 
+# --- Ray Tune's MLflowLoggerCallback (ray/air/integrations/mlflow.py, ray 2.60.0) ---
+
+def mlflow_trial_run(callback: Any, trial: Any) -> str:
+    """The id of the MLflow run MLflowLoggerCallback started for a Tune trial (its private {trial: run id})."""
+    return callback._trial_runs[trial]
+
+
 # --- Ray (ray 2.60.0) ---
 
 def wrap_function(trainable: Callable) -> type:
@@ -103,7 +114,12 @@ def wrap_function(trainable: Callable) -> type:
 
 
 def reload_ray_config() -> None:
-    """Make an imported Ray read its settings from the environment again (it reads them at import)."""
+    """Make an imported Ray read its settings from the environment again (it reads them at import); nothing
+    where Ray's core is not imported yet (it will read them then)."""
+    import sys
+
+    if "ray._raylet" not in sys.modules:
+        return
     from ray._raylet import Config
 
     Config.initialize("")

@@ -10,7 +10,7 @@ import contextlib
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,6 +21,8 @@ from auttention.config import SpectrogramConfig, build, to_dict
 from auttention.corpus import BadAudioPolicy
 from auttention.extraction import Screened, extract, screen
 from auttention.storage import Location
+
+from .compat import RAY_DATA_DATASET_LOGGER, RAY_DATA_NO_CPU_WARNING, RAY_DATA_PROGRESS_LOGGER
 
 
 def cache_folder(cache: str | os.PathLike | Location, corpus_hash: str, cfg: SpectrogramConfig) -> Location:
@@ -49,11 +51,8 @@ BLOCKS_PER_CPU = 2
 # any extraction short enough (the second setting of every demo search), and never means a hang here:
 # extractions run before any trial takes a CPU. A cluster with no CPU at all gets our own line instead
 # (RayData.__call__).
-_STALE_CPU_WARNING = "Warning: The Ray cluster currently does not have any available CPUs"
-
-
 def _not_stale_cpu_warning(record: logging.LogRecord) -> bool:
-    return not record.getMessage().startswith(_STALE_CPU_WARNING)
+    return not record.getMessage().startswith(RAY_DATA_NO_CPU_WARNING)
 
 
 @contextlib.contextmanager
@@ -61,10 +60,8 @@ def ray_data_settings(verbose: bool = False):
     """Ray Data's DataContext for this CPU-bound extraction, restored afterwards: without the per-operator
     resource reservation (on a small cluster it holds back part of the CPUs for the write operator, and
     the map then runs barely in parallel: docs/PERFORMANCE.md), quiet unless `verbose` (no progress bars,
-    no plan printed at the start), and without Ray Data's false alarm about CPUs (see _STALE_CPU_WARNING)."""
+    no plan printed at the start), and without Ray Data's false alarm about CPUs (see _not_stale_cpu_warning)."""
     from ray.data import DataContext
-
-    from .compat import RAY_DATA_PROGRESS_LOGGER
 
     ctx = DataContext.get_current()
     changes = {"op_resource_reservation_enabled": False, "enable_progress_bars": verbose,
@@ -73,7 +70,7 @@ def ray_data_settings(verbose: bool = False):
     # Ray Data's own lines (its plan, a warning that progress bars are off) only with `verbose`
     logs = {name: logging.getLogger(name) for name in ("ray.data", RAY_DATA_PROGRESS_LOGGER)}
     levels = {name: log.level for name, log in logs.items()}
-    dataset_log = logging.getLogger("ray.data.dataset")
+    dataset_log = logging.getLogger(RAY_DATA_DATASET_LOGGER)
     dataset_log.addFilter(_not_stale_cpu_warning)
     try:
         for key, value in changes.items():
@@ -143,19 +140,17 @@ def skipped_clips(folder: str | os.PathLike | Location) -> dict[str, str]:
 
 
 def ensure_spectrograms(corpus: pd.DataFrame | Screened, settings: list[dict[str, Any]],
-                        cache: str | os.PathLike | Location, log: Callable[[str], None] = print,
+                        cache: str | os.PathLike | Location,
                         policy: BadAudioPolicy | None = None, verbose: bool = False) -> dict[str, Location]:
     """Every setting's spectrogram folder in `cache` (a local folder or object storage: a URI or a
     storage.Location), extracted with Ray Data where not there yet (extraction.extract): {settings hash: folder}.
 
-    corpus : a corpus, screened here per `policy` ('fail' or 'skip'; default 'fail', warnings through
-        `log`), or one the caller screened already (extraction.screen, e.g. before Ray started)
+    corpus : a corpus, screened here per `policy` ('fail' or 'skip'; default 'fail'; warnings are logged), or one the caller screened already (extraction.screen, e.g. before Ray started)
     """
-    screened = corpus if isinstance(corpus, Screened) else screen(corpus, policy or BadAudioPolicy(warn=log))
+    screened = corpus if isinstance(corpus, Screened) else screen(corpus, policy)
     executor = RayData(verbose)
     folders = {}
     for values in settings:
         cfg = build(SpectrogramConfig, values, "spectrogram")
-        folders[cfg.hash()] = extract(screened, cfg, cache_folder(cache, screened.fingerprint, cfg), executor,
-                                      log=log)
+        folders[cfg.hash()] = extract(screened, cfg, cache_folder(cache, screened.fingerprint, cfg), executor)
     return folders

@@ -4,10 +4,10 @@ every check that can be made before Ray starts (versions, folders, labels, audio
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import time
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 
@@ -24,6 +24,8 @@ from .compat import check_versions
 from .runfolder import RunFolder
 from .sources import DELIVERIES
 from .space import Space, load_space
+
+log = logging.getLogger(__name__)
 
 
 def default_cache() -> Path:
@@ -44,14 +46,14 @@ def override(space: Space, name: str | None, num_samples: int | None, time_budge
     return dataclasses.replace(space, experiment=experiment)
 
 
-def demo_corpus(cache: Path, seed: int, echo: Callable[[str], None]) -> Path:
+def demo_corpus(cache: Path, seed: int) -> Path:
     """The built-in demo corpus, generated once into the cache and reused."""
     folder = cache / "demo-corpus" / f"seed{seed}"
     if not (folder / "lab" / "labels.csv").is_file():
-        echo(f"demo corpus: synthesising into {folder} (once) ...")
+        log.info(f"demo corpus: synthesising into {folder} (once) ...")
         t0 = time.perf_counter()
         build_demo_corpus(folder, seed=seed)
-        echo(f"demo corpus: done in {time.perf_counter() - t0:.0f} s")
+        log.info(f"demo corpus: done in {time.perf_counter() - t0:.0f} s")
     return folder
 
 
@@ -72,7 +74,7 @@ class Prepared:
 
 def prepare(space_path: str, *, data: str | None, runs: str, cache: str | None, name: str | None,
             num_samples: int | None, time_budget: str | None, resume: bool, delivery: str,
-            policy: BadAudioPolicy | None, echo: Callable[[str], None]) -> Prepared:
+            policy: BadAudioPolicy | None) -> Prepared:
     """The prepare stage: every check that needs no Ray, in the order a user would fix them (see run_search)."""
     check_versions()  # the private Ray/Optuna internals search/compat.py uses: checked once, before any work
     space_path = str(Path(space_path).resolve())  # Ray may change the driver's working directory (jobs)
@@ -95,16 +97,16 @@ def prepare(space_path: str, *, data: str | None, runs: str, cache: str | None, 
         # the searcher restored from the run folder samples the recorded space: the trials must too
         recorded = load_space(run.local / "space.yaml")
         if recorded.fixed != space.fixed or recorded.params != space.params:
-            echo(f"search: {space_path} differs from the space this search started with; "
-                 f"resuming with {run}/space.yaml")
+            log.warning(f"warning: {space_path} differs from the space this search started with; "
+                        f"resuming with {run}/space.yaml")
         space, space_path = recorded, str(run.local / "space.yaml")
-    policy = policy or BadAudioPolicy(warn=echo)
-    corpus = read_corpus(data if data else demo_corpus(local_cache, 0, echo), warn=echo)
+    policy = policy or BadAudioPolicy()
+    corpus = read_corpus(data if data else demo_corpus(local_cache, 0))
     check_labels(corpus, space)
     n_clips = len(corpus)
     screened = screen(corpus, policy)  # headers: fail fast, before Ray starts
     corpus, skipped = screened.clips, screened.skipped
-    echo(f"corpus: {len(corpus)} clips ({', '.join(f'{p} {n}' for p, n in corpus['partition'].value_counts().items())})")
+    log.info(f"corpus: {len(corpus)} clips ({', '.join(f'{p} {n}' for p, n in corpus['partition'].value_counts().items())})")
     return Prepared(space, space_path, run, cache_loc, corpus, skipped, n_clips, policy, screened)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from pathlib import Path
 
 from auttention.errors import UserError
@@ -48,10 +47,9 @@ def use_token_auth() -> bool:
     if not (os.environ.get("RAY_AUTH_TOKEN") or path.is_file()):
         return False
     os.environ["RAY_AUTH_MODE"] = "token"
-    if "ray._raylet" in sys.modules:  # Ray read its settings at import: make it read them again
-        from .compat import reload_ray_config
+    from .compat import reload_ray_config
 
-        reload_ray_config()
+    reload_ray_config()  # where Ray is imported already: it read its settings then
     return True
 
 

@@ -201,8 +201,8 @@ def log_params_of(space: dict, study) -> set[str]:
     out = set()
     for section, values in (space or {}).items():
         if isinstance(values, dict):
-            for key, spec in values.items():
-                if isinstance(spec, dict) and ("loguniform" in spec or spec.get("log") is True):
+            for key, definition in values.items():
+                if isinstance(definition, dict) and ("loguniform" in definition or definition.get("log") is True):
                     out.add(f"config.{section}.{key}")
     if study is not None:
         for trial in study.get_trials(deepcopy=False):

@@ -9,9 +9,10 @@ report.py's pages and the summary). The Ray session is raysession.py's.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from auttention.corpus import BadAudioPolicy
 from auttention.errors import UserError
@@ -28,17 +29,19 @@ from .selection import select_and_confirm
 from .sources import spectrogram_sources
 from .trial import make_trainable
 
+log = logging.getLogger(__name__)
+
 
 def run_search(space_path: str, *, data: str | None = None, address: str | None = None, name: str | None = None,
                runs: str = "runs", cache: str | None = None, num_samples: int | None = None,
                time_budget: str | None = None, resume: bool = False, dashboard: bool = True,
-               verbose: bool = False, echo: Callable[[str], None] = print,
+               verbose: bool = False,
                policy: BadAudioPolicy | None = None, delivery: str = "auto") -> Path:
     """Run (or resume) a search; returns the run folder. policy: bad audio 'fail' (the default) or 'skip'
-    (see corpus.BadAudioPolicy; default warnings through `echo`). delivery: how trials get the
+    (see corpus.BadAudioPolicy); progress is logged (auttention.log). delivery: how trials get the
     spectrograms (search.sources: auto, object-store or node-copy)."""
     prepared = prepare(space_path, data=data, runs=runs, cache=cache, name=name, num_samples=num_samples,
-                       time_budget=time_budget, resume=resume, delivery=delivery, policy=policy, echo=echo)
+                       time_budget=time_budget, resume=resume, delivery=delivery, policy=policy)
     space, run = prepared.space, prepared.run
     dash, started_here = start_ray(address, dashboard, verbose)
     # here, not at the top: Ray and Tune take seconds to import (tuning imports Tune)
@@ -50,17 +53,17 @@ def run_search(space_path: str, *, data: str | None = None, address: str | None 
         check_resources(space)
         check_shared_runs(run)
         if dash:
-            echo(f"ray: dashboard at http://{dash}")
-        extracted = extract(prepared, delivery, echo, verbose)
+            log.info(f"ray: dashboard at http://{dash}")
+        extracted = extract(prepared, delivery, verbose)
         trainable = make_trainable(space, extracted.sources)
         record_space(prepared)
         started = time.perf_counter()
-        results = tuning.fit(space, trainable, run, resume, echo)
-        tuning.settle(run, space.experiment.name, echo)
-        selection = select_and_confirm(results, space, extracted.sources, echo)
+        results = tuning.fit(space, trainable, run, resume)
+        tuning.settle(run, space.experiment.name)
+        selection = select_and_confirm(results, space, extracted.sources)
         exported = export(run.local, results, selection, space, folder_of=run.trial_folder)
-        tracking.log_export(space.experiment.name, exported.folder, exported.metrics, echo)  # where --mlflow asks
-        report(prepared, exported, extracted.skipped, started, echo)
+        tracking.log_export(space.experiment.name, exported.folder, exported.metrics)  # where --mlflow asks
+        report(prepared, exported, extracted.skipped, started)
         if selection.chosen is None:
             raise UserError(f"no trial finished an epoch; see the errors in {run}/trials.csv")
     finally:
@@ -78,28 +81,27 @@ class Extracted:
     skipped: dict[str, str]
 
 
-def extract(prepared: Prepared, delivery: str, echo: Callable[[str], None], verbose: bool) -> Extracted:
+def extract(prepared: Prepared, delivery: str, verbose: bool) -> Extracted:
     """The extract stage: every spectrogram setting of the space in the cache (extracted where missing), and
     how trials get them (`delivery`, search.sources)."""
     space, corpus, cache_loc, skipped = prepared.space, prepared.corpus, prepared.cache, prepared.skipped
-    folders = ensure_spectrograms(prepared.screened, space.spectrogram_settings(), cache_loc, echo, verbose=verbose)
+    folders = ensure_spectrograms(prepared.screened, space.spectrogram_settings(), cache_loc, verbose=verbose)
     skipped = {**skipped, **{k: v for f in folders.values() for k, v in skipped_clips(f).items()}}
     # labels joined by file name where used: the cache holds spectrograms, and a relabelled corpus reuses them
-    return Extracted(spectrogram_sources(folders, corpus, delivery, echo), skipped)
+    return Extracted(spectrogram_sources(folders, corpus, delivery), skipped)
 
 
-def report(prepared: Prepared, exported: Exported, skipped: dict[str, str], started: float,
-           echo: Callable[[str], None]) -> Path:
+def report(prepared: Prepared, exported: Exported, skipped: dict[str, str], started: float) -> Path:
     """The report stage: report/index.html written and the run folder pushed; the summary (from what the
     export wrote), the clips skipped and where it all is, printed. Returns index.html's path."""
     run = prepared.run
     page = write_report(run.local)
     run.push()
-    echo("")
-    echo(summary(exported, prepared.space.experiment.metric))
+    log.info("")
+    log.info(summary(exported, prepared.space.experiment.metric))
     if skipped:
         names = ", ".join(sorted(skipped)[:5]) + (", ..." if len(skipped) > 5 else "")
-        echo(f"skipped {len(skipped)} of {prepared.n_clips} clips with bad audio (--on-bad-audio skip): {names}")
-    echo(f"\nsearch: {time.perf_counter() - started:.0f} s; trials.csv and best/ in {run}")
-    echo(f"report: {run.remote_path(page)}")
+        log.info(f"skipped {len(skipped)} of {prepared.n_clips} clips with bad audio (--on-bad-audio skip): {names}")
+    log.info(f"\nsearch: {time.perf_counter() - started:.0f} s; trials.csv and best/ in {run}")
+    log.info(f"report: {run.remote_path(page)}")
     return page

@@ -14,11 +14,13 @@ The checkpoint a trial is ranked and exported by is chosen here too (tuning.Prun
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import math
 import posixpath
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
@@ -29,6 +31,8 @@ if TYPE_CHECKING:
     from auttention.storage import Location
 
     from .space import ExperimentConfig, ResourcesConfig, Space
+
+log = logging.getLogger(__name__)
 
 SELECTION = "selection_score"  # what a trial reports as its rank (auttention/engine.py selection_score)
 TRIAL_PREFIX = "trial_"  # of a trial's folder name (tuning.trial_name)
@@ -145,10 +149,33 @@ def evaluate_checkpoint(checkpoint: str, source, cfg: PipelineConfig, resources:
     if resources is not None:
         configure_tensorflow(resources.cpu, resources.gpu)
 
+    spec = source.get()
     with local_checkpoint(checkpoint) as folder:  # a checkpoint on object storage: fetched to this node
-        engine = Engine.load(folder, cfg, source.get())
-    features, evaluations = engine.evaluate()
+        engine = Engine.load(folder, cfg, spec)
+    with _damage_named(spec, source.folder):
+        features, evaluations = engine.evaluate()
     return evaluations, features, engine.epoch
+
+
+@contextlib.contextmanager
+def _damage_named(spec, folder) -> Iterator[None]:
+    """Turn a TrainingDiverged that non-finite frames of the spectrograms `spec` caused (a damaged cache
+    entry, e.g. of a test clip, which no trial reads before this) into one line naming the cache `folder`."""
+    from auttention.errors import UserError
+    from auttention.training import TrainingDiverged
+
+    try:
+        yield
+    except TrainingDiverged:
+        bad: set[str] = set()
+        for start in range(0, len(spec.x), 1024):  # block by block: no boolean copy of a whole corpus
+            rows = slice(start, start + 1024)
+            bad.update(spec.file_name[rows][~np.isfinite(spec.x[rows]).all(axis=(1, 2))])
+        if not bad:
+            raise  # the model's own divergence, not the data's
+        raise UserError(f"{folder}: the spectrograms of {len(bad)} clip(s) hold NaN or Inf values (e.g. "
+                        f"{min(bad)}), so this cache entry is damaged; delete that folder so that the next "
+                        f"run extracts it again") from None
 
 
 def train_seed(cfg: PipelineConfig, source, seed: int, experiment: ExperimentConfig, max_epochs: int,
@@ -166,16 +193,18 @@ def train_seed(cfg: PipelineConfig, source, seed: int, experiment: ExperimentCon
     if resources is not None:
         configure_tensorflow(resources.cpu, resources.gpu)
     cfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, seed=seed))
-    engine = Engine.new(cfg, source.get())
-    history = [metrics[experiment.metric] for metrics in engine.run(max_epochs, score_every=experiment.report_every)]
-    _, evaluations = engine.evaluate()
+    spec = source.get()
+    engine = Engine.new(cfg, spec)
+    with _damage_named(spec, source.folder):
+        history = [metrics[experiment.metric] for metrics in engine.run(max_epochs, score_every=experiment.report_every)]
+        _, evaluations = engine.evaluate()
     branch = experiment.metric.removesuffix("_rho")
     ev = evaluations[branch if branch in evaluations else FUSION]
-    return {"seed": seed, "selection_score": selection_score(history, experiment.select, experiment.select_last),
+    return {"seed": seed, SELECTION: selection_score(history, experiment.select, experiment.select_last),
             "test_rho": ev.test_rho, "epochs": engine.epoch, "predictions": {"devel": ev.devel, "test": ev.test}}
 
 
-def confirm(ranked: list[Candidate], space: Space, sources: dict[str, Any], echo: Callable[[str], None] = print) -> list[Candidate]:
+def confirm(ranked: list[Candidate], space: Space, sources: dict[str, Any]) -> list[Candidate]:
     """Train the top experiment.confirm_top candidates again with experiment.confirm_seeds new seeds, in
     parallel as Ray tasks with a trial's resources; fill each candidate's `seeds` (its own first), and its
     `evaluations` and `features` from its selected checkpoint, scored once here (the export uses them)."""
@@ -198,11 +227,11 @@ def confirm(ranked: list[Candidate], space: Space, sources: dict[str, Any], echo
             jobs.append((cand, base + i, task.remote(cfg, source, base + i, exp, space.scheduler.max_epochs,
                                                      space.resources)))
     if len(jobs) > len(top):
-        echo(f"selection: training the top {len(top)} configuration(s) again with {exp.confirm_seeds} new seed(s) "
+        log.info(f"selection: training the top {len(top)} configuration(s) again with {exp.confirm_seeds} new seed(s) "
              f"each ({len(jobs) - len(top)} runs)")
     branch = exp.metric.removesuffix("_rho")
     for cand, seed, ref in jobs:
-        out = ray.get(ref)
+        out = _get(ref)
         if seed is None:
             cand.evaluations, cand.features, cand.epoch = out
             ev = cand.evaluations[branch] if branch in cand.evaluations else cand.evaluations["fusion"]
@@ -213,8 +242,22 @@ def confirm(ranked: list[Candidate], space: Space, sources: dict[str, Any], echo
             cand.predictions.append(out.pop("predictions"))
             cand.seeds.append(out)
             shown = f", test {format_rho(out['test_rho'])}" if out["test_rho"] is not None else ""
-            echo(f"  trial {cand.trial_id} seed {seed}: selection score {out[SELECTION]:.3f}{shown}")
+            log.info(f"  trial {cand.trial_id} seed {seed}: selection score {out[SELECTION]:.3f}{shown}")
     return top
+
+
+def _get(ref):
+    """ray.get(ref); a UserError the task raised (a damaged cache entry) as its one line, not Ray's traceback."""
+    import ray
+
+    from auttention.errors import UserError
+
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as exc:
+        if isinstance(exc.cause, UserError):
+            raise UserError(str(exc.cause)) from None
+        raise
 
 
 @dataclasses.dataclass
@@ -226,12 +269,12 @@ class Selection:
     chosen: Candidate | None  # None when no trial scored an epoch
 
 
-def select_and_confirm(results, space: Space, sources: dict[str, Any], echo: Callable[[str], None] = print) -> Selection:
+def select_and_confirm(results, space: Space, sources: dict[str, Any]) -> Selection:
     """The select-and-confirm stage: trials ranked by their selection score (rank_trials), the top confirmed
     with new seeds (confirm), the best mean over seeds chosen (choose)."""
     exp = space.experiment
     ranked = rank_trials(results, exp.metric, exp.select, space.scheduler.max_epochs)
-    confirmed = confirm(ranked, space, sources, echo) if ranked else []
+    confirmed = confirm(ranked, space, sources) if ranked else []
     return Selection(ranked, confirmed, choose(confirmed))
 
 

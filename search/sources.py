@@ -18,17 +18,20 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import pandas as pd
 
 from auttention import spectrogram as spectro
 from auttention.errors import UserError
 from auttention.storage import Location
+
+log = logging.getLogger(__name__)
 
 AUTO, OBJECT_STORE, NODE_COPY = "auto", "object-store", "node-copy"
 DELIVERIES = (AUTO, OBJECT_STORE, NODE_COPY)
@@ -93,8 +96,7 @@ def _visible_on_every_node(folder: Location, nodes: list[dict]) -> bool:
     return all(ray.get(refs))
 
 
-def spectrogram_sources(folders: dict[str, Location], corpus: pd.DataFrame, delivery: str = AUTO,
-                        echo: Callable[[str], None] = print) -> dict[str, Source]:
+def spectrogram_sources(folders: dict[str, Location], corpus: pd.DataFrame, delivery: str = AUTO) -> dict[str, Source]:
     """{settings hash: Source} for the cache folders of ensure_spectrograms, by `delivery` (one of
     DELIVERIES, checked by the caller before any work; see the module's docstring). Call with Ray started."""
     import ray
@@ -115,7 +117,7 @@ def spectrogram_sources(folders: dict[str, Location], corpus: pd.DataFrame, deli
                                 f"spectrograms ({total / 2**30:.1f} GiB) go to them as node copies of the cache; "
                                 f"give --cache on object storage (s3://...) or a shared folder")
             sources[h] = Source(folder, labels)
-        echo(f"spectrograms: to the trials as one memory-mapped copy of the cache per node "
+        log.info(f"spectrograms: to the trials as one memory-mapped copy of the cache per node "
              f"({total / 2**20:,.0f} MiB)")
         return sources
     read = ray.remote(num_cpus=0, max_retries=3)(_labelled)
@@ -125,7 +127,7 @@ def spectrogram_sources(folders: dict[str, Location], corpus: pd.DataFrame, deli
         task = read if folder.remote else read.options(scheduling_strategy=here)
         sources[h] = Source(folder, labels, task.remote(folder, labels))
     ray.wait([s.ref for s in sources.values()], num_returns=len(sources), fetch_local=False)
-    echo(f"spectrograms: to the trials through Ray's object store, once per node ({total / 2**20:,.0f} MiB; "
+    log.info(f"spectrograms: to the trials through Ray's object store, once per node ({total / 2**20:,.0f} MiB; "
          f"{room / 2**20:,.0f} MiB per node)")
     return sources
 

@@ -204,15 +204,15 @@ def _applies(p: Param, values: Mapping[str, Any]) -> bool:
     return all(values.get(k) in allowed for k, allowed in p.when)
 
 
-def _parse_param(section: str, key: str, spec: Mapping[str, Any], annotation: Any, meta: Mapping) -> Param:
+def _parse_param(section: str, key: str, definition: Mapping[str, Any], annotation: Any, meta: Mapping) -> Param:
     where = f"{section}.{key}"
-    kinds = [k for k in KINDS if k in spec]
-    extra = set(spec) - set(KINDS) - {"step", "log", "when"}
+    kinds = [k for k in KINDS if k in definition]
+    extra = set(definition) - set(KINDS) - {"step", "log", "when"}
     if len(kinds) != 1 or extra:
         raise UserError(f"{where}: a distribution has exactly one of {', '.join(KINDS)} "
-                        f"(plus optional step, log, when); got keys {', '.join(map(str, spec))}")
+                        f"(plus optional step, log, when); got keys {', '.join(map(str, definition))}")
     kind = kinds[0]
-    args = spec[kind]
+    args = definition[kind]
     base = _base_type(annotation)
     if kind == "choice":
         if not isinstance(args, list) or not args:
@@ -231,19 +231,19 @@ def _parse_param(section: str, key: str, spec: Mapping[str, Any], annotation: An
         lo, hi = (check_value(v, annotation, meta, f"{where}.{kind}") for v in args)
         if lo is None or hi is None or not lo < hi:
             raise UserError(f"{where}.{kind}: bounds out of order ({args[0]} is not below {args[1]})")
-        if (kind == "loguniform" or spec.get("log")) and lo <= 0:
+        if (kind == "loguniform" or definition.get("log")) and lo <= 0:
             raise UserError(f"{where}.{kind}: a log scale needs a positive low bound, got {lo}")
         args = (lo, hi)
-    step = spec.get("step")
+    step = definition.get("step")
     if step is not None:
         if kind != "int" or isinstance(step, bool) or not isinstance(step, int) or step < 1:
             raise UserError(f"{where}.step must be a whole number >= 1, and only with int")
-        if spec.get("log") and step != 1:
+        if definition.get("log") and step != 1:
             raise UserError(f"{where}: step and log cannot be combined")
-    log = spec.get("log", False)
+    log = definition.get("log", False)
     if not isinstance(log, bool) or (log and kind != "int"):
         raise UserError(f"{where}.log must be true or false, and only with int (use loguniform for floats)")
-    when = spec.get("when") or {}
+    when = definition.get("when") or {}
     if not isinstance(when, dict):
         raise UserError(f"{where}.when must map keys of section {section} to a value or list of values")
     cond = tuple((k, tuple(v) if isinstance(v, list) else (v,)) for k, v in when.items())

@@ -5,19 +5,20 @@ named after the search. Without a tracking URI nothing here touches MLflow, whic
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from auttention.errors import UserError
+
+log = logging.getLogger(__name__)
 
 ENV = "MLFLOW_TRACKING_URI"  # MLflow's own variable: the flag sets it, so Tune's callback and mlflow agree
 INSTALL = "pip install 'auttention-search[mlflow]' (in a checkout: .venv/bin/pip install -c constraints.txt -e '.[mlflow]')"
 BEST_RUN = "best"  # the MLflow run of the exported configuration, beside the trials' runs
-# MLflowLoggerCallback's private {trial: MLflow run id} (checked against Ray 2.60)
-RAY_MLFLOW_TRIAL_RUNS = "_trial_runs"
 
 
 def tracking_uri() -> str | None:
@@ -51,6 +52,8 @@ def tune_callbacks(experiment: str) -> list[Any]:
         return []
     from ray.air.integrations.mlflow import MLflowLoggerCallback
 
+    from .compat import mlflow_trial_run
+
     class BatchedMLflowLogger(MLflowLoggerCallback):
         """Tune's MLflow logger, sending an epoch's metrics in one request: Tune's own sends one request per
         number, which takes seconds a result on a busy driver (and Tune warns that results are slow)."""
@@ -59,7 +62,7 @@ def tune_callbacks(experiment: str) -> list[Any]:
             from mlflow.entities import Metric
             from mlflow.tracking import MlflowClient
 
-            run_id = getattr(self, RAY_MLFLOW_TRIAL_RUNS)[trial]
+            run_id = mlflow_trial_run(self, trial)
             step = int(result.get("epoch") or result.get("training_iteration") or iteration)
             now = int(time.time() * 1000)
             numbers = _numbers({k: v for k, v in result.items() if k != "config"})  # the config: parameters
@@ -69,8 +72,7 @@ def tune_callbacks(experiment: str) -> list[Any]:
     return [BatchedMLflowLogger(tracking_uri=uri, experiment_name=experiment, tags={"auttention.search": experiment})]
 
 
-def log_export(experiment: str, folder: Path | None, metrics: dict[str, Any] | None,
-               echo: Callable[[str], None] = print) -> str | None:
+def log_export(experiment: str, folder: Path | None, metrics: dict[str, Any] | None) -> str | None:
     """Log the exported best (folder: best/, metrics: what its metrics.json holds) as the MLflow run `best` of
     the experiment: its numbers as metrics, best/'s files as artifacts; says where in one line. Returns the
     MLflow run id; None where tracking is off or nothing was exported."""
@@ -92,7 +94,7 @@ def log_export(experiment: str, folder: Path | None, metrics: dict[str, Any] | N
         client.log_batch(run_id, metrics=numbers[start:start + 1000])
     client.log_artifacts(run_id, str(folder))
     client.set_terminated(run_id)
-    echo(f"mlflow: the trials and the exported best (run '{BEST_RUN}') in experiment {experiment!r} at {uri}")
+    log.info(f"mlflow: the trials and the exported best (run '{BEST_RUN}') in experiment {experiment!r} at {uri}")
     return run_id
 
 

@@ -11,6 +11,7 @@ checkpoints.
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -92,7 +93,9 @@ def run_trial(config: dict[str, Any], space: Space | None = None, spectrograms: 
     from ray import tune
 
     from auttention import import_tensorflow_quietly
+    from auttention import log as logs
 
+    logs.setup()  # this worker's lines go to the trial actor's log, by the same policy as the driver's
     import_tensorflow_quietly()
     import tensorflow as tf
 
@@ -152,6 +155,7 @@ def _report(metrics: dict, engine) -> None:
     # the actor's log (dashboard: Actors -> this trial -> Logs) shows its progress as it goes
     from auttention.scoring import format_rho
 
-    print(f"{tune.get_context().get_trial_name()} epoch {metrics['epoch']}/{metrics['max_epochs']}: "
-          + " ".join(f"{name} {format_rho(metrics[name])}" for name in ("fusion_rho", "attention_rho", "seq2seq_rho"))
-          + f" ({metrics['epoch_seconds']:.1f} s)", flush=True)
+    logging.getLogger(__name__).info(
+        f"{tune.get_context().get_trial_name()} epoch {metrics['epoch']}/{metrics['max_epochs']}: "
+        + " ".join(f"{name} {format_rho(metrics[name])}" for name in ("fusion_rho", "attention_rho", "seq2seq_rho"))
+        + f" ({metrics['epoch_seconds']:.1f} s)")

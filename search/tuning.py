@@ -7,7 +7,7 @@ import logging
 import math
 import posixpath
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from ray import tune
 from ray.tune.search.optuna import OptunaSearch
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from .runfolder import RunFolder
     from .space import Space
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 SETTLED = "settled"  # the user attribute that says why a trial's state was recorded for it
 LOST = "asked by the searcher after Tune's last snapshot before the driver stopped; never resumed"
@@ -39,7 +39,7 @@ def settle_trials(study, trials, why: str) -> None:
             compat.set_user_attr(study, trial, SETTLED, why)
             study.tell(trial.number, state=state)
         except Exception as exc:  # finished meanwhile
-            logger.warning("optuna: could not settle trial %s: %s", trial.number, exc)
+            log.warning("warning: optuna: could not settle trial %s: %s", trial.number, exc)
 
 
 def settle_study(run_dir: Path, study_name: str) -> tuple[dict[str, int], int]:
@@ -114,7 +114,7 @@ class HonestOptunaSearch(OptunaSearch):
         try:
             compat.searcher_study(self).tell(ot_trial, value, state=state)
         except Exception as exc:  # e.g. told already before a driver restart
-            logger.warning("optuna: could not record trial %s: %s", trial_id, exc)
+            log.warning("warning: optuna: could not record trial %s: %s", trial_id, exc)
         completed.add(trial_id)
 
 
@@ -167,13 +167,13 @@ def make_scheduler(space: Space):
 class ProgressLog(tune.Callback):
     """One line per scored epoch and per finished trial, instead of Tune's wide tables."""
 
-    def __init__(self, metric: str, echo=print) -> None:
-        self.metric, self.echo, self.best = metric, echo, -math.inf
+    def __init__(self, metric: str) -> None:
+        self.metric, self.best = metric, -math.inf
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info: Any) -> None:
         value = result.get(self.metric, float("nan"))
         self.best = max(self.best, value) if math.isfinite(value) else self.best
-        self.echo(f"  {trial.trial_id} epoch {result.get('epoch')}/{result.get('max_epochs')}: "
+        log.info(f"  {trial.trial_id} epoch {result.get('epoch')}/{result.get('max_epochs')}: "
                   f"{self.metric} {value:.3f} (attention {result.get('attention_rho', float('nan')):.3f}, "
                   f"seq2seq {result.get('seq2seq_rho', float('nan')):.3f}; selection score "
                   f"{result.get(SELECTION, float('nan')):.3f}; best epoch so far {self.best:.3f})")
@@ -181,10 +181,10 @@ class ProgressLog(tune.Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
         last = trial.last_result or {}
         how = "completed" if last.get("epoch", 0) >= last.get("max_epochs", math.inf) else "stopped early"
-        self.echo(f"  {trial.trial_id} {how} after {last.get('epoch', 0)} epoch(s)")
+        log.info(f"  {trial.trial_id} {how} after {last.get('epoch', 0)} epoch(s)")
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
-        self.echo(f"  {trial.trial_id} failed: {error_line(trial)}")
+        log.warning(f"  {trial.trial_id} failed: {error_line(trial)}")
 
 
 class PruneCheckpoints(tune.Callback):
@@ -206,7 +206,7 @@ class PruneCheckpoints(tune.Callback):
                 try:
                     (folder / posixpath.basename(str(checkpoint))).delete()
                 except OSError as exc:
-                    logger.warning("could not remove checkpoint %s: %s", checkpoint, exc)
+                    log.warning("warning: could not remove checkpoint %s: %s", checkpoint, exc)
 
 
 class SyncStudy(tune.Callback):
@@ -238,7 +238,7 @@ def trial_name(trial) -> str:
     return f"{TRIAL_PREFIX}{trial.trial_id}"
 
 
-def make_tuner(space: Space, trainable, run: RunFolder, echo: Callable[[str], None] = print):
+def make_tuner(space: Space, trainable, run: RunFolder):
     """A Tuner for the space: searcher, scheduler, budget, checkpoints, retries, all under the run folder's
     tune/ (run: a search.runfolder.RunFolder, local or on object storage)."""
     exp = space.experiment
@@ -246,22 +246,22 @@ def make_tuner(space: Space, trainable, run: RunFolder, echo: Callable[[str], No
                                   num_samples=exp.num_samples, metric=exp.metric, mode="max",
                                   time_budget_s=exp.time_budget_s, trial_name_creator=trial_name,
                                   trial_dirname_creator=trial_name)
-    return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config(space, run, echo))
+    return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config(space, run))
 
 
-def fit(space: Space, trainable, run: RunFolder, resume: bool, echo: Callable[[str], None] = print) -> tune.ResultGrid:
+def fit(space: Space, trainable, run: RunFolder, resume: bool) -> tune.ResultGrid:
     """The tune stage: the trials run by a new Tuner, or by the run folder's restored one (--resume)."""
     exp = space.experiment
     if resume:
         if not run.can_restore():
             raise UserError(f"{run}/tune: the experiment state cannot be restored; start a new --name")
-        echo(f"search: resuming {exp.name}")
+        log.info(f"search: resuming {exp.name}")
         path, filesystem = run.storage()
         tuner = tune.Tuner.restore(f"{path}/tune", trainable=trainable, resume_errored=False,
                                    storage_filesystem=filesystem)
     else:
-        tuner = make_tuner(space, trainable, run, echo)
-    echo(f"search: {exp.num_samples} trials, {exp.max_concurrent} at a time, "
+        tuner = make_tuner(space, trainable, run)
+    log.info(f"search: {exp.num_samples} trials, {exp.max_concurrent} at a time, "
          f"{space.resources.cpu:g} CPU / {space.resources.gpu:g} GPU each; metric {exp.metric}; "
          f"run folder {run}")
     return tuner.fit()
@@ -275,22 +275,22 @@ class Settled:
     lost: int
 
 
-def settle(run: RunFolder, study_name: str, echo: Callable[[str], None] = print) -> Settled:
+def settle(run: RunFolder, study_name: str) -> Settled:
     """The settle stage: the study's RUNNING trials settled (settle_study) and its counts shown, the study and
     the trials' results brought together in the run folder (object storage: up and down)."""
     counts, lost = settle_study(run.local, study_name)
     run.push_study(force=True)
-    echo("optuna: " + ", ".join(f"{n} {state.lower()}" for state, n in sorted(counts.items()))
+    log.info("optuna: " + ", ".join(f"{n} {state.lower()}" for state, n in sorted(counts.items()))
          + (f" ({lost} lost when the driver stopped: asked after its last snapshot)" if lost else ""))
     run.pull()  # a run folder on object storage: the trials' results (not their models) into the mirror
     return Settled(counts, lost)
 
 
-def run_config(space: Space, run: RunFolder, echo: Callable[[str], None] = print):
+def run_config(space: Space, run: RunFolder):
     """Where Tune keeps the experiment, what it checkpoints, how it retries."""
     exp = space.experiment
     storage_path, filesystem = run.storage()
-    callbacks = [ProgressLog(exp.metric, echo), PruneCheckpoints(exp.metric, exp.select),
+    callbacks = [ProgressLog(exp.metric), PruneCheckpoints(exp.metric, exp.select),
                  *tracking.tune_callbacks(exp.name)]  # MLflow, where `run --mlflow` asks for it
     if run.remote:
         callbacks.append(SyncStudy(run))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import subprocess
@@ -73,15 +74,47 @@ def tiny(tmp_path_factory):
     return root, corpus, space
 
 
+@contextlib.contextmanager
+def captured_log() -> Iterator[list[str]]:
+    """The lines this project logs (auttention.*, search.*: the one log path, auttention/log.py) while the
+    block runs, in order; whatever handlers the loggers have keep theirs."""
+    from auttention.log import ROOTS
+
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    keep, loggers = Keep(), [logging.getLogger(root) for root in ROOTS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(keep)
+        logger.setLevel(logging.INFO)
+    try:
+        yield lines
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.removeHandler(keep)
+            logger.setLevel(level)
+
+
+@pytest.fixture
+def log_lines() -> Iterator[list[str]]:
+    """The lines this project logs during the test (see captured_log)."""
+    with captured_log() as lines:
+        yield lines
+
+
 @pytest.fixture(scope="session")
 def finished(tiny):
     """A finished tiny search on local Ray (run once per test session): (run folder, printed lines)."""
     from search.runner import run_search
 
     root, corpus, space = tiny
-    lines: list[str] = []
-    run_dir = run_search(str(space), data=str(corpus), runs=str(root / "runs"), cache=str(root / "cache"),
-                         dashboard=False, echo=lines.append)
+    with captured_log() as lines:
+        run_dir = run_search(str(space), data=str(corpus), runs=str(root / "runs"), cache=str(root / "cache"),
+                             dashboard=False)
     return run_dir, lines
 
 

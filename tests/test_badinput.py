@@ -23,7 +23,7 @@ from auttention import spectrogram as spectro
 from auttention.config import SpectrogramConfig
 from auttention.corpus import BadAudio, BadAudioPolicy, fingerprint, read_corpus
 from auttention.extraction import ProcessPool, extract
-from conftest import TINY_SPACE, write_tone_corpus
+from conftest import TINY_SPACE, captured_log, write_tone_corpus
 from search.cli import main
 
 SPEC = ["--n-fft", "256", "--hop-length", "128", "--n-mels", "16", "--frames", "20", "--jobs", "1"]
@@ -329,6 +329,24 @@ def test_label_outside_the_scoring_range(corpus):
     assert code == 0 and "devel rho=" in out, err
 
 
+
+def test_run_refuses_devel_labels_all_equal(corpus, tmp_path):
+    """A search ranks trials by their devel Spearman's rho, undefined when every devel label is equal: refused
+    before Ray starts; `baseline` still runs and says 'undefined'."""
+    labels = corpus / "lab" / "labels.csv"
+    table = pd.read_csv(labels)
+    table.loc[table.file_name.str.startswith("devel_"), "label"] = 5
+    table.to_csv(labels, index=False)
+    space = tmp_path / "tiny.yaml"
+    space.write_text(yaml.safe_dump(TINY_SPACE))
+    code, out, err = cli("run", space, "--data", corpus, "--runs", tmp_path / "runs", "--cache", tmp_path / "cache",
+                         "--no-dashboard")
+    one_error_line(code, out, err, "labels.csv: every devel label is 5: Spearman's rho is undefined, nothing to rank")
+    assert "ray" not in out.lower()
+    assert not list((tmp_path / "cache").rglob("*.parquet"))
+    code, out, err = cli("baseline", "--data", corpus, "--jobs", "1")
+    assert code == 0 and "devel rho=undefined" in out, err
+
 # ---------------------------------------------------------------- policy on the other commands
 
 def test_baseline_obeys_the_policy(corpus):
@@ -352,12 +370,11 @@ def test_pipeline_reuse_obeys_the_policy(corpus, tmp_path):
     out = tmp_path / "p"
     table = read_corpus(corpus)
     with pytest.raises(BadAudio, match="devel_0003.wav: the audio contains NaN"):
-        pipe.run(table, cfg, out, jobs=1, policy=BadAudioPolicy("fail"), log=lambda line: None)
+        pipe.run(table, cfg, out, jobs=1, policy=BadAudioPolicy("fail"))
     assert not out.exists()  # nothing written, not even the config or an empty folder
-    extract(table, cfg.spectrogram, out / "spectrograms", ProcessPool(1), BadAudioPolicy("skip", lambda l: None),
-            log=lambda line: None)
+    extract(table, cfg.spectrogram, out / "spectrograms", ProcessPool(1), BadAudioPolicy("skip"))
     with pytest.raises(BadAudio, match="devel_0003.wav: the audio contains NaN"):
-        pipe.run(table, cfg, out, jobs=1, policy=BadAudioPolicy("fail"), log=lambda line: None)
+        pipe.run(table, cfg, out, jobs=1, policy=BadAudioPolicy("fail"))
     assert not (out / "config.yaml").exists()
 
 
@@ -374,12 +391,11 @@ def test_ray_extraction_obeys_the_policy(tmp_path):
     ray.init(num_cpus=1, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     try:
         with pytest.raises(BadAudio, match="train_0003.wav: the audio contains NaN"):
-            ensure_spectrograms(table, settings, tmp_path / "cache", log=lambda line: None,
+            ensure_spectrograms(table, settings, tmp_path / "cache",
                                 policy=BadAudioPolicy("fail"))
         assert not list((tmp_path / "cache").rglob("settings.json"))
-        lines: list[str] = []
-        folders = ensure_spectrograms(table, settings, tmp_path / "cache", log=lines.append,
-                                      policy=BadAudioPolicy("skip", lines.append))
+        with captured_log() as lines:
+            folders = ensure_spectrograms(table, settings, tmp_path / "cache", policy=BadAudioPolicy("skip"))
         spec = spectro.read(next(iter(folders.values())))
         assert "train_0003.wav" not in set(spec.file_name) and len(spec.file_name) == 8
         assert list(spec.skipped) == ["train_0003.wav"] and spec.corpus == fingerprint(table)
@@ -389,7 +405,7 @@ def test_ray_extraction_obeys_the_policy(tmp_path):
         assert all(truth[n] == y for n, y in zip(spec.file_name, spec.label))
         # the cached folder is reused, and a run that asks to fail still fails on the recorded clip
         with pytest.raises(BadAudio, match="train_0003.wav"):
-            ensure_spectrograms(table, settings, tmp_path / "cache", log=lambda line: None,
+            ensure_spectrograms(table, settings, tmp_path / "cache",
                                 policy=BadAudioPolicy("fail"))
     finally:
         ray.shutdown()

@@ -51,3 +51,27 @@ def test_check_versions_stops_with_a_user_error(monkeypatch):
 def test_release_parts():
     assert compat._release("2.60.0rc1") == (2, 60, 0)
     assert compat._release("5.0") == (5, 0, 0)
+
+
+def test_setup_py_allows_only_tested_versions():
+    """setup.py bounds Ray and Optuna to TESTED: pip cannot install a version the search refuses."""
+    import re
+
+    setup = (ROOT / "setup.py").read_text()
+    for package, (low, high) in compat.TESTED.items():
+        found = re.search(rf'"{package}(\[[^\]]*\])?(?P<spec>[^"]*)"', setup)
+        assert found and found["spec"] == f">={low},<{high}", (package, found and found["spec"])
+
+
+def test_private_ray_and_optuna_access_only_in_compat():
+    """Private Ray/Optuna modules and attributes are reached through search/compat.py alone."""
+    import re
+
+    private = re.compile(r"\b(ray|optuna)(\.[A-Za-z]\w*)*\._\w|\._(ot_\w+|completed_trials|trial_runs|storage|"
+                         r"trial_id)\b|\"_trial_runs\"")
+    for path in sorted((ROOT / "search").glob("*.py")) + sorted((ROOT / "auttention").glob("*.py")):
+        if path.name == "compat.py":
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            code = line.split("#", 1)[0]
+            assert not private.search(code), f"{path.name}:{number}: {line.strip()}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import write_tone_corpus
+from conftest import captured_log, write_tone_corpus
 
 from auttention import spectrogram as spectro
 from auttention.config import SpectrogramConfig, build
@@ -48,8 +48,8 @@ def test_ray_data_extraction_matches_the_in_process_one(ray_two_cpus, corpus, tm
     from auttention.extraction import ProcessPool, extract
     from search.extract import MIN_CHUNK, ensure_spectrograms
 
-    lines: list[str] = []
-    folders = ensure_spectrograms(corpus, [SETTINGS], tmp_path / "cache", log=lines.append)
+    with captured_log() as lines:
+        folders = ensure_spectrograms(corpus, [SETTINGS], tmp_path / "cache")
     folder = next(iter(folders.values()))
     parts = sorted((folder.local / spectro.PARQUET).glob("*.parquet"))
     assert len(parts) == -(-len(corpus) // MIN_CHUNK) > 1  # one part per block, written by its task
@@ -57,15 +57,15 @@ def test_ray_data_extraction_matches_the_in_process_one(ray_two_cpus, corpus, tm
     assert any("with Ray Data" in line for line in lines)
     cfg = build(SpectrogramConfig, SETTINGS, "spectrogram")
     ours = spectro.read(folder)
-    theirs = spectro.read(extract(corpus, cfg, tmp_path / "in-process", ProcessPool(1), log=lambda line: None))
+    theirs = spectro.read(extract(corpus, cfg, tmp_path / "in-process", ProcessPool(1)))
     assert list(ours.file_name) == list(theirs.file_name)
     np.testing.assert_array_equal(ours.x, theirs.x)
     np.testing.assert_array_equal(ours.length, theirs.length)
     assert spectro.made_from(folder)["corpus"] == spectro.made_from(tmp_path / "in-process")["corpus"] \
         == fingerprint(corpus) == folder.local.parent.name
     # reused, not extracted again
-    again: list[str] = []
-    ensure_spectrograms(corpus, [SETTINGS], tmp_path / "cache", log=again.append)
+    with captured_log() as again:
+        ensure_spectrograms(corpus, [SETTINGS], tmp_path / "cache")
     assert again == [f"spectrograms: reusing {folder}"]
 
 
@@ -88,7 +88,7 @@ def test_two_settings_without_ray_datas_cpu_false_alarm(ray_two_cpus, corpus, tm
         for round_ in range(2):  # a fresh cache each round: the second setting's extraction is the short one
             reset_log_once("cpu_warning")  # Ray says it once per process: let it speak in this test
             settings = [SETTINGS, {**SETTINGS, "n_fft": 512}]
-            ensure_spectrograms(corpus, settings, tmp_path / f"cache{round_}", log=lambda line: None)
+            ensure_spectrograms(corpus, settings, tmp_path / f"cache{round_}")
     finally:
         logger.removeHandler(handler)
     err = capfd.readouterr().err
@@ -119,10 +119,10 @@ def test_node_copy_is_made_once_per_node_and_mapped(ray_two_cpus, corpus, tmp_pa
     import ray
 
     copies = ray_two_cpus
-    folders = ensure_spectrograms(corpus, [SETTINGS], tmp_path / "cache", log=lambda line: None)
+    folders = ensure_spectrograms(corpus, [SETTINGS], tmp_path / "cache")
     relabelled = corpus.assign(label=corpus["label"] + 100.0)
-    lines: list[str] = []
-    sources = spectrogram_sources(folders, relabelled, NODE_COPY, lines.append)
+    with captured_log() as lines:
+        sources = spectrogram_sources(folders, relabelled, NODE_COPY)
     source = next(iter(sources.values()))
     assert source.delivery == NODE_COPY and "memory-mapped copy of the cache per node" in lines[0]
     task = _in_a_task()
@@ -148,9 +148,9 @@ def test_object_store_source_is_read_by_a_task_not_the_driver(ray_two_cpus, corp
     from search.extract import ensure_spectrograms
     from search.sources import AUTO, OBJECT_STORE, spectrogram_sources
 
-    folders = ensure_spectrograms(corpus, [SETTINGS], tmp_path / "cache", log=lambda line: None)
-    lines: list[str] = []
-    sources = spectrogram_sources(folders, corpus, AUTO, lines.append)
+    folders = ensure_spectrograms(corpus, [SETTINGS], tmp_path / "cache")
+    with captured_log() as lines:
+        sources = spectrogram_sources(folders, corpus, AUTO)
     source = next(iter(sources.values()))
     assert source.delivery == OBJECT_STORE and "through Ray's object store" in lines[0]
     assert isinstance(source.ref, ray.ObjectRef)

@@ -94,9 +94,8 @@ def test_out_of_memory_trial_is_an_error_and_the_rest_go_on(tiny):
                    searcher={"type": "tpe", "n_startup_trials": 2,
                              "points_to_evaluate": [{"attention": {"units": 2048}, "seq2seq": {"units": 4}},
                                                     {"attention": {"units": 8}, "seq2seq": {"units": 4}}]})
-    lines: list[str] = []
     run_dir = run_search(str(space), data=str(corpus), runs=str(root / "runs"), cache=str(root / "cache"),
-                         dashboard=False, echo=lines.append)
+                         dashboard=False)
     trials = pd.read_csv(run_dir / "trials.csv")
     big = trials[trials["config.attention.units"] == 2048].iloc[0]
     small = trials[trials["config.attention.units"] == 8].iloc[0]

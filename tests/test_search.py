@@ -10,7 +10,7 @@ import optuna
 import pandas as pd
 import pytest
 import yaml
-from conftest import TINY_SPACE
+from conftest import TINY_SPACE, captured_log
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -170,7 +170,7 @@ def test_time_budget_leaves_no_running_optuna_trial(tiny):
     path = root / "budget.yaml"
     path.write_text(yaml.safe_dump(space))
     run_dir = run_search(str(path), data=str(corpus_dir), runs=str(root / "runs"), cache=str(root / "cache-budget"),
-                         dashboard=False, echo=lambda line: None)
+                         dashboard=False)
     study = optuna.load_study(study_name="budget", storage=f"sqlite:///{run_dir / 'optuna.db'}")
     states = [t.state for t in study.trials]
     assert optuna.trial.TrialState.PRUNED in states  # cut by the budget after some epochs
@@ -189,10 +189,10 @@ def test_spectrogram_cache_reused(finished, tiny):
     cached = list((root / "cache" / "spectrograms").glob("*/*/settings.json"))
     assert len(cached) == 1
     before = cached[0].stat().st_mtime_ns
-    lines: list[str] = []
-    run_search(str(space), data=str(corpus), runs=str(root / "runs"), cache=str(root / "cache"), name="again",
-               num_samples=1, dashboard=False, echo=lines.append)
-    assert any(line.startswith("spectrograms: cached") for line in lines)
+    with captured_log() as lines:
+        run_search(str(space), data=str(corpus), runs=str(root / "runs"), cache=str(root / "cache"), name="again",
+                   num_samples=1, dashboard=False)
+    assert any(line.startswith("spectrograms: reusing") for line in lines)
     assert cached[0].stat().st_mtime_ns == before
 
 
@@ -259,21 +259,44 @@ def test_resume_after_interruption(tiny):
     assert (run_dir / "best" / "predictions.test.csv").is_file()
 
 
+def damaged_cache(cache, corpus_dir, spectrogram: dict, clip_prefix: str):
+    """The cache folder of these spectrogram settings, extracted, with the frames of the first clip whose name
+    starts with `clip_prefix` set to NaN (a damaged cache entry)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from auttention import spectrogram as spectro
+    from auttention.config import SpectrogramConfig, build
+    from auttention.corpus import fingerprint as corpus_fingerprint
+    from auttention.corpus import read_corpus
+    from auttention.extraction import ProcessPool, extract
+    from search.extract import cache_folder
+
+    corpus = read_corpus(corpus_dir)
+    cfg = build(SpectrogramConfig, spectrogram, "spectrogram")
+    folder = cache_folder(cache, corpus_fingerprint(corpus), cfg)
+    extract(corpus, cfg, folder.local, ProcessPool(1))
+    for part in sorted((folder.local / spectro.PARQUET).glob("*.parquet")):
+        table = pq.read_table(part)
+        names = table.column("file_name").to_pylist()
+        hit = next((i for i, name in enumerate(names) if name.startswith(clip_prefix)), None)
+        if hit is None:
+            continue
+        cells = cfg.frames * cfg.n_mels
+        x = table.column("spectrogram").combine_chunks().flatten().to_numpy().copy()
+        x[hit * cells:(hit + 1) * cells] = np.nan
+        pq.write_table(table.set_column(table.schema.get_field_index("spectrogram"), "spectrogram",
+                                        pa.FixedSizeListArray.from_arrays(pa.array(x), cells)), part)
+        return folder
+    raise AssertionError(f"no clip named {clip_prefix}* in {folder}")
+
+
 def test_diverging_trial_errors_and_the_search_goes_on(tiny):
     """Trials whose training meets non-finite values end as errors (reason in trials.csv, no futile
     retries), the other trials complete and the best is exported."""
     import copy
 
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from auttention import spectrogram as spectro
-    from auttention.config import build, SpectrogramConfig
-    from auttention.corpus import read_corpus
     from conftest import TINY_SPACE
-    from auttention.corpus import fingerprint as corpus_fingerprint
-    from auttention.extraction import ProcessPool, extract
-    from search.extract import cache_folder
     from search.runner import run_search
 
     root, corpus_dir, _ = tiny
@@ -286,22 +309,11 @@ def test_diverging_trial_errors_and_the_search_goes_on(tiny):
     path = root / "diverge.yaml"
     path.write_text(yaml.safe_dump(space))
     cache = root / "cache-diverge"
-    # a damaged cache entry for clip_below -80: one clip's frames are NaN
-    corpus = read_corpus(corpus_dir)
-    values = {**space["spectrogram"], "clip_below": -80.0}
-    cfg = build(SpectrogramConfig, values, "spectrogram")
-    folder = cache_folder(cache, corpus_fingerprint(corpus), cfg).local
-    extract(corpus, cfg, folder, ProcessPool(1), log=lambda line: None)
-    part = sorted((folder / spectro.PARQUET).glob("*.parquet"))[0]  # the corpus' first clips, as before
-    table = pq.read_table(part)
-    x = table.column("spectrogram").combine_chunks().flatten().to_numpy().copy()
-    x[: 24 * 16] = np.nan
-    poisoned = table.set_column(table.schema.get_field_index("spectrogram"), "spectrogram",
-                                pa.FixedSizeListArray.from_arrays(pa.array(x), 24 * 16))
-    pq.write_table(poisoned, part)
+    # a damaged cache entry for clip_below -80: a training clip's frames are NaN
+    damaged_cache(cache, corpus_dir, {**space["spectrogram"], "clip_below": -80.0}, "train_")
 
     run_dir = run_search(str(path), data=str(corpus_dir), runs=str(root / "runs"), cache=str(cache),
-                         dashboard=False, echo=lambda line: None)
+                         dashboard=False)
     trials = pd.read_csv(run_dir / "trials.csv")
     assert len(trials) == 3
     errored = trials[trials["config.spectrogram.clip_below"] == -80.0]
@@ -313,3 +325,26 @@ def test_diverging_trial_errors_and_the_search_goes_on(tiny):
     assert metrics["trial_id"] in set(fine["trial_id"])
     study = optuna.load_study(study_name="diverge", storage=f"sqlite:///{run_dir / 'optuna.db'}")
     assert sum(t.state == optuna.trial.TrialState.FAIL for t in study.trials) == len(errored)
+
+
+def test_damaged_test_clip_is_one_line(tiny):
+    """A damaged cache entry of a test clip (which no trial reads: they score devel) stops the search at the
+    export's evaluation with one line naming the folder to delete, not a Ray traceback."""
+    import copy
+
+    from auttention.errors import UserError
+    from conftest import TINY_SPACE
+    from search.runner import run_search
+
+    root, corpus_dir, _ = tiny
+    # one trial of one epoch, no confirmation seeds: the export still evaluates its checkpoint on every partition
+    space = {**copy.deepcopy(TINY_SPACE), "scheduler": {"type": "none", "max_epochs": 1}}
+    space["experiment"].update(name="damaged", num_samples=1, max_concurrent=1, confirm_top=0)
+    path, cache = root / "damaged.yaml", root / "cache-damaged"
+    path.write_text(yaml.safe_dump(space))
+    folder = damaged_cache(cache, corpus_dir, space["spectrogram"], "test_")
+    with pytest.raises(UserError) as caught:
+        run_search(str(path), data=str(corpus_dir), runs=str(root / "runs"), cache=str(cache), dashboard=False)
+    message = str(caught.value)
+    assert "\n" not in message and str(folder) in message and "delete that folder" in message
+    assert "test_" in message

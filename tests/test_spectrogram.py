@@ -3,7 +3,7 @@ import pytest
 
 from auttention import spectrogram as spectro
 from auttention.config import SpectrogramConfig
-from auttention.corpus import BadAudioPolicy, read_corpus
+from auttention.corpus import read_corpus
 from auttention.extraction import ProcessPool, extract
 
 CFG = SpectrogramConfig(sample_rate=16000, n_fft=512, hop_length=256, n_mels=40, frames=20)
@@ -64,7 +64,7 @@ def test_extract_train_min_ignores_test(tone_corpus, tmp_path):
     sf.write(tone_corpus / "wav" / "test_0001.wav", np.zeros(800, np.float32), 16000)
     corpus = read_corpus(tone_corpus)
     cfg = SpectrogramConfig(n_fft=512, hop_length=256, n_mels=32, frames="train_min")
-    out = extract(corpus, cfg, tmp_path / "spec", ProcessPool(2), log=lambda line: None).local
+    out = extract(corpus, cfg, tmp_path / "spec", ProcessPool(2)).local
     spec = spectro.read(out)
     train_lengths = [1 + int(16000 * 0.6 * (1 + 0.1 * (i % 3))) // 256 for i in range(1, 7)]
     assert spec.x.shape == (18, min(train_lengths), 32)
@@ -90,6 +90,8 @@ def test_train_max_pads_whole_clips_and_chunks_long_ones(tone_corpus, tmp_path):
     """Whole clips by default: rows as long as the longest *training* clip (a longer test clip does not
     decide it), padded with the floor and their real frames recorded; clips past max_seconds become whole
     chunks (the last flush with the clip's end), named in one warning line."""
+    from conftest import captured_log
+
     import soundfile as sf
 
     rng = np.random.default_rng(0)
@@ -97,7 +99,7 @@ def test_train_max_pads_whole_clips_and_chunks_long_ones(tone_corpus, tmp_path):
     corpus = read_corpus(tone_corpus)
     cfg = SpectrogramConfig(n_fft=512, hop_length=256, n_mels=16)
     assert cfg.frames == "train_max"
-    spec = spectro.read(extract(corpus, cfg, tmp_path / "spec", ProcessPool(1), log=lambda line: None))
+    spec = spectro.read(extract(corpus, cfg, tmp_path / "spec", ProcessPool(1)))
     train = corpus[corpus.partition == "train"]
     longest = max(spectro.clip_frames(p, cfg) for p in train.path)
     assert spec.x.shape[1] == longest and spec.clips == len(corpus)
@@ -108,9 +110,8 @@ def test_train_max_pads_whole_clips_and_chunks_long_ones(tone_corpus, tmp_path):
             assert np.all(row[length:] == -1.0)  # padding: the floor, masked by the models
     # a cap below the longest clip: long clips become chunks of the cap's length
     capped = SpectrogramConfig(n_fft=512, hop_length=256, n_mels=16, max_seconds=0.5, chunk_hop_seconds=0.25)
-    lines = []
-    spec = spectro.read(extract(corpus, capped, tmp_path / "capped", ProcessPool(1), BadAudioPolicy(warn=lines.append),
-                                log=lambda line: None))
+    with captured_log() as lines:
+        spec = spectro.read(extract(corpus, capped, tmp_path / "capped", ProcessPool(1)))
     frames = spectro.cap_frames(capped)
     assert spec.x.shape[1] == frames and len(spec.x) > spec.clips == len(corpus)
     chunked = [ln for ln in lines if ln.startswith("warning:") and "cut into chunks" in ln]
@@ -145,7 +146,7 @@ def test_same_values_whatever_the_thread_count(tmp_path):
             "from auttention.config import SpectrogramConfig; from auttention import spectrogram as sp; "
             "from auttention.extraction import ProcessPool, extract; "
             "c = read_corpus(sys.argv[1]); cfg = SpectrogramConfig(n_fft=1024, hop_length=256, n_mels=64, frames=200); "
-            "np.save(sys.argv[2], sp.read(extract(c, cfg, sys.argv[2] + '.d', ProcessPool(1), log=print)).x)")
+            "np.save(sys.argv[2], sp.read(extract(c, cfg, sys.argv[2] + '.d', ProcessPool(1))).x)")
     for threads in ("1", "2"):
         env = {**os.environ, "OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads}
         subprocess.run([sys.executable, "-c", code, str(tone_corpus), str(tmp_path / f"{threads}.npy")],
