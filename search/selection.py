@@ -28,6 +28,7 @@ from auttention.scoring import format_rho
 
 if TYPE_CHECKING:
     from auttention.config import PipelineConfig, ScoringConfig
+    from auttention.spectrogram import Spectrograms
     from auttention.storage import Location
 
     from .space import ExperimentConfig, ResourcesConfig, Space
@@ -158,7 +159,7 @@ def evaluate_checkpoint(checkpoint: str, source, cfg: PipelineConfig, resources:
 
 
 @contextlib.contextmanager
-def _damage_named(spec, folder) -> Iterator[None]:
+def _damage_named(spec: Spectrograms, folder: Location) -> Iterator[None]:
     """Turn a TrainingDiverged that non-finite frames of the spectrograms `spec` caused (a damaged cache
     entry, e.g. of a test clip, which no trial reads before this) into one line naming the cache `folder`."""
     from auttention.errors import UserError
