@@ -78,7 +78,7 @@ def read_corpus(data: str | os.PathLike, labels: str | os.PathLike | None = None
     if unlisted:
         more = f" and {len(unlisted) - 3} more" if len(unlisted) > 3 else ""
         log.warning(f"warning: {wav_dir}: {len(unlisted)} file(s) have no row in {labels} and are left out: "
-             f"{', '.join(unlisted[:3])}{more}")
+                    f"{', '.join(unlisted[:3])}{more}")
     return corpus
 
 
@@ -161,7 +161,7 @@ def _read_remote_corpus(data: str) -> pd.DataFrame:
     if unlisted:
         more = f" and {len(unlisted) - 3} more" if len(unlisted) > 3 else ""
         log.warning(f"warning: {wav}: {len(unlisted)} file(s) have no row in {labels} and are left out: "
-             f"{', '.join(unlisted[:3])}{more}")
+                    f"{', '.join(unlisted[:3])}{more}")
     return corpus
 
 

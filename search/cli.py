@@ -176,7 +176,7 @@ def extract(data: str, out: str, config_path: str | None, jobs: int | None, on_b
     n_clips = spec.clips + len(spec.skipped)  # file names are unique in a corpus
     skipped = f" (skipped {len(spec.skipped)} of {n_clips} clips with bad audio)" if spec.skipped else ""
     log.info(f"spectrograms: {len(spec.x)} clips x {spec.x.shape[1]} frames x {spec.x.shape[2]} bands -> {out}"
-               f"{skipped}")
+             f"{skipped}")
 
 
 @main.command()
@@ -280,7 +280,7 @@ def pipeline(data: str, config_path: str | None, out: str | None, jobs: int | No
     log.info("")
     log.info(pipe.table(results))
     log.info(f"\n{len(corpus)} clips, {time.perf_counter() - t0:.0f} s; outputs in {out} "
-               f"(predictions.test.csv, metrics.json)")
+             f"(predictions.test.csv, metrics.json)")
 
 
 @main.command()
@@ -301,7 +301,7 @@ def baseline(data: str, config_path: str | None, sample_rate: int, jobs: int | N
     ev = evaluate_baseline(corpus, cfg, sample_rate=sample_rate, jobs=jobs,
                            policy=BadAudioPolicy(on_bad_audio))
     log.info(f"MFCC functionals + SVR: C={ev.c:g}  devel rho={format_rho(ev.devel_rho)}  "
-               f"test rho={format_rho(ev.test_rho)}")
+             f"test rho={format_rho(ev.test_rho)}")
 
 
 def search_options(func: Callable) -> Callable:

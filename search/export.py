@@ -86,6 +86,8 @@ def trials_table(results, metric: str, confirmed: list[Candidate] | None = None,
 
 def _seed_text(seed: dict) -> str:
     """seed=selection score/test rho of one confirmation run (test 'n/a' without test labels)."""
+    if seed.get("diverged"):
+        return f"{seed['seed']}=diverged"
     return f"{seed['seed']}={seed[SELECTION]:.3f}/{format_rho(seed.get('test_rho'))}"
 
 

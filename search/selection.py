@@ -61,7 +61,10 @@ class Candidate:
 
     @property
     def mean_selection(self) -> float:
-        """The mean selection score over every seed (the original trial's first)."""
+        """The mean selection score over every seed (the original trial's first); -inf when a seed diverged
+        (a configuration that diverges with another seed is not exported)."""
+        if any(s.get("diverged") for s in self.seeds):
+            return -math.inf
         values = [s[SELECTION] for s in self.seeds if s[SELECTION] is not None and math.isfinite(s[SELECTION])]
         return float(np.mean(values)) if values else self.score
 
@@ -188,6 +191,7 @@ def train_seed(cfg: PipelineConfig, source, seed: int, experiment: ExperimentCon
 
     import_tensorflow_quietly()
     from auttention.engine import FUSION, Engine, selection_score
+    from auttention.training import TrainingDiverged
 
     from .resources import configure_tensorflow
 
@@ -196,9 +200,13 @@ def train_seed(cfg: PipelineConfig, source, seed: int, experiment: ExperimentCon
     cfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, seed=seed))
     spec = source.get()
     engine = Engine.new(cfg, spec)
-    with _damage_named(spec, source.folder):
-        history = [metrics[experiment.metric] for metrics in engine.run(max_epochs, score_every=experiment.report_every)]
-        _, evaluations = engine.evaluate()
+    try:
+        with _damage_named(spec, source.folder):
+            history = [metrics[experiment.metric] for metrics in engine.run(max_epochs, score_every=experiment.report_every)]
+            _, evaluations = engine.evaluate()
+    except TrainingDiverged as exc:  # this seed's training, not the data (_damage_named said so): recorded
+        return {"seed": seed, SELECTION: math.nan, "test_rho": None, "epochs": engine.epoch, "diverged": str(exc),
+                "predictions": None}
     branch = experiment.metric.removesuffix("_rho")
     ev = evaluations[branch if branch in evaluations else FUSION]
     return {"seed": seed, SELECTION: selection_score(history, experiment.select, experiment.select_last),
@@ -229,7 +237,7 @@ def confirm(ranked: list[Candidate], space: Space, sources: dict[str, Any]) -> l
                                                      space.resources)))
     if len(jobs) > len(top):
         log.info(f"selection: training the top {len(top)} configuration(s) again with {exp.confirm_seeds} new seed(s) "
-             f"each ({len(jobs) - len(top)} runs)")
+                 f"each ({len(jobs) - len(top)} runs)")
     branch = exp.metric.removesuffix("_rho")
     for cand, seed, ref in jobs:
         out = _get(ref)
@@ -239,6 +247,11 @@ def confirm(ranked: list[Candidate], space: Space, sources: dict[str, Any]) -> l
             cand.seeds.insert(0, {"seed": space.trial_config(cand.result.config).training.seed,
                                   SELECTION: cand.score, "test_rho": ev.test_rho, "epochs": cand.epoch, "trial": True})
             cand.predictions.insert(0, {"devel": ev.devel, "test": ev.test})
+        elif out.get("diverged"):
+            out.pop("predictions")
+            cand.seeds.append(out)
+            log.warning(f"warning: trial {cand.trial_id} seed {seed} diverged ({out['diverged']}); this configuration "
+                        f"is not exported")
         else:
             cand.predictions.append(out.pop("predictions"))
             cand.seeds.append(out)

@@ -118,7 +118,7 @@ def spectrogram_sources(folders: dict[str, Location], corpus: pd.DataFrame, deli
                                 f"give --cache on object storage (s3://...) or a shared folder")
             sources[h] = Source(folder, labels)
         log.info(f"spectrograms: to the trials as one memory-mapped copy of the cache per node "
-             f"({total / 2**20:,.0f} MiB)")
+                 f"({total / 2**20:,.0f} MiB)")
         return sources
     read = ray.remote(num_cpus=0, max_retries=3)(_labelled)
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
@@ -128,7 +128,7 @@ def spectrogram_sources(folders: dict[str, Location], corpus: pd.DataFrame, deli
         sources[h] = Source(folder, labels, task.remote(folder, labels))
     ray.wait([s.ref for s in sources.values()], num_returns=len(sources), fetch_local=False)
     log.info(f"spectrograms: to the trials through Ray's object store, once per node ({total / 2**20:,.0f} MiB; "
-         f"{room / 2**20:,.0f} MiB per node)")
+             f"{room / 2**20:,.0f} MiB per node)")
     return sources
 
 

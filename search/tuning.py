@@ -174,9 +174,9 @@ class ProgressLog(tune.Callback):
         value = result.get(self.metric, float("nan"))
         self.best = max(self.best, value) if math.isfinite(value) else self.best
         log.info(f"  {trial.trial_id} epoch {result.get('epoch')}/{result.get('max_epochs')}: "
-                  f"{self.metric} {value:.3f} (attention {result.get('attention_rho', float('nan')):.3f}, "
-                  f"seq2seq {result.get('seq2seq_rho', float('nan')):.3f}; selection score "
-                  f"{result.get(SELECTION, float('nan')):.3f}; best epoch so far {self.best:.3f})")
+                 f"{self.metric} {value:.3f} (attention {result.get('attention_rho', float('nan')):.3f}, "
+                 f"seq2seq {result.get('seq2seq_rho', float('nan')):.3f}; selection score "
+                 f"{result.get(SELECTION, float('nan')):.3f}; best epoch so far {self.best:.3f})")
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
         last = trial.last_result or {}
@@ -262,8 +262,8 @@ def fit(space: Space, trainable, run: RunFolder, resume: bool) -> tune.ResultGri
     else:
         tuner = make_tuner(space, trainable, run)
     log.info(f"search: {exp.num_samples} trials, {exp.max_concurrent} at a time, "
-         f"{space.resources.cpu:g} CPU / {space.resources.gpu:g} GPU each; metric {exp.metric}; "
-         f"run folder {run}")
+             f"{space.resources.cpu:g} CPU / {space.resources.gpu:g} GPU each; metric {exp.metric}; "
+             f"run folder {run}")
     return tuner.fit()
 
 
@@ -281,7 +281,7 @@ def settle(run: RunFolder, study_name: str) -> Settled:
     counts, lost = settle_study(run.local, study_name)
     run.push_study(force=True)
     log.info("optuna: " + ", ".join(f"{n} {state.lower()}" for state, n in sorted(counts.items()))
-         + (f" ({lost} lost when the driver stopped: asked after its last snapshot)" if lost else ""))
+             + (f" ({lost} lost when the driver stopped: asked after its last snapshot)" if lost else ""))
     run.pull()  # a run folder on object storage: the trials' results (not their models) into the mirror
     return Settled(counts, lost)
 

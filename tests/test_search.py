@@ -348,3 +348,18 @@ def test_damaged_test_clip_is_one_line(tiny):
     message = str(caught.value)
     assert "\n" not in message and str(folder) in message and "delete that folder" in message
     assert "test_" in message
+
+
+def test_a_configuration_whose_confirmation_seed_diverged_is_not_chosen():
+    """A confirmation seed that diverges is recorded (trials.csv says so) and rules its configuration out,
+    however well its other seeds scored."""
+    from search.export import _seed_text
+    from search.selection import SELECTION, Candidate, choose
+
+    steady = Candidate("a", None, "", 3, 0.40, seeds=[{"seed": 0, SELECTION: 0.40, "test_rho": 0.3},
+                                                      {"seed": 1, SELECTION: 0.38, "test_rho": 0.3}])
+    shaky = Candidate("b", None, "", 3, 0.60, seeds=[{"seed": 0, SELECTION: 0.60, "test_rho": 0.5},
+                                                     {"seed": 1, SELECTION: float("nan"), "test_rho": None,
+                                                      "diverged": "training diverged in epoch 2"}])
+    assert choose([shaky, steady]) is steady
+    assert _seed_text(shaky.seeds[1]) == "1=diverged" and _seed_text(steady.seeds[1]) == "1=0.380/0.300"
