@@ -157,5 +157,5 @@ def evaluate_baseline(corpus, cfg, *, sample_rate: int = 16000, jobs: int | None
     if len(kept) < len(corpus) or len(corpus) < n_clips:
         policy.warn(f"baseline: skipped {n_clips - len(kept)} of {n_clips} clips with bad audio")
     x = np.stack([r for r in results if not isinstance(r, str)])
-    frame = feature_frame(kept["file_name"], kept["partition"], kept["label"], x, "mfcc")
+    frame = feature_frame(kept["file_name"], kept["partition"], kept["label"], x, "mfcc", kept.get("speaker"))
     return evaluate(frame, cfg)

@@ -1,7 +1,8 @@
 """A corpus on disk: ComParE layout (wav/ + lab/labels.csv) or a manifest CSV; and audio decoding.
 
 A corpus is a pandas DataFrame with one row per clip: file_name, path (absolute), partition
-(train | devel | test) and label (float; NaN where unknown, e.g. ComParE's '?' test labels).
+(train | devel | test) and label (float; NaN where unknown, e.g. ComParE's '?' test labels), and a
+speaker column (str) where the corpus names its speakers (lab/speakers.csv or a manifest's speaker column).
 
 Bad audio (a clip that cannot be decoded, is empty or holds NaN/Inf samples) is a BadAudio error;
 a BadAudioPolicy ('fail' or 'skip') decides whether it stops the run.
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 PARTITIONS = ("train", "devel", "test")
 UNKNOWN_LABELS = {"?", ""}
 ON_BAD_AUDIO = ("fail", "skip")
+SPEAKERS = "speakers.csv"  # beside labels.csv: file_name,speaker (other columns, e.g. partition, ignored)
 MAX_LISTED = 10  # bad clips named one per line before the rest is only counted
 
 
@@ -48,6 +50,9 @@ class BadAudio(UserError):
 
 def read_corpus(data: str | os.PathLike, labels: str | os.PathLike | None = None) -> pd.DataFrame:
     """Read a corpus: a ComParE folder (wav/, lab/labels.csv) or a manifest CSV (file,label,partition).
+
+    Speakers, where known (lab/speakers.csv beside labels.csv, or a manifest's speaker column), become
+    a checked `speaker` column (see attach_speakers); without them the column is absent.
 
     Audio files in a ComParE wav/ folder without a label row are left out with one warning line
     (removing a row is how a clip is excluded); everything else that is wrong is a UserError.
@@ -71,7 +76,7 @@ def read_corpus(data: str | os.PathLike, labels: str | os.PathLike | None = None
     for line, (name, label) in enumerate(zip(table["file_name"], table["label"]), start=2):
         path = _safe_path(wav_dir, name, labels, line)
         rows.append((name, path, _partition_of(name, labels, line), _parse_label(label, labels, line), line))
-    corpus = _finish(rows, labels)
+    corpus = with_speakers(_finish(rows, labels), labels)
     listed = set(corpus["file_name"])
     unlisted = sorted(p.name for p in wav_dir.iterdir() if p.name not in listed and not p.name.startswith(".")
                       and p.is_file())
@@ -80,6 +85,12 @@ def read_corpus(data: str | os.PathLike, labels: str | os.PathLike | None = None
         log.warning(f"warning: {wav_dir}: {len(unlisted)} file(s) have no row in {labels} and are left out: "
                     f"{', '.join(unlisted[:3])}{more}")
     return corpus
+
+
+def joined_columns(corpus: pd.DataFrame) -> list[str]:
+    """The columns of a corpus that are joined by file name where they are used, never cached with the
+    spectrograms: file_name, label, and speaker where the corpus names its speakers."""
+    return ["file_name", "label"] + (["speaker"] if "speaker" in corpus.columns else [])
 
 
 def _partition_of(name: str, labels, line: int) -> str:
@@ -95,7 +106,8 @@ def _partition_of(name: str, labels, line: int) -> str:
 def fingerprint(corpus: pd.DataFrame) -> str:
     """A short hash of what a corpus' spectrograms are made from: each clip's file name, partition and
     audio file (size and modification time). Labels are left out: relabelling a corpus keeps its
-    spectrograms, and labels are joined by file name where they are used."""
+    spectrograms, and labels are joined by file name where they are used. So are speakers: they only
+    group the bootstrap and the folds, so adding or fixing a speaker list keeps every cache valid."""
     import hashlib
 
     remote = _remote_stats([p for p in corpus["path"] if storage.is_remote(p)])
@@ -143,7 +155,7 @@ def _read_remote_corpus(data: str) -> pd.DataFrame:
             if part not in PARTITIONS:
                 raise UserError(f"{data}, line {line}: partition {part!r} must be one of {', '.join(PARTITIONS)}")
             rows.append((name, _safe_uri(root, name, present, data, line), part, _parse_label(label, data, line), line))
-        return _finish(rows, data)
+        return _manifest_speakers(_finish(rows, data), table, data)
     labels, wav = loc / "lab" / "labels.csv", loc / "wav"
     if not labels.is_file():
         raise UserError(f"{labels}: label file not found; a ComParE corpus has lab/labels.csv "
@@ -157,6 +169,10 @@ def _read_remote_corpus(data: str) -> pd.DataFrame:
         path = _safe_uri(wav.uri, name, present, str(labels), line)
         rows.append((name, path, _partition_of(name, labels, line), _parse_label(label, labels, line), line))
     corpus = _finish(rows, str(labels))
+    speakers = loc / "lab" / SPEAKERS
+    if speakers.is_file():
+        table = _read_csv(io.BytesIO(speakers.read_bytes()), ("file_name", "speaker"), source=str(speakers))
+        corpus = attach_speakers(corpus, table, "file_name", str(speakers))
     unlisted = sorted(present - set(corpus["file_name"]) - {n for n in present if "/" in n or n.startswith(".")})
     if unlisted:
         more = f" and {len(unlisted) - 3} more" if len(unlisted) > 3 else ""
@@ -212,7 +228,55 @@ def _read_manifest(manifest: Path) -> pd.DataFrame:
         if part not in PARTITIONS:
             raise UserError(f"{manifest}, line {line}: partition {part!r} must be one of {', '.join(PARTITIONS)}")
         rows.append((name, _safe_path(root, name, manifest, line), part, _parse_label(label, manifest, line), line))
-    return _finish(rows, manifest)
+    return _manifest_speakers(_finish(rows, manifest), table, manifest)
+
+
+def with_speakers(frame: pd.DataFrame, labels: str | os.PathLike) -> pd.DataFrame:
+    """`frame` (file_name, partition, ...) with the speakers of the speakers.csv beside the label file
+    `labels`, checked (see attach_speakers); unchanged where there is none."""
+    speakers = Path(labels).parent / SPEAKERS
+    if not speakers.is_file():
+        return frame
+    return attach_speakers(frame, _read_csv(speakers, ("file_name", "speaker")), "file_name", speakers)
+
+
+def _manifest_speakers(corpus: pd.DataFrame, table: pd.DataFrame, manifest) -> pd.DataFrame:
+    """The corpus with the manifest's optional `speaker` column attached (unchanged without one)."""
+    if "speaker" not in table.columns:
+        return corpus
+    table = table.assign(speaker=table["speaker"].str.strip())
+    return attach_speakers(corpus, table, "file", manifest)
+
+
+def attach_speakers(corpus: pd.DataFrame, table: pd.DataFrame, name_col: str, source) -> pd.DataFrame:
+    """The corpus with a `speaker` column from `table` (name_col, speaker: stripped strings), checked.
+
+    Every clip needs a speaker, a clip has one speaker, and no speaker may sit in two partitions (that
+    would leak a voice from train into devel or test); each is a UserError naming the clip or speaker
+    and `source`. Rows of clips not in the corpus are ignored, as labels.csv decides what is in it.
+    """
+    table = table[[name_col, "speaker"]]
+    twice = table[table[name_col].duplicated(keep=False)].drop_duplicates()
+    twice = twice[twice[name_col].duplicated(keep=False)]
+    if len(twice):
+        name = twice[name_col].iloc[0]
+        said = sorted(twice.loc[twice[name_col] == name, "speaker"])
+        raise UserError(f"{source}: clip {name} is given two speakers ({said[0]!r} and {said[1]!r}); "
+                        f"keep one row per clip")
+    speaker = corpus["file_name"].map(dict(zip(table[name_col], table["speaker"])))
+    missing = speaker.isna() | (speaker == "")
+    if missing.any():
+        raise UserError(f"{source}: clip {corpus['file_name'][missing].iloc[0]} has no speaker ({int(missing.sum())} "
+                        f"such); give every clip a speaker, or remove the speaker list")
+    corpus = corpus.assign(speaker=speaker)
+    first = corpus.drop_duplicates(["speaker", "partition"])  # the corpus is sorted: the first clip of each
+    shared = first[first["speaker"].duplicated(keep=False)]
+    if len(shared):
+        one, other = shared.iloc[0], shared[shared["speaker"] == shared.iloc[0]["speaker"]].iloc[1]
+        raise UserError(f"{source}: speaker {one['speaker']!r} is in {one['partition']} ({one['file_name']}) and "
+                        f"in {other['partition']} ({other['file_name']}); partitions must not share speakers, "
+                        f"fix the speaker list or the partitions")
+    return corpus
 
 
 def _read_csv(path, columns: tuple[str, ...], source: str | None = None) -> pd.DataFrame:

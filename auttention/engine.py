@@ -62,12 +62,13 @@ def network_features(trainer: "Trainer", spec: spectro.Spectrograms, name: str) 
 def clip_features(spec: spectro.Spectrograms, rows: np.ndarray, name: str) -> pd.DataFrame:
     """A feature set of one row per clip from per-row features: a clip cut into chunks gets their mean."""
     if len(set(spec.file_name)) == len(spec.file_name):
-        return feature_frame(spec.file_name, spec.partition, spec.label, rows, name)
+        return feature_frame(spec.file_name, spec.partition, spec.label, rows, name, spec.speaker)
     names, first, owner = np.unique(spec.file_name.astype(str), return_index=True, return_inverse=True)
     sums = np.zeros((len(names), rows.shape[1]), np.float64)
     np.add.at(sums, owner, rows)
     means = (sums / np.bincount(owner)[:, None]).astype(np.float32)
-    return feature_frame(names, spec.partition[first], spec.label[first], means, name)
+    speaker = None if spec.speaker is None else spec.speaker[first]
+    return feature_frame(names, spec.partition[first], spec.label[first], means, name, speaker)
 
 
 def provenance(cfg: PipelineConfig, spec: spectro.Spectrograms) -> dict[str, Any]:
@@ -78,9 +79,10 @@ def provenance(cfg: PipelineConfig, spec: spectro.Spectrograms) -> dict[str, Any
             "training": settings_hash(training)}
 
 
-def evaluate_branches(features: dict[str, pd.DataFrame], scoring: ScoringConfig) -> dict[str, Evaluation]:
-    """Each branch's feature set evaluated by the paper's protocol."""
-    return {name: evaluate(table, scoring) for name, table in features.items()}
+def evaluate_branches(features: dict[str, pd.DataFrame], scoring: ScoringConfig,
+                      intervals: bool = True) -> dict[str, Evaluation]:
+    """Each branch's feature set evaluated by the paper's protocol (bootstrap intervals when `intervals`)."""
+    return {name: evaluate(table, scoring, intervals) for name, table in features.items()}
 
 
 def selection_score(history: list[float], select: str, last: int) -> float:
@@ -222,7 +224,8 @@ class Engine:
     def score_devel(self) -> dict[str, float]:
         """What a search reports per epoch: each branch's devel rho and chosen C (train and devel only)."""
         out = {}
-        for name, ev in evaluate_branches(self.features(("train", "devel")), self._scoring()).items():
+        # no intervals: a search's per-epoch report reads only rho and C
+        for name, ev in evaluate_branches(self.features(("train", "devel")), self._scoring(), False).items():
             out[f"{name}_rho"], out[f"{name}_c"] = ev.devel_rho, ev.c
         return out
 

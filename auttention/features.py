@@ -16,16 +16,20 @@ import pandas as pd
 from .errors import UserError
 
 KEYS = ["file_name", "partition", "label"]
+SPEAKER = "speaker"  # an optional key column: each clip's speaker, where the corpus names them
 FILE = "features.parquet"
 MADE_FROM = b"auttention.made_from"
 SAME_DATA = ("corpus", "spectrogram")  # what every fused set must share
 
 
 def feature_frame(file_name: Sequence[str], partition: Sequence[str], label: Sequence[float],
-                  features: np.ndarray, name: str) -> pd.DataFrame:
-    """A feature set: key columns plus columns name_0000 ... for the (N, D) feature matrix."""
+                  features: np.ndarray, name: str, speaker: Sequence[str] | None = None) -> pd.DataFrame:
+    """A feature set: key columns (and `speaker` where given) plus columns name_0000 ... for the (N, D)
+    feature matrix."""
     cols = [f"{name}_{i:04d}" for i in range(features.shape[1])]
     frame = pd.DataFrame(np.asarray(features, dtype=np.float32), columns=cols)
+    if speaker is not None:
+        frame.insert(0, SPEAKER, list(speaker))
     frame.insert(0, "label", np.asarray(label, dtype=float))
     frame.insert(0, "partition", list(partition))
     frame.insert(0, "file_name", list(file_name))
@@ -33,8 +37,8 @@ def feature_frame(file_name: Sequence[str], partition: Sequence[str], label: Seq
 
 
 def feature_columns(frame: pd.DataFrame) -> list[str]:
-    """The feature columns of a set (everything but the keys)."""
-    return [c for c in frame.columns if c not in KEYS]
+    """The feature columns of a set (everything but the keys and the speaker)."""
+    return [c for c in frame.columns if c not in KEYS and c != SPEAKER]
 
 
 def write_features(frame: pd.DataFrame, out: str | os.PathLike, csv: bool = False) -> Path:
@@ -132,6 +136,14 @@ def _same_data(tables: Sequence[pd.DataFrame], sources: Sequence[str]) -> dict:
     for record in records:
         merged.update(record)
     return merged
+
+
+def speakers(frame: pd.DataFrame, partition: str) -> np.ndarray | None:
+    """Each clip's speaker of one partition, rows in `matrix`'s order; None where the set has no speakers."""
+    if SPEAKER not in frame.columns:
+        return None
+    part = frame[frame["partition"] == partition].sort_values("file_name", kind="stable")
+    return part[SPEAKER].to_numpy(dtype=object)
 
 
 def matrix(frame: pd.DataFrame, partition: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

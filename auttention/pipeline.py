@@ -21,7 +21,7 @@ from .errors import UserError
 from .extraction import ProcessPool, extract
 from .features import write_features
 from .io import write_yaml
-from .scoring import Evaluation, format_rho, write_predictions
+from .scoring import Evaluation, format_rho_ci, write_predictions
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +64,18 @@ def model_features(model: str | Path, spectrograms: str | Path, out: str | Path,
 
 
 def table(results: dict[str, Evaluation]) -> str:
-    """The paper's table: devel and test Spearman per branch (test only where labels are known)."""
-    lines = [f"{'':<10} {'devel':>7} {'test':>7}   C"]
-    for name, ev in results.items():
-        lines.append(f"{name:<10} {format_rho(ev.devel_rho):>7} {format_rho(ev.test_rho):>7}   {ev.c:g}")
+    """The paper's table: devel and test Spearman per branch with their 95% intervals (test only where
+    labels are known)."""
+    cells = [(name, format_rho_ci(ev.devel_rho, ev.devel_ci), format_rho_ci(ev.test_rho, ev.test_ci), f"{ev.c:g}")
+             for name, ev in results.items()]
+    dw, tw = (max([len(head)] + [len(c[i]) for c in cells]) for i, head in ((1, "devel"), (2, "test")))
+    lines = [f"{'':<10} {'devel':>{dw}} {'test':>{tw}}   C"]
+    lines += [f"{name:<10} {devel:>{dw}} {test:>{tw}}   {c}" for name, devel, test, c in cells]
     if any(ev.test_rho is None for ev in results.values()):
         lines.append("(test: labels unknown, e.g. '?' as ComParE ships them)")
+    resampled = {ev.resampled for ev in results.values() if ev.resampled}
+    if resampled:
+        lines.append(f"[95% bootstrap interval, {' and '.join(sorted(resampled))} resampled]")
     return "\n".join(lines)
 
 

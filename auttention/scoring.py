@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 
 from .config import ScoringConfig
-from .corpus import check_label_range, read_labels
+from .corpus import check_label_range, read_labels, with_speakers
 from .errors import UserError
-from .features import matrix, read_features
+from .features import matrix, read_features, speakers
 from .io import write_csv, write_json
 
 
@@ -47,6 +47,17 @@ def format_rho(rho: float | None, digits: int = 3, missing: str = "n/a") -> str:
     if math.isnan(rho):
         return RHO_UNDEFINED
     return f"{rho:.{digits}f}"
+
+
+def format_rho_ci(rho: float | None, ci: Sequence[float] | None, missing: str = "n/a") -> str:
+    """A rho with its 95% interval as every command and the report print it: "0.577 [0.41, 0.72]" (the rho
+    as `format_rho` prints it everywhere else; the interval, see auttention/confidence.py, to 2 decimals);
+    `format_rho`'s words where rho is undefined or missing, the rho alone where there is no interval (none
+    computed, or undefined in most resamples)."""
+    shown = format_rho(rho, missing=missing)
+    if rho is None or math.isnan(rho) or ci is None or any(v is None or math.isnan(v) for v in ci):
+        return shown
+    return f"{shown} [{ci[0]:.2f}, {ci[1]:.2f}]"
 
 
 def postprocess(pred: np.ndarray, cfg: ScoringConfig) -> np.ndarray:
@@ -124,16 +135,39 @@ class Evaluation:
     test_rho: float | None
     rho_per_c: dict[float, float]
     n_train: int  # training clips of the first fit (the refit for test adds the devel clips)
+    # 95% bootstrap intervals (lo, hi) of devel_rho and test_rho (None: not computed, or no test labels)
+    devel_ci: tuple[float, float] | None = None
+    test_ci: tuple[float, float] | None = None
+    resampled: str | None = None  # what the bootstrap drew: "speakers" (where known) or "clips"
 
     def metrics(self) -> dict:
-        """Plain figures for metrics.json (n_train_devel: the clips the SVR predicting test was refit on)."""
+        """Plain figures for metrics.json (n_train_devel: the clips the SVR predicting test was refit on;
+        *_rho_ci: [lo, hi] of the 95% bootstrap interval, null where there is none)."""
         return {"c": self.c, "devel_rho": self.devel_rho, "test_rho": self.test_rho,
+                "devel_rho_ci": interval_json(self.devel_ci), "test_rho_ci": interval_json(self.test_ci),
+                "resampled": self.resampled,
                 "devel_rho_per_c": {f"{c:g}": r for c, r in self.rho_per_c.items()},
                 "n_train_devel": int(self.n_train + len(self.devel)), "n_test": int(len(self.test))}
 
 
-def evaluate(features: pd.DataFrame, cfg: ScoringConfig) -> Evaluation:
-    """The paper's protocol on one feature set (labels in its label column)."""
+def interval_json(ci: tuple[float, float] | None) -> list[float] | None:
+    """An interval as JSON holds it: [lo, hi], or None where there is none or it is undefined."""
+    if ci is None or any(math.isnan(v) for v in ci):
+        return None
+    return [float(ci[0]), float(ci[1])]
+
+
+def rho_ci(y: np.ndarray, pred: np.ndarray, groups: np.ndarray | None) -> tuple[float, float] | None:
+    """The 95% bootstrap interval of a rho as the product reports it (seed 0, B = 1000; speakers resampled
+    when `groups` is given); None where there are fewer than two clips."""
+    from .confidence import rho_interval
+
+    return rho_interval(y, pred, groups) if len(y) >= 2 else None
+
+
+def evaluate(features: pd.DataFrame, cfg: ScoringConfig, intervals: bool = True) -> Evaluation:
+    """The paper's protocol on one feature set (labels in its label column); with `intervals`, the 95%
+    bootstrap interval of each rho, resampling speakers where the set has a speaker column."""
     x_tr, y_tr, _ = matrix(features, "train")
     x_dv, y_dv, f_dv = matrix(features, "devel")
     x_te, y_te, f_te = matrix(features, "test")
@@ -148,10 +182,17 @@ def evaluate(features: pd.DataFrame, cfg: ScoringConfig) -> Evaluation:
         test_pred = fit_predict(np.vstack([x_tr, x_dv]), np.concatenate([y_tr, y_dv]), x_te, chosen.c, cfg)
     known = ~np.isnan(y_te)
     test_rho = spearman(y_te[known], test_pred[known]) if known.any() else None
-    return Evaluation(chosen.c, chosen.rho,
-                      pd.DataFrame({"file_name": f_dv, "prediction": chosen.predictions}),
-                      pd.DataFrame({"file_name": f_te, "prediction": test_pred}), test_rho, chosen.rho_per_c,
-                      n_train=len(y_tr))
+    ev = Evaluation(chosen.c, chosen.rho,
+                    pd.DataFrame({"file_name": f_dv, "prediction": chosen.predictions}),
+                    pd.DataFrame({"file_name": f_te, "prediction": test_pred}), test_rho, chosen.rho_per_c,
+                    n_train=len(y_tr))
+    if intervals:
+        g_dv, g_te = speakers(features, "devel"), speakers(features, "test")
+        ev.resampled = "clips" if g_dv is None else "speakers"
+        ev.devel_ci = rho_ci(y_dv, chosen.predictions, g_dv)
+        if test_rho is not None:
+            ev.test_ci = rho_ci(y_te[known], test_pred[known], None if g_te is None else g_te[known])
+    return ev
 
 
 def evaluate_features(features_path: str | os.PathLike, labels_path: str | os.PathLike | None,
@@ -161,7 +202,8 @@ def evaluate_features(features_path: str | os.PathLike, labels_path: str | os.Pa
     Parameters
     ----------
     features_path : folder written by `write_features`
-    labels_path : labels.csv (file_name,label) replacing the labels stored with the features, or None
+    labels_path : labels.csv (file_name,label) replacing the labels stored with the features, or None; a
+        speakers.csv beside it (file_name,speaker) makes the intervals resample speakers
     out : the test predictions CSV; beside it NAME.devel.csv and NAME.metrics.json (NAME is `out`'s
         file name without .test.csv / .csv)
     cfg : the scoring settings; known labels must lie in [label_min, label_max]
@@ -169,6 +211,7 @@ def evaluate_features(features_path: str | os.PathLike, labels_path: str | os.Pa
     frame = read_features(features_path)
     if labels_path:
         frame = attach_labels(frame, read_labels(labels_path))
+        frame = with_speakers(frame.drop(columns="speaker", errors="ignore"), labels_path)  # the corpus' own
         frame.attrs["labels"] = labels_path
     check_label_range(frame, cfg.label_min, cfg.label_max)
     ev = evaluate(frame, cfg)

@@ -401,6 +401,7 @@ class Spectrograms:
     length: np.ndarray
     chunk: np.ndarray
     settings: dict[str, Any]
+    speaker: np.ndarray | None = None  # each row's speaker where the corpus names them (see with_labels)
 
     def select(self, partitions: str | Iterable[str]) -> "Spectrograms":
         """The rows of one or more partitions (e.g. 'train' or ('train', 'devel'))."""
@@ -411,18 +412,23 @@ class Spectrograms:
             # in a trial, x stays a view of the one copy in the Ray object store
             rows = slice(int(rows[0]), int(rows[-1]) + 1)
         return Spectrograms(self.file_name[rows], self.partition[rows], self.label[rows], self.x[rows],
-                            self.length[rows], self.chunk[rows], self.settings)
+                            self.length[rows], self.chunk[rows], self.settings,
+                            None if self.speaker is None else self.speaker[rows])
 
     def with_labels(self, corpus: pd.DataFrame) -> "Spectrograms":
-        """The same rows with the labels of `corpus` (file_name, label), joined by file name: labels are
-        not part of the spectrograms, so relabelling a corpus reuses them."""
+        """The same rows with the labels of `corpus` (file_name, label, and speaker where it has that
+        column), joined by file name: labels and speakers are not part of the spectrograms, so
+        relabelling a corpus, or giving it a speaker list, reuses them."""
         table = corpus.set_index("file_name")["label"]
         missing = sorted(set(self.file_name) - set(table.index))
         if missing:
             raise UserError(f"the corpus has no row for {len(missing)} clip(s) of the spectrograms, e.g. "
                             f"{missing[0]}; extract them again from this corpus")
         label = table.reindex(self.file_name).to_numpy(dtype=float)
-        return dataclasses.replace(self, label=label)
+        speaker = None
+        if "speaker" in corpus.columns:
+            speaker = corpus.set_index("file_name")["speaker"].reindex(self.file_name).to_numpy(dtype=object)
+        return dataclasses.replace(self, label=label, speaker=speaker)
 
     @property
     def clips(self) -> int:

@@ -28,7 +28,7 @@ from auttention.errors import UserError
 from auttention.extraction import extract_corpus
 from auttention.features import fuse_folders
 from auttention.pipeline import model_features, train_from_folder
-from auttention.scoring import evaluate_features, format_rho
+from auttention.scoring import evaluate_features, format_rho, format_rho_ci
 from search.sources import AUTO, DELIVERIES, OBJECT_STORE_SHARE
 
 log = logging.getLogger("search.cli")  # by name: run as `python -m search.cli`, __name__ is __main__
@@ -238,8 +238,9 @@ def evaluate(features_path: str, labels: str | None, out: str, config_path: str 
     """Linear SVR: C chosen on devel, refit on train+devel, test predictions written."""
     cfg = make_config(ScoringConfig, "scoring", config_path, flags)
     ev = evaluate_features(features_path, labels, out, cfg)  # also NAME.devel.csv, NAME.metrics.json beside out
-    test = format_rho(ev.test_rho, missing="n/a (labels unknown)")
-    log.info(f"C={ev.c:g}  devel rho={format_rho(ev.devel_rho)}  test rho={test}  -> {out}")
+    test = format_rho_ci(ev.test_rho, ev.test_ci, missing="n/a (labels unknown)")
+    log.info(f"C={ev.c:g}  devel rho={format_rho_ci(ev.devel_rho, ev.devel_ci)}  test rho={test}  -> {out}"
+             f"  [95% intervals, {ev.resampled} resampled]")
 
 
 @main.command()
@@ -300,8 +301,8 @@ def baseline(data: str, config_path: str | None, sample_rate: int, jobs: int | N
     check_label_range(corpus, cfg.label_min, cfg.label_max)
     ev = evaluate_baseline(corpus, cfg, sample_rate=sample_rate, jobs=jobs,
                            policy=BadAudioPolicy(on_bad_audio))
-    log.info(f"MFCC functionals + SVR: C={ev.c:g}  devel rho={format_rho(ev.devel_rho)}  "
-             f"test rho={format_rho(ev.test_rho)}")
+    log.info(f"MFCC functionals + SVR: C={ev.c:g}  devel rho={format_rho_ci(ev.devel_rho, ev.devel_ci)}  "
+             f"test rho={format_rho_ci(ev.test_rho, ev.test_ci)}  [95% intervals, {ev.resampled} resampled]")
 
 
 def search_options(func: Callable) -> Callable:

@@ -14,7 +14,7 @@ import pandas as pd
 
 from auttention.config import to_dict
 from auttention.io import write_csv, write_json, write_yaml
-from auttention.scoring import format_rho
+from auttention.scoring import format_rho, format_rho_ci
 
 from .keys import flat_columns
 from .selection import SELECTION, Candidate, Selection, ensemble, trial_id
@@ -154,18 +154,22 @@ def export_best(run_dir: Path, cfg: PipelineConfig, chosen: Candidate, confirmed
 
 
 def ensemble_scores(cand: Candidate, frame: pd.DataFrame, scoring: ScoringConfig) -> dict[str, Any]:
-    """The seed ensemble's predictions and their devel and test rho (test where labels are known)."""
-    from auttention.scoring import spearman
+    """The seed ensemble's predictions and their devel and test rho (test where labels are known), each
+    with its 95% bootstrap interval (*_rho_ci: [lo, hi] or None; speakers resampled where the frame has them)."""
+    from auttention.scoring import interval_json, rho_ci, spearman
 
     predictions = ensemble(cand, scoring)
-    labels = frame.set_index("file_name")["label"]
-    rho = {}
+    indexed = frame.set_index("file_name")
+    out: dict[str, Any] = {"seeds": [s["seed"] for s in cand.seeds],
+                           "resampled": "speakers" if "speaker" in indexed.columns else "clips"}
     for part, pred in predictions.items():
-        y = labels.loc[pred["file_name"]].to_numpy(dtype=float)
+        y = indexed.loc[pred["file_name"], "label"].to_numpy(dtype=float)
         known = ~np.isnan(y)
-        rho[part] = spearman(y[known], pred["prediction"].to_numpy()[known]) if known.any() else None
-    return {"seeds": [s["seed"] for s in cand.seeds], "devel_rho": rho["devel"], "test_rho": rho["test"],
-            "predictions": predictions}
+        p = pred["prediction"].to_numpy()[known]
+        groups = indexed.loc[pred["file_name"], "speaker"].to_numpy()[known] if "speaker" in indexed.columns else None
+        out[f"{part}_rho"] = spearman(y[known], p) if known.any() else None
+        out[f"{part}_rho_ci"] = interval_json(rho_ci(y[known], p, groups)) if known.any() else None
+    return {**out, "predictions": predictions}
 
 
 def _short(value: Any) -> str:
@@ -203,6 +207,7 @@ def summary(exported: Exported, metric: str, top: int = 5) -> str:
                   paper_table(evaluations)]
     if seed_ensemble:
         lines += [f"exported: its fusion predictions averaged over seeds "
-                  f"{', '.join(map(str, seed_ensemble['seeds']))}: devel {format_rho(seed_ensemble['devel_rho'])}, "
-                  f"test {format_rho(seed_ensemble.get('test_rho'))}"]
+                  f"{', '.join(map(str, seed_ensemble['seeds']))}: "
+                  f"devel {format_rho_ci(seed_ensemble['devel_rho'], seed_ensemble.get('devel_rho_ci'))}, "
+                  f"test {format_rho_ci(seed_ensemble.get('test_rho'), seed_ensemble.get('test_rho_ci'))}"]
     return "\n".join(lines)

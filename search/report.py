@@ -25,7 +25,7 @@ import pandas as pd
 import yaml
 
 from auttention.io import atomic_dir
-from auttention.scoring import format_rho
+from auttention.scoring import format_rho, format_rho_ci
 
 from .plots import (STATUS_STYLE, TOP_PARALLEL, plot_best_so_far, plot_curves, plot_importance, plot_parallel,
                     plot_predictions, save_png)
@@ -261,19 +261,25 @@ def section_curves(run: RunData, out: Path) -> str:
 
 
 def paper_table(best: dict) -> str:
-    """The paper's table: rows attention, seq2seq, fusion; columns devel and test Spearman's rho, C."""
+    """The paper's table: rows attention, seq2seq, fusion; columns devel and test Spearman's rho (with the
+    95% bootstrap interval where metrics.json has one), C."""
     rows, unknown = [], False
     for branch in ("attention", "seq2seq", "fusion"):
         entry = best.get(branch) or {}
         test = entry.get("test_rho")
         unknown |= test is None
-        test_cell = format_rho(test, missing='<span class="muted">labels unknown</span>')
-        rows.append(f"<tr><th scope=\"row\">{branch}</th><td class=\"num\">{format_rho(entry.get('devel_rho'), missing='–')}</td>"
+        test_cell = format_rho_ci(test, entry.get("test_rho_ci"), missing='<span class="muted">labels unknown</span>')
+        devel_cell = format_rho_ci(entry.get("devel_rho"), entry.get("devel_rho_ci"), missing="–")
+        rows.append(f"<tr><th scope=\"row\">{branch}</th><td class=\"num\">{devel_cell}</td>"
                     f"<td class=\"num\">{test_cell}</td><td class=\"num\">{fmt_value(entry.get('c'))}</td></tr>")
     table = ('<div class="scroll"><table class="paper"><thead><tr><th></th><th>devel ρ</th><th>test ρ</th>'
              f'<th>C</th></tr></thead><tbody>{"".join(rows)}</tbody></table></div>')
     if unknown:
         table += note("test: labels unknown (e.g. '?' as ComParE ships them), so there is no test ρ.")
+    resampled = {(best.get(b) or {}).get("resampled") for b in ("attention", "seq2seq", "fusion")} - {None}
+    if resampled:
+        table += note(f"[lo, hi]: 95% bootstrap interval, {' and '.join(sorted(resampled))} resampled "
+                      f"(docs/QUALITY.md, Intervals).")
     return table
 
 
@@ -334,7 +340,8 @@ def ensemble_html(best: dict) -> str:
         return ""
     return (f"<p>Exported predictions (best/predictions.*.csv): this configuration's fusion predictions averaged "
             f"over its models of seeds {esc(', '.join(map(str, ens.get('seeds', []))))}: devel ρ "
-            f"{format_rho(ens.get('devel_rho'), missing='–')}, test ρ {format_rho(ens.get('test_rho'), missing='–')}. The table above is the trial's own "
+            f"{format_rho_ci(ens.get('devel_rho'), ens.get('devel_rho_ci'), missing='–')}, test ρ "
+            f"{format_rho_ci(ens.get('test_rho'), ens.get('test_rho_ci'), missing='–')}. The table above is the trial's own "
             f"model (its predictions: best/single/).</p>")
 
 

@@ -28,6 +28,7 @@ from typing import Any, Iterator
 import pandas as pd
 
 from auttention import spectrogram as spectro
+from auttention.corpus import joined_columns
 from auttention.errors import UserError
 from auttention.storage import Location
 
@@ -43,7 +44,7 @@ _META = b"auttention-spectrograms"
 @dataclass(frozen=True)
 class Source:
     """One spectrogram setting as the trials get it: `folder` (the Parquet cache), the corpus' labels
-    (file_name, label; joined where used, see Spectrograms.with_labels) and, for the object-store
+    (file_name, label, speaker where known; joined where used, see Spectrograms.with_labels) and, for the object-store
     delivery, `ref`, the reference of the spectrograms read once into the object store."""
 
     folder: Location
@@ -102,7 +103,7 @@ def spectrogram_sources(folders: dict[str, Location], corpus: pd.DataFrame, deli
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    labels = corpus[["file_name", "label"]].reset_index(drop=True)
+    labels = corpus[joined_columns(corpus)].reset_index(drop=True)
     sizes = {h: size_bytes(f) for h, f in folders.items()}
     nodes = _trial_nodes()
     room = min((n["Resources"].get("object_store_memory", 0) for n in nodes), default=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -47,7 +48,7 @@ def test_steps_end_to_end(demo):
     labels = str(data / "lab" / "labels.csv")
     out = invoke("evaluate", "--features", str(runs / "features" / "fusion"), "--labels", labels,
                  "--out", str(runs / "predictions.test.csv"))
-    assert "devel rho=" in out
+    assert "devel rho=" in out and "speakers resampled" in out  # lab/speakers.csv beside the labels
     preds = pd.read_csv(runs / "predictions.test.csv")
     truth = pd.read_csv(labels)
     assert sorted(preds.file_name) == sorted(truth[truth.file_name.str.startswith("test_")].file_name)
@@ -69,11 +70,17 @@ def test_pipeline_prints_the_table(demo):
         "training": {"epochs": 1, "batch_size": 16}}))
     out = invoke("pipeline", "--data", str(demo / "demo"), "--config", str(config), "--out", str(demo / "runs" / "p"))
     lines = out.splitlines()
+    rho = r"(-?\d\.\d{3}( \[-?\d\.\d\d, -?\d\.\d\d\])?|undefined \(every label equal\))"
     for name in ("attention", "seq2seq", "fusion"):
         row = next(line for line in lines if line.startswith(name + " "))
-        assert len(row.split()) == 4  # name, devel, test, C
+        assert re.fullmatch(rf"{name} +{rho} +{rho} +\S+", row), row  # name, devel [interval], test [interval], C
+    assert "[95% bootstrap interval, speakers resampled]" in out  # the demo corpus writes lab/speakers.csv
     metrics = yaml.safe_load((demo / "runs" / "p" / "metrics.json").read_text())
     assert set(metrics) >= {"attention", "seq2seq", "fusion"}
+    for name in ("attention", "seq2seq", "fusion"):
+        assert metrics[name]["resampled"] == "speakers"
+        ci = metrics[name]["devel_rho_ci"]
+        assert ci is None or ci[0] <= ci[1]
     assert (demo / "runs" / "p" / "predictions.test.csv").is_file()
     again = yaml.safe_load((demo / "runs" / "p" / "config.yaml").read_text())
     assert again["attention"]["attention"] == "bahdanau" and again["training"]["epochs"] == 1

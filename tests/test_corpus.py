@@ -128,3 +128,71 @@ def test_undecodable_audio_is_one_line(tmp_path):
     bad.write_bytes(b"this is not audio at all")
     with pytest.raises(UserError, match="bad.wav: cannot decode audio"):
         load_audio(bad, 16000)
+
+
+def _write_speakers(corpus_dir, speaker_of=lambda name: f"{name.split('_')[0]}{int(name[-8:-4]) % 2}") -> None:
+    """lab/speakers.csv as the demo corpus writes it (file_name,speaker,partition): two voices per partition."""
+    names = sorted(p.name for p in (corpus_dir / "wav").iterdir())
+    rows = ["file_name,speaker,partition"] + [f"{n},{speaker_of(n)},{n.split('_')[0]}" for n in names]
+    (corpus_dir / "lab" / "speakers.csv").write_text("\n".join(rows) + "\n")
+
+
+def test_speakers_csv(tone_corpus):
+    from auttention.corpus import fingerprint
+
+    before = fingerprint(read_corpus(tone_corpus))
+    _write_speakers(tone_corpus)
+    corpus = read_corpus(tone_corpus)
+    assert corpus.set_index("file_name")["speaker"].to_dict()["devel_0003.wav"] == "devel1"
+    assert corpus["speaker"].nunique() == 6
+    assert fingerprint(corpus) == before  # speakers only group the bootstrap: caches stay valid
+
+
+def test_speakers_in_a_spreadsheet_encoding(tone_corpus):
+    _write_speakers(tone_corpus)
+    speakers = tone_corpus / "lab" / "speakers.csv"
+    speakers.write_bytes(_excel_unicode_text(speakers.read_text()))
+    assert read_corpus(tone_corpus)["speaker"].nunique() == 6
+
+
+def test_no_speakers_no_column(tone_corpus):
+    assert "speaker" not in read_corpus(tone_corpus).columns
+
+
+def test_manifest_speaker_column(tone_corpus):
+    rows = ["file,label,partition,speaker"] + [f"wav/{p.name},3,{p.name.split('_')[0]}, v{p.name.split('_')[0]}"
+                                               for p in sorted((tone_corpus / "wav").iterdir())]
+    manifest = tone_corpus / "manifest.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+    corpus = read_corpus(manifest)
+    assert sorted(corpus["speaker"].unique()) == ["vdevel", "vtest", "vtrain"]
+
+
+@pytest.mark.parametrize("speaker_of, message", [
+    (lambda n: "" if n == "devel_0002.wav" else "s" + n[:3], "clip devel_0002.wav has no speaker"),
+    (lambda n: "shared" if n in ("train_0004.wav", "test_0001.wav") else "s" + n[:3],
+     "speaker 'shared' is in test (test_0001.wav) and in train (train_0004.wav)"),
+], ids=["missing", "two-partitions"])
+def test_bad_speakers_are_one_line(tone_corpus, speaker_of, message):
+    _write_speakers(tone_corpus, speaker_of)
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")) as err:
+        read_corpus(tone_corpus)
+    assert "speakers.csv" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_clip_missing_from_speakers_csv(tone_corpus):
+    _write_speakers(tone_corpus)
+    speakers = tone_corpus / "lab" / "speakers.csv"
+    speakers.write_text("\n".join(l for l in speakers.read_text().splitlines() if "test_0006" not in l) + "\n")
+    with pytest.raises(UserError, match="clip test_0006.wav has no speaker"):
+        read_corpus(tone_corpus)
+
+
+def test_manifest_speaker_errors(tone_corpus):
+    rows = ["file,label,partition,speaker"] + [f"wav/{p.name},3,{p.name.split('_')[0]},{'a' if 'test' in p.name else p.name[:3]}"
+                                               for p in sorted((tone_corpus / "wav").iterdir())]
+    rows[1] = rows[1].rsplit(",", 1)[0] + ",a"  # the first devel clip shares test's speaker
+    manifest = tone_corpus / "manifest.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+    with pytest.raises(UserError, match=r"manifest.csv: speaker 'a' is in devel \(wav/devel_0001.wav\) and in test"):
+        read_corpus(manifest)

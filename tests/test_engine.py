@@ -132,3 +132,24 @@ def test_selection_score():
     assert selection_score(history, "last", 3) == 0.2
     assert selection_score(history, "mean_last", 2) == pytest.approx(0.25)
     assert np.isnan(selection_score([float("nan")], "mean_last", 3))
+
+
+def test_speakers_are_joined_by_file_name_and_reach_the_feature_tables():
+    """with_labels takes the corpus' speakers (by file name, like labels); select keeps them; a clip cut into
+    chunks gets its speaker once; the speaker column is a key, never a feature."""
+    import pandas as pd
+
+    from auttention.engine import clip_features
+    from auttention.features import feature_columns
+
+    spec = spectrograms(n_train=4, n_devel=2)
+    corpus = pd.DataFrame({"file_name": spec.file_name[::-1], "label": spec.label[::-1],
+                           "speaker": [f"s{n[-5]}" for n in spec.file_name[::-1]]})
+    spec = spec.with_labels(corpus)
+    assert list(spec.speaker) == [f"s{n[-5]}" for n in spec.file_name]
+    assert list(spec.select("devel").speaker) == ["s4", "s5"]
+    assert spec.with_labels(corpus[["file_name", "label"]]).speaker is None
+    chunked = dataclasses.replace(spec, file_name=np.repeat(spec.file_name[:3], 2), partition=spec.partition[:6],
+                                  label=np.repeat(spec.label[:3], 2), speaker=np.repeat(spec.speaker[:3], 2))
+    table = clip_features(chunked, np.ones((6, 2), np.float32), "f")
+    assert list(table["speaker"]) == ["s0", "s1", "s2"] and feature_columns(table) == ["f_0000", "f_0001"]

@@ -146,3 +146,34 @@ def test_select_c_same_choice_as_per_c_liblinear(tmp_path, data):
     assert chosen.c == c
     assert chosen.rho == pytest.approx(rho, abs=0.01)
     assert rho > 0.2  # the features carry the label: the comparison is not between two zeros
+
+
+def test_evaluate_gives_intervals_resampling_speakers_where_known():
+    from auttention.confidence import rho_interval
+
+    frame = _frame()
+    ev = evaluate(frame, ScoringConfig())
+    assert ev.resampled == "clips" and ev.devel_ci[0] < ev.devel_rho < ev.devel_ci[1]
+    assert ev.test_ci[0] < ev.test_rho < ev.test_ci[1]
+    speaker = [f"{p}{i % 5}" for i, p in enumerate(frame["partition"])]  # 5 speakers per partition
+    with_speakers = feature_frame(frame.file_name, frame.partition, frame.label,
+                                  frame[[c for c in frame.columns if c.startswith("a_")]].to_numpy(), "a", speaker)
+    ev_s = evaluate(with_speakers, ScoringConfig())
+    assert ev_s.devel_rho == ev.devel_rho and ev_s.test_rho == ev.test_rho  # the speaker column is no feature
+    devel = with_speakers[with_speakers.partition == "devel"].sort_values("file_name")
+    assert ev_s.resampled == "speakers" and ev_s.devel_ci == rho_interval(
+        devel.label.to_numpy(), ev_s.devel.prediction.to_numpy(), devel.speaker.to_numpy())
+    assert evaluate(frame, ScoringConfig(), intervals=False).devel_ci is None
+    metrics = ev_s.metrics()
+    assert metrics["devel_rho_ci"] == list(ev_s.devel_ci) and metrics["resampled"] == "speakers"
+    frame.loc[frame.partition == "test", "label"] = np.nan
+    assert evaluate(frame, ScoringConfig()).metrics()["test_rho_ci"] is None
+
+
+def test_format_rho_ci():
+    from auttention.scoring import RHO_UNDEFINED, format_rho_ci
+
+    assert format_rho_ci(0.5771, (0.409, 0.7249)) == "0.577 [0.41, 0.72]"
+    assert format_rho_ci(-0.05, [-0.21, 0.1]) == "-0.050 [-0.21, 0.10]"
+    assert format_rho_ci(0.5, None) == "0.500" and format_rho_ci(0.5, (float("nan"), float("nan"))) == "0.500"
+    assert format_rho_ci(float("nan"), None) == RHO_UNDEFINED and format_rho_ci(None, None, missing="-") == "-"

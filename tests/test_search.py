@@ -50,6 +50,12 @@ def test_outputs_complete_and_consistent(finished, tiny):
     # the exported predictions: the chosen configuration's seeds averaged; the trial's own model in single/
     ensemble = metrics["ensemble"]
     assert len(ensemble["seeds"]) == 2 and ensemble["test_rho"] is not None
+    # every devel and test rho with its 95% bootstrap interval (clips resampled: the tone corpus names no speakers)
+    for record in (metrics["fusion"], ensemble):
+        assert record["resampled"] == "clips"
+        for part in ("devel", "test"):
+            ci = record[f"{part}_rho_ci"]
+            assert ci is None or ci[0] <= record[f"{part}_rho"] <= ci[1]
     single = pd.read_csv(run_dir / "best" / "single" / "predictions.test.csv")
     assert sorted(single["file_name"]) == sorted(pd.read_csv(run_dir / "best" / "predictions.test.csv")["file_name"])
 

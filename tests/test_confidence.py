@@ -1,0 +1,77 @@
+import math
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+from auttention.confidence import difference_interval, resamples, rho_interval
+
+
+def _data(n=60, seed=1):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(1, 10, n).astype(float)  # KSS-like: many ties
+    pred = np.clip(np.round(y + rng.normal(0, 2.5, n)), 1, 9)  # rounded predictions: ties too
+    groups = np.array([f"s{i % 7}" for i in range(n)])
+    return y, pred, groups
+
+
+@pytest.mark.parametrize("grouped", [False, True], ids=["clips", "speakers"])
+def test_each_resample_equals_scipy_on_the_repeated_clips(grouped):
+    from auttention.confidence import _weighted_spearman
+
+    y, pred, groups = _data()
+    w = resamples(len(y), groups if grouped else None, n_boot=20, seed=3)
+    rhos = _weighted_spearman(y, pred, w.astype(float))
+    for row, rho in zip(w, rhos):
+        idx = np.repeat(np.arange(len(y)), row)
+        assert rho == pytest.approx(spearmanr(y[idx], pred[idx]).statistic, abs=1e-12)
+
+
+def test_speakers_are_drawn_whole():
+    _, _, groups = _data()
+    w = resamples(len(groups), groups, n_boot=50, seed=0)
+    for g in np.unique(groups):
+        members = w[:, groups == g]
+        assert (members == members[:, :1]).all()  # every clip of a speaker drawn as often as the speaker
+    assert (w[:, groups == "s0"].sum(axis=1) % (groups == "s0").sum() == 0).all()
+
+
+def test_interval_contains_rho_and_speakers_widen_it():
+    rng = np.random.default_rng(0)
+    speakers = np.repeat(np.arange(20), 15)
+    y = np.repeat(rng.integers(1, 10, 20), 15).astype(float) + rng.normal(0, 0.5, 300)  # labels follow the speaker
+    pred = y + np.repeat(rng.normal(0, 2, 20), 15) + rng.normal(0, 1, 300)  # speaker-level errors
+    rho = spearmanr(y, pred).statistic
+    lo_c, hi_c = rho_interval(y, pred)
+    lo_s, hi_s = rho_interval(y, pred, speakers)
+    assert lo_c < rho < hi_c and lo_s < rho < hi_s
+    assert hi_s - lo_s > hi_c - lo_c  # clips of one speaker are not independent
+
+
+def test_deterministic_and_seeded():
+    y, pred, groups = _data()
+    assert rho_interval(y, pred, groups) == rho_interval(y, pred, groups)
+    assert rho_interval(y, pred, groups, seed=1) != rho_interval(y, pred, groups)
+
+
+def test_degenerate_cases():
+    y, pred, _ = _data()
+    assert all(math.isnan(v) for v in rho_interval(np.full(10, 3.0), np.arange(10.0)))  # constant labels
+    assert all(math.isnan(v) for v in rho_interval(y, np.full(len(y), 5.0)))  # constant predictions
+    assert all(math.isnan(v) for v in rho_interval(y[:1], pred[:1]))
+    # two speakers with one label each: most resamples draw one speaker twice, so rho is undefined
+    y2, p2 = np.array([1.0, 1, 1, 9, 9, 9]), np.array([2.0, 1, 3, 8, 9, 7])
+    assert all(math.isnan(v) for v in rho_interval(y2, p2, np.array(list("aaabbb")), n_boot=200))
+    with pytest.raises(ValueError):
+        rho_interval(y, pred[:-1])
+
+
+def test_difference_interval_is_paired():
+    y, pred, groups = _data(n=200)
+    rng = np.random.default_rng(5)
+    other = np.clip(np.round(y + rng.normal(0, 3, len(y))), 1, 9)
+    diff, lo, hi = difference_interval(y, pred, other, groups)
+    assert diff == pytest.approx(spearmanr(y, pred).statistic - spearmanr(y, other).statistic)
+    assert lo < diff < hi
+    same = difference_interval(y, pred, pred, groups)
+    assert same == (0.0, 0.0, 0.0)
