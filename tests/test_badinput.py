@@ -451,3 +451,16 @@ def test_run_refuses_bad_space_and_flags_in_one_line(tmp_path, space, flags, exp
     path.write_text(space)
     one_error_line(*cli("run", path, "--runs", tmp_path / "runs", "--cache", tmp_path / "cache", *flags), expected)
     assert not (tmp_path / "runs").exists()
+
+
+def test_labels_saved_by_a_spreadsheet_through_the_cli(corpus):
+    """labels.csv as Excel's "Unicode text" (UTF-16 with a byte-order mark, tab-separated) is read as it is;
+    UTF-16 without a byte-order mark is one line saying how to save it."""
+    labels = corpus / "lab" / "labels.csv"
+    text = labels.read_text()
+    labels.write_bytes(b"\xff\xfe" + text.replace(",", "\t").replace("\n", "\r\n").encode("utf-16-le"))
+    code, out, err = cli("baseline", "--data", corpus, "--jobs", "1")
+    assert code == 0 and "devel rho=" in out, err
+    labels.write_bytes(text.encode("utf-16-le"))
+    one_error_line(*cli("baseline", "--data", corpus, "--jobs", "1"), f"{labels}", "UTF-16 without a byte-order mark",
+                   "CSV UTF-8")

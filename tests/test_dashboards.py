@@ -48,3 +48,26 @@ def test_optuna_dashboard_serves_a_finished_runs_study(tmp_path):
         assert {p["name"] for p in trials[0]["params"]} == {"training.learning_rate", "model.cell"}
         with urllib.request.urlopen(f"{base}/dashboard", timeout=10) as page:  # the page a browser opens
             assert page.status == 200 and b"<html" in page.read().lower()
+
+
+def test_optuna_dashboard_serves_the_study_of_a_real_search(finished, tmp_path):
+    """The README's line on a real finished search: every trial of its optuna.db, with the state and the
+    per-epoch devel rho (intermediate values) Optuna itself reads there."""
+    import optuna
+
+    run_dir, _ = finished
+    storage = f"sqlite:///{run_dir / 'optuna.db'}"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    (summary,) = optuna.get_all_study_summaries(storage)
+    expected = optuna.load_study(study_name=summary.study_name, storage=storage).get_trials(deepcopy=False)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    command = [str(Path(sys.executable).parent / "optuna-dashboard"), "--host", "127.0.0.1", "--port", str(port),
+               storage]
+    with serving(command, f"{base}/api/meta", log=tmp_path / "dashboard.log"):
+        (study,) = _get(f"{base}/api/studies")["study_summaries"]
+        trials = _get(f"{base}/api/studies/{study['study_id']}")["trials"]
+    assert [t["state"].upper() for t in trials] == [t.state.name for t in expected]
+    assert [{v["step"]: v["value"] for v in t["intermediate_values"]} for t in trials] == \
+        [t.intermediate_values for t in expected]
+    assert any(t.intermediate_values for t in expected)  # the search reported its epochs

@@ -195,6 +195,11 @@ def test_spectrogram_cache_reused(finished, tiny):
     cached = list((root / "cache" / "spectrograms").glob("*/*/settings.json"))
     assert len(cached) == 1
     before = cached[0].stat().st_mtime_ns
+    # the same spectrogram settings; one trial of one epoch, no confirmation: the cache is what is tested
+    again = {**TINY_SPACE, "scheduler": {"type": "none", "max_epochs": 1},
+             "experiment": {**TINY_SPACE["experiment"], "confirm_top": 0}}
+    space = root / "again.yaml"
+    space.write_text(yaml.safe_dump(again))
     with captured_log() as lines:
         run_search(str(space), data=str(corpus), runs=str(root / "runs"), cache=str(root / "cache"), name="again",
                    num_samples=1, dashboard=False)

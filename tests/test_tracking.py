@@ -12,9 +12,10 @@ def test_run_logs_trials_and_best_to_mlflow(tiny, tmp_path):
     from mlflow.tracking import MlflowClient
 
     root, corpus, _ = tiny
-    space = tmp_path / "tracked.yaml"  # two trials, no confirmation seeds: the tracking is what is tested
-    space.write_text(yaml.safe_dump({**TINY_SPACE, "experiment": {**TINY_SPACE["experiment"], "name": "tracked",
-                                                                  "num_samples": 2, "confirm_top": 0}}))
+    space = tmp_path / "tracked.yaml"  # two trials of two epochs, no confirmation seeds: the tracking is tested
+    space.write_text(yaml.safe_dump({**TINY_SPACE, "scheduler": {"type": "none", "max_epochs": 2},
+                                     "experiment": {**TINY_SPACE["experiment"], "name": "tracked",
+                                                    "num_samples": 2, "confirm_top": 0}}))
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
     server = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
