@@ -30,6 +30,7 @@ from auttention.scoring import format_rho, format_rho_ci
 from .plots import (STATUS_STYLE, TOP_PARALLEL, plot_best_so_far, plot_curves, plot_importance, plot_parallel,
                     plot_predictions, save_png)
 from .rundata import RunData, load_run, metric_label, read_labels, read_predictions
+from .selection import SELECTION
 
 # (anchor, heading) of every section, in page order
 SECTIONS = (
@@ -377,11 +378,11 @@ def section_top(run: RunData, out: Path, top: int = 10) -> str:
     trials = run.trials
     if not len(trials):
         return section("top", note("No trials in trials.csv."))
-    by = [c for c in ("selection_score", run.best_col) if c in trials.columns]
+    by = [c for c in (SELECTION, run.best_col) if c in trials.columns]
     ranked = trials.sort_values(by, ascending=False, na_position="last", kind="stable").head(top)
     params = run.params
     show_error = ranked["error"].astype(str).str.strip().ne("").any()
-    has_selection = "selection_score" in trials.columns
+    has_selection = SELECTION in trials.columns
     head = ["#", "trial", "logs", "no.", "status"] + (["selection score"] if has_selection else []) + [
         f"best epoch {esc(metric_label(run.metric))}", "epochs", "wall&nbsp;s"]
     head += [esc(c[len("config."):]).replace(".", ".<wbr>") for c in params] + (["error"] if show_error else [])
@@ -392,7 +393,7 @@ def section_top(run: RunData, out: Path, top: int = 10) -> str:
         logs = (f'<a href="{rel_link(tb, run.run_dir)}/">TensorBoard</a>' if tb is not None
                 else '<span class="muted">none</span>')
         cells = [str(rank), f"<code>{esc(row['trial_id'])}</code>", logs, fmt(row["number"]), status_badge(row["status"])]
-        cells += [fmt(row["selection_score"])] if has_selection else []
+        cells += [fmt(row[SELECTION])] if has_selection else []
         cells += [fmt(row[run.best_col]), fmt(row["epochs"]), fmt(row["wall_seconds"], 1)]
         cells += [fmt_value(row[c]) for c in params]
         if show_error:

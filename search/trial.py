@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .keys import column_name
+from .selection import SELECTION
 
 if TYPE_CHECKING:
     from .space import Space
@@ -131,7 +132,7 @@ def run_trial(config: dict[str, Any], space: Space | None = None, spectrograms: 
         def scored(metrics: dict[str, Any]) -> None:
             history.append(metrics[exp.metric])
             _report({**metrics, "max_epochs": max_epochs, "node_id": node, "history": list(history),
-                     "selection_score": selection_score(history, exp.select, exp.select_last)}, engine)
+                     SELECTION: selection_score(history, exp.select, exp.select_last)}, engine)
 
         engine.run(max_epochs, Hooks(scored=scored), score_every=exp.report_every)
     except TrainingDiverged as exc:
