@@ -9,7 +9,7 @@ from pathlib import Path
 
 from auttention.errors import UserError
 
-from .compat import RAY_AUTH_SETUP_LOGGER
+from .compat import RAY_AUTH_SETUP_LOGGER, reload_ray_config
 
 QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore::DeprecationWarning"}
 # Tune warns when syncing the experiment state takes seconds; trial checkpoints make that normal here
@@ -47,8 +47,6 @@ def use_token_auth() -> bool:
     if not (os.environ.get("RAY_AUTH_TOKEN") or path.is_file()):
         return False
     os.environ["RAY_AUTH_MODE"] = "token"
-    from .compat import reload_ray_config
-
     reload_ray_config()  # where Ray is imported already: it read its settings then
     return True
 

@@ -62,7 +62,7 @@ class Candidate:
     @property
     def mean_selection(self) -> float:
         """The mean selection score over every seed (the original trial's first); -inf when a seed diverged
-        (a configuration that diverges with another seed is not exported)."""
+        (a configuration that diverges with another seed ranks below every one whose seeds all trained)."""
         if any(s.get("diverged") for s in self.seeds):
             return -math.inf
         values = [s[SELECTION] for s in self.seeds if s[SELECTION] is not None and math.isfinite(s[SELECTION])]
@@ -251,7 +251,7 @@ def confirm(ranked: list[Candidate], space: Space, sources: dict[str, Any]) -> l
             out.pop("predictions")
             cand.seeds.append(out)
             log.warning(f"warning: trial {cand.trial_id} seed {seed} diverged ({out['diverged']}); this configuration "
-                        f"is not exported")
+                        f"ranks below every configuration whose seeds all trained")
         else:
             cand.predictions.append(out.pop("predictions"))
             cand.seeds.append(out)
