@@ -1,16 +1,28 @@
 """A simple, honest reference baseline: utterance functionals of MFCCs, energy and voicing.
 
-Not part of the autoencoder pipeline; it tells how hard a corpus is for a plain feature set
-(see bench/demo_baseline.py). Frames are 25 ms long with a 10 ms hop (voicing: 40 ms frames).
+The bar every result is measured against: `run` and `pipeline` compute it for the corpus once (kept
+by provenance like the spectrograms, see `functionals`) and show their result beside it, with the
+paired difference on the same clips (scoring.compare). It tells how hard a corpus is for a plain
+feature set (see bench/demo_baseline.py). Frames are 25 ms long with a 10 ms hop (voicing: 40 ms frames).
 """
 
 from __future__ import annotations
 
+import io
+import logging
 import os
+import time
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 
 from .corpus import BadAudioPolicy
+
+if TYPE_CHECKING:
+    from .storage import Location
+
+log = logging.getLogger(__name__)
 
 N_MFCC = 20
 _STATS = ("mean", "std", "p10", "p50", "p90")
@@ -122,24 +134,40 @@ def _voicing(x: np.ndarray, sample_rate: int, hop: int, loud_db: float) -> np.nd
     return np.asarray(out, dtype=np.float64)
 
 
-def evaluate_baseline(corpus, cfg, *, sample_rate: int = 16000, jobs: int | None = None,
-                      policy: BadAudioPolicy | None = None):
-    """MFCC functionals of every clip of a corpus (a read_corpus frame), scored by the paper's protocol.
+FUNCTIONALS = "functionals"  # the feature set's name: its columns, its folder, its row in the tables
+SETTINGS = "settings.json"  # a functionals folder's completion marker and provenance, written last
+TABLE = "functionals.parquet"
 
-    cfg: a ScoringConfig (SVR C grid chosen on devel, refit on train+devel for test); sample_rate:
-    Hz the clips are resampled to; jobs: threads for feature extraction (default: all CPUs);
-    policy: 'fail' or 'skip' clips that cannot be decoded (one warning line each; default 'fail', stderr).
-    A clip shorter than one 25 ms frame is zero-padded to one frame, as the spectrograms are.
-    Returns auttention.scoring.Evaluation (c, devel_rho, test_rho: None without test labels).
-    """
+
+def functionals_settings(sample_rate: int) -> dict[str, Any]:
+    """Everything the functionals' values depend on besides the audio (a folder made with other settings is
+    made again, never reused)."""
+    return {"features": "MFCC, energy and voicing functionals (auttention.baseline)", "version": 1,
+            "sample_rate": int(sample_rate), "n_mfcc": N_MFCC, "frame_s": _FRAME_S, "hop_s": _HOP_S,
+            "pitch_frame_s": _PITCH_FRAME_S, "f0_hz": [_F0_MIN, _F0_MAX]}
+
+
+def functionals_folder(cache: "str | os.PathLike | Location", corpus_id: str, sample_rate: int) -> "Location":
+    """Where `run` caches a corpus' functionals: CACHE/functionals/FINGERPRINT/SETTINGS-HASH (beside the
+    spectrograms, which are cached the same way)."""
+    import hashlib
+    import json
+
+    from . import storage
+
+    digest = hashlib.sha256(json.dumps(functionals_settings(sample_rate), sort_keys=True).encode()).hexdigest()[:16]
+    return storage.as_location(cache, "--cache") / FUNCTIONALS / corpus_id / digest
+
+
+def compute_functionals(corpus: pd.DataFrame, sample_rate: int = 16000, jobs: int | None = None
+                        ) -> tuple[pd.DataFrame, dict[str, str]]:
+    """The functionals of every clip of `corpus` (rows: file_name, path): (a table of file_name and the
+    functionals columns, {file_name: why} of the clips whose audio could not be decoded). A clip shorter
+    than one 25 ms frame is zero-padded to one frame, as the spectrograms are."""
     from concurrent.futures import ThreadPoolExecutor
 
     from .corpus import BadAudio, load_audio
-    from .features import feature_frame
-    from .scoring import evaluate
 
-    policy, n_clips = policy or BadAudioPolicy(), len(corpus)
-    corpus, _ = policy.screen(corpus)
     frame_len = int(round(_FRAME_S * sample_rate))
 
     def one(path: str) -> np.ndarray | str:
@@ -153,9 +181,101 @@ def evaluate_baseline(corpus, cfg, *, sample_rate: int = 16000, jobs: int | None
     with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
         results = list(pool.map(one, corpus["path"]))
     bad = {name: r for name, r in zip(corpus["file_name"], results) if isinstance(r, str)}
-    kept = policy.apply(corpus, bad)
-    if len(kept) < len(corpus) or len(corpus) < n_clips:
-        policy.warn(f"baseline: skipped {n_clips - len(kept)} of {n_clips} clips with bad audio")
-    x = np.stack([r for r in results if not isinstance(r, str)])
-    frame = feature_frame(kept["file_name"], kept["partition"], kept["label"], x, "mfcc", kept.get("speaker"))
-    return evaluate(frame, cfg)
+    good = [r for r in results if not isinstance(r, str)]
+    x = np.stack(good) if good else np.empty((0, len(mfcc_functional_names())), np.float32)
+    table = pd.DataFrame(x, columns=[f"{FUNCTIONALS}_{i:04d}" for i in range(x.shape[1])])
+    table.insert(0, "file_name", [n for n in corpus["file_name"] if n not in bad])
+    return table, bad
+
+
+def functionals(corpus: pd.DataFrame, folder: "str | os.PathLike | Location | None" = None, *,
+                sample_rate: int = 16000, jobs: int | None = None, policy: BadAudioPolicy | None = None,
+                corpus_id: str | None = None) -> pd.DataFrame:
+    """The functionals feature set of a corpus (a read_corpus frame): keys (file_name, partition, label and
+    speaker where known, joined by file name from `corpus`) and the functionals columns.
+
+    folder : where they are kept (a path, s3:// / gs:// URI or Location), or None (computed, not kept).
+        A finished folder made from this corpus (`corpus_id`: its fingerprint, default computed) with these
+        settings is reused, with one line saying so; any other is made again, with one line saying why. It is
+        written atomically, settings.json last.
+    policy : bad audio ('fail' by default: BadAudio naming the clip, nothing written; 'skip': one warning line
+        per clip); clips a reused folder left out go through the policy again.
+    """
+    import pyarrow.parquet as pq
+
+    from . import storage
+    from .corpus import fingerprint
+    from .features import KEYS, SPEAKER
+
+    policy = policy or BadAudioPolicy()
+    n_clips = len(corpus)
+    settings = functionals_settings(sample_rate)
+    corpus_id = corpus_id or fingerprint(corpus)
+    loc = storage.as_location(folder, "--cache") if folder is not None else None
+    made = _made(loc)
+    if made and made.get("corpus") == corpus_id and made.get("settings") == settings:
+        log.info(f"{FUNCTIONALS}: reusing {loc}")
+        table = pq.read_table(io.BytesIO((loc / TABLE).read_bytes())).to_pandas()
+        kept = policy.apply(corpus, made.get("skipped") or {})  # its bad clips are bad still: the policy says so
+    else:
+        if made:
+            why = "made from another corpus (or the audio files changed)" if made.get("corpus") != corpus_id \
+                else "made with other settings"
+            log.info(f"{FUNCTIONALS}: {loc} was {why}; computing them again")
+        started = time.perf_counter()
+        clips, bad = policy.screen(corpus)
+        table, failed = compute_functionals(clips, sample_rate, jobs)
+        bad = {**bad, **failed}
+        kept = policy.apply(corpus, bad) if failed else clips  # 'fail' raises here, before anything is written
+        if loc is not None:
+            _write(loc, table, {"corpus": corpus_id, "settings": settings, "skipped": bad})
+        log.info(f"{FUNCTIONALS}: {len(table)} clips in {time.perf_counter() - started:.1f} s"
+                 + (f" -> {loc}" if loc is not None else ""))
+    if len(kept) < n_clips:
+        policy.warn(f"{FUNCTIONALS}: skipped {n_clips - len(kept)} of {n_clips} clips with bad audio")
+    keys = kept[[c for c in [*KEYS, SPEAKER] if c in kept.columns]]
+    frame = keys.merge(table, on="file_name", how="inner", validate="one_to_one")
+    frame["label"] = frame["label"].astype(float)
+    frame.attrs["made_from"] = {"corpus": corpus_id, FUNCTIONALS: settings}
+    return frame
+
+
+def _made(loc: "Location | None") -> dict[str, Any] | None:
+    """A functionals folder's settings.json (None: no folder, or not finished)."""
+    import json
+
+    marker = loc / SETTINGS if loc is not None else None
+    return json.loads(marker.read_text()) if marker is not None and marker.is_file() else None
+
+
+def _write(loc: "Location", table: pd.DataFrame, made: dict[str, Any]) -> None:
+    """The folder `loc`, atomically: the table, then settings.json (the marker) last."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from . import storage
+    from .io import json_text
+
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(table, preserve_index=False), buffer)
+    with storage.atomic_folder(loc) as tmp:
+        tmp.mkdir()
+        (tmp / TABLE).write_bytes(buffer.getvalue())
+        (tmp / SETTINGS).write_text(json_text(made))
+
+
+def evaluate_baseline(corpus: pd.DataFrame, cfg, *, sample_rate: int = 16000, jobs: int | None = None,
+                      policy: BadAudioPolicy | None = None, folder=None, corpus_id: str | None = None):
+    """The functionals of every clip of a corpus (a read_corpus frame; see `functionals`, which keeps them in
+    `folder` where given), scored by the paper's protocol.
+
+    cfg: a ScoringConfig (SVR C grid chosen on devel, refit on train+devel for test); sample_rate: Hz the
+    clips are resampled to; jobs: threads for feature extraction (default: all CPUs); policy: 'fail' or
+    'skip' clips that cannot be decoded (one warning line each; default 'fail', stderr).
+    Returns auttention.scoring.Evaluation (c, devel_rho, test_rho: None without test labels; their 95%
+    intervals, speakers resampled where the corpus names them).
+    """
+    from .scoring import evaluate
+
+    return evaluate(functionals(corpus, folder, sample_rate=sample_rate, jobs=jobs, policy=policy,
+                                corpus_id=corpus_id), cfg)

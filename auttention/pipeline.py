@@ -21,7 +21,8 @@ from .errors import UserError
 from .extraction import ProcessPool, extract
 from .features import write_features
 from .io import write_yaml
-from .scoring import Evaluation, format_rho_ci, write_predictions
+from .baseline import FUNCTIONALS, functionals
+from .scoring import Evaluation, compare, evaluate, format_difference, format_rho_ci, write_predictions
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +69,10 @@ def table(results: dict[str, Evaluation]) -> str:
     labels are known)."""
     cells = [(name, format_rho_ci(ev.devel_rho, ev.devel_ci), format_rho_ci(ev.test_rho, ev.test_ci), f"{ev.c:g}")
              for name, ev in results.items()]
+    nw = max(10, *(len(c[0]) for c in cells))
     dw, tw = (max([len(head)] + [len(c[i]) for c in cells]) for i, head in ((1, "devel"), (2, "test")))
-    lines = [f"{'':<10} {'devel':>{dw}} {'test':>{tw}}   C"]
-    lines += [f"{name:<10} {devel:>{dw}} {test:>{tw}}   {c}" for name, devel, test, c in cells]
+    lines = [f"{'':<{nw}} {'devel':>{dw}} {'test':>{tw}}   C"]
+    lines += [f"{name:<{nw}} {devel:>{dw}} {test:>{tw}}   {c}" for name, devel, test, c in cells]
     if any(ev.test_rho is None for ev in results.values()):
         lines.append("(test: labels unknown, e.g. '?' as ComParE ships them)")
     resampled = {ev.resampled for ev in results.values() if ev.resampled}
@@ -97,7 +99,9 @@ def prepare_out(out: Path, made_from: dict[str, Any]) -> None:
 
 def run(corpus: pd.DataFrame, cfg: PipelineConfig, out: str | os.PathLike, jobs: int | None = None,
         policy: BadAudioPolicy | None = None) -> dict[str, Evaluation]:
-    """Run every step into `out`; return the evaluation of attention, seq2seq and fusion.
+    """Run every step into `out`; return the evaluation of attention, seq2seq, fusion and the functionals
+    baseline (auttention.baseline: the same clips, the same SVR; kept in out/functionals, and the paired
+    difference of fusion to it in metrics.json's `fusion_vs_functionals`).
 
     policy: bad audio 'fail' (stop before writing anything) or 'skip' (leave bad clips out, one warning
     line each; default 'fail'; progress and warnings are logged); see extraction.extract. Spectrograms and
@@ -130,6 +134,10 @@ def run(corpus: pd.DataFrame, cfg: PipelineConfig, out: str | os.PathLike, jobs:
     for name in NETWORKS:
         log.info(f"{name}: trained ({engine.seconds[name]:.1f} s)")
     features, results = engine.evaluate()
+    # the reference on the same clips, by the same SVR: kept in out/functionals like the spectrograms
+    kept = corpus[corpus["file_name"].isin(set(spec.file_name))]
+    features[FUNCTIONALS] = functionals(kept, out / FUNCTIONALS, jobs=jobs, corpus_id=spec.corpus)
+    results[FUNCTIONALS] = evaluate(features[FUNCTIONALS], cfg.scoring)
     for name, branch in features.items():
         write_features(branch, out / "features" / name)
     for name, ev in results.items():
@@ -137,6 +145,21 @@ def run(corpus: pd.DataFrame, cfg: PipelineConfig, out: str | os.PathLike, jobs:
         write_predictions(out / "predictions" / f"{name}.test.csv", ev.test, cfg.scoring)
     write_predictions(out / "predictions.test.csv", results[FUSION].test, cfg.scoring)
     write_json(out / "metrics.json", {**{name: ev.metrics() for name, ev in results.items()},
+                                      VERSUS: versus(results[FUSION], results[FUNCTIONALS], kept),
                                       "made_from": made_from,
                                       "wall_seconds": round(time.perf_counter() - started, 1)})
     return results
+
+
+VERSUS = f"{FUSION}_vs_{FUNCTIONALS}"  # metrics.json's entry of the paired difference
+
+
+def versus(ev: Evaluation, reference: Evaluation, truth: pd.DataFrame) -> dict[str, Any]:
+    """{devel, test: scoring.compare of ev's predictions against the reference's on the same clips}."""
+    return {part: compare(getattr(ev, part), getattr(reference, part), truth) for part in ("devel", "test")}
+
+
+def versus_line(entry: dict[str, Any], what: str = FUSION) -> str:
+    """The paired difference as `pipeline` and `run` print it."""
+    return (f"{what} vs {FUNCTIONALS} (paired, the same clips): devel {format_difference(entry.get('devel'))}, "
+            f"test {format_difference(entry.get('test'))}")

@@ -165,6 +165,35 @@ def rho_ci(y: np.ndarray, pred: np.ndarray, groups: np.ndarray | None) -> tuple[
     return rho_interval(y, pred, groups) if len(y) >= 2 else None
 
 
+def compare(a: pd.DataFrame, b: pd.DataFrame, truth: pd.DataFrame) -> dict | None:
+    """The paired difference rho(a) - rho(b) of two sets of predictions (file_name, prediction) on the clips
+    both predict whose label `truth` (file_name, label, and speaker where known) knows, with its 95%
+    bootstrap interval (both rhos on the same resamples: speakers where known, clips otherwise; see
+    confidence.difference_interval). {"difference", "ci": [lo, hi] or None, "clips", "resampled"}; None
+    where fewer than two such clips have a label."""
+    from .confidence import difference_interval
+
+    both = truth.merge(a[["file_name", "prediction"]], on="file_name") \
+        .merge(b[["file_name", "prediction"]], on="file_name", suffixes=("_a", "_b"))
+    both = both[both["label"].notna()]
+    if len(both) < 2:
+        return None
+    groups = both["speaker"].to_numpy(dtype=object) if "speaker" in both.columns else None
+    diff, lo, hi = difference_interval(both["label"].to_numpy(float), both["prediction_a"].to_numpy(float),
+                                       both["prediction_b"].to_numpy(float), groups)
+    return {"difference": diff, "ci": interval_json((lo, hi)), "clips": int(len(both)),
+            "resampled": "clips" if groups is None else "speakers"}
+
+
+def format_difference(entry: dict | None, missing: str = "n/a") -> str:
+    """A paired difference (`compare`) as every command and the report print it: "+0.099 [-0.06, +0.25]"."""
+    if not entry or entry.get("difference") is None or math.isnan(entry["difference"]):
+        return missing
+    shown = f"{entry['difference']:+.3f}"
+    ci = entry.get("ci")
+    return f"{shown} [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else shown
+
+
 def evaluate(features: pd.DataFrame, cfg: ScoringConfig, intervals: bool = True) -> Evaluation:
     """The paper's protocol on one feature set (labels in its label column); with `intervals`, the 95%
     bootstrap interval of each rho, resampling speakers where the set has a speaker column."""

@@ -3,7 +3,8 @@
 For each demo-corpus seed (the built-in generator, unchanged; `--clips` / `--speakers` make larger
 corpora with its own size options) and each `--data` corpus, through the real CLI:
 
-- baseline: `auttention-search baseline` (MFCC functionals + the paper's SVR);
+- baseline: the functionals baseline as `pipeline` computes it beside its result (the same clips and SVR as
+  `auttention-search baseline`);
 - pipeline: `auttention-search pipeline --config configs/demo.yaml`;
 - search:   `auttention-search run spaces/demo.yaml` (its exported predictions: the chosen configuration's
   seed ensemble; and search-single-model, the chosen trial's own model, from the same run).
@@ -18,8 +19,10 @@ With --ablations, each change of the method is also measured on its own, against
     python bench/quality.py [--seeds 0 1 2] [--data CORPUS ...] [--time-budget 5m] [--ablations]
     python bench/quality.py --tables-from bench/results/quality.json   # print a saved run's tables
 
-Prints a table and writes bench/results/quality.json ({"rows": [{"corpus", "method", "devel_rho",
-"test_rho"}, ...], "summary": ...}); with --clips / --speakers, quality-<N>clips-<M>spk.json instead, so
+Prints the tables, every rho with its 95% bootstrap interval (speakers resampled) and the paired difference
+of the pipeline and the search to the functionals baseline on the same clips, and writes
+bench/results/quality.json ({"rows": [{"corpus", "method", "devel_rho", "test_rho", "devel_ci", "test_ci",
+"vs_functionals"}, ...], "summary": ...}); with --clips / --speakers, quality-<N>clips-<M>spk.json instead, so
 the default-size results stay. Test rho is shown only; nothing here chooses by it.
 """
 
@@ -29,7 +32,6 @@ import argparse
 import dataclasses
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -40,6 +42,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from auttention.scoring import format_difference, format_rho_ci  # noqa: E402
 from bench.common import ROOT, markdown_table, table, write_result  # noqa: E402
 
 CLI = [sys.executable, "-m", "search"]
@@ -70,12 +73,6 @@ def demo(seed: int, cache: Path, clips: int | None, speakers: int | None) -> Pat
     return folder
 
 
-def baseline(data: Path, log: Path) -> tuple[float, float | None]:
-    out = cli("baseline", "--data", str(data), log=log)
-    match = re.search(r"devel rho=(-?[\d.]+)\s+test rho=(-?[\d.]+|n/a)", out)
-    return float(match.group(1)), None if match.group(2) == "n/a" else float(match.group(2))
-
-
 def pipeline(data: Path, config: Path, out: Path, log: Path) -> dict:
     cli("pipeline", "--data", str(data), "--config", str(config), "--out", str(out), log=log)
     return json.loads((out / "metrics.json").read_text())
@@ -104,7 +101,7 @@ def readouts(out: Path, config: Path) -> dict[str, dict]:
             new.autoencoder.set_weights(old.autoencoder.get_weights())  # the read-out has no weights of its own
             trainers[name] = new
         _, evaluations = Engine(trainers, spec, cfg.training, cfg.scoring, provenance(cfg, spec)).evaluate()
-        results[feature] = {"devel_rho": evaluations[FUSION].devel_rho, "test_rho": evaluations[FUSION].test_rho}
+        results[feature] = evaluations[FUSION].metrics()
     return results
 
 
@@ -170,10 +167,18 @@ def main() -> None:
     corpora += [(Path(d).name, Path(d)) for d in args.data]
     rows = []
 
-    def add(corpus: str, method: str, devel: float, test: float | None, **extra) -> None:
-        rows.append({"corpus": corpus, "method": method, "devel_rho": devel, "test_rho": test, **extra})
-        shown = f"{test:.3f}" if test is not None else "n/a"
-        print(f"{corpus:<22} {method:<28} devel {devel:.3f}  test {shown}", flush=True)
+    def add(corpus: str, method: str, entry: dict, versus: dict | None = None, **extra) -> None:
+        """One row: a metrics.json entry's devel and test rho with their 95% intervals, and where given the
+        paired difference to the functionals baseline on the same clips (scoring.compare's entries)."""
+        row = {"corpus": corpus, "method": method, "devel_rho": entry["devel_rho"], "test_rho": entry.get("test_rho"),
+               "devel_ci": entry.get("devel_rho_ci"), "test_ci": entry.get("test_rho_ci"), **extra}
+        if versus:
+            row["vs_functionals"] = versus
+        rows.append(row)
+        print(f"{corpus:<22} {method:<28} devel {format_rho_ci(row['devel_rho'], row['devel_ci'])}  "
+              f"test {format_rho_ci(row['test_rho'], row['test_ci'])}"
+              + (f"  vs functionals: devel {format_difference(versus.get('devel'))}, "
+                 f"test {format_difference(versus.get('test'))}" if versus else ""), flush=True)
 
     try:
         run_all(args, corpora, runs, cache, log, work, add)
@@ -190,28 +195,29 @@ def run_all(args, corpora, runs: Path, cache: Path, log: Path, work: Path, add) 
     """Every method on every corpus, in order (rows through `add`)."""
     for i, (name, data) in enumerate(corpora):
         print(f"\n{name}: {data}", flush=True)
-        add(name, "baseline", *baseline(data, log))
         out = runs / f"pipeline-{name}"
         m = pipeline(data, ROOT / "configs" / "demo.yaml", out, log)
-        add(name, "pipeline", m["fusion"]["devel_rho"], m["fusion"]["test_rho"])
+        # the baseline as every run computes it: the same clips, the same SVR (`auttention-search baseline`)
+        add(name, "baseline", m["functionals"])
+        add(name, "pipeline", m["fusion"], m["fusion_vs_functionals"])
         if args.ablations:
             for tag, settings in VARIANTS.items():
                 m = pipeline(data, variant(work, tag, **settings), runs / f"pipeline-{tag}-{name}", log)
-                add(name, f"pipeline-{tag}", m["fusion"]["devel_rho"], m["fusion"]["test_rho"])
+                add(name, f"pipeline-{tag}", m["fusion"], m["fusion_vs_functionals"])
             for feature, r in readouts(out, ROOT / "configs" / "demo.yaml").items():
-                add(name, f"pipeline-feature-{feature}", r["devel_rho"], r["test_rho"])
+                add(name, f"pipeline-feature-{feature}", r)
         if args.no_search:
             continue
         m = search(data, runs, cache, f"search-{name}", args.time_budget, log)
         seeds = [s for c in m.get("confirmation", []) if c["trial_id"] == m["trial_id"] for s in c["seeds"]]
-        exported = m.get("ensemble") or m["fusion"]
-        add(name, "search", exported["devel_rho"], exported["test_rho"], trial_id=m["trial_id"],
-            selection_score=m["selection"]["selection_score"], seeds=seeds)
+        add(name, "search", m.get("ensemble") or m["fusion"], m.get("exported_vs_functionals"),
+            trial_id=m["trial_id"], selection_score=m["selection"]["selection_score"], seeds=seeds,
+            confirmed=len(m.get("confirmation", [])))
         # the same run's chosen trial, its own single model (what a search without the seed ensemble exports)
-        add(name, "search-single-model", m["fusion"]["devel_rho"], m["fusion"]["test_rho"], trial_id=m["trial_id"])
+        add(name, "search-single-model", m["fusion"], trial_id=m["trial_id"])
         if args.ablations and i == 0:
             m = search(data, runs, cache, f"search-best-epoch-{name}", args.time_budget, log, best_epoch_space(work))
-            add(name, "search-best-epoch", m["fusion"]["devel_rho"], m["fusion"]["test_rho"], trial_id=m["trial_id"])
+            add(name, "search-best-epoch", m["fusion"], trial_id=m["trial_id"])
 
 
 # each change measured alone: (what it is, the method with it, the same runs without it)
@@ -240,18 +246,24 @@ def changes(rows: list[dict]) -> list[list]:
 
 
 def print_tables(rows: list[dict], summary: dict) -> None:
-    """The rows, the means per method and each change alone, as plain text and then as Markdown."""
-    header = ["corpus", "method", "devel rho", "test rho"]
-    cells = [[r["corpus"], r["method"], r["devel_rho"], r["test_rho"] if r["test_rho"] is not None else float("nan")]
-             for r in rows]
-    means = [[m, s["corpora"], s["mean_devel_rho"], s["mean_test_rho"], s["sd_test_rho"], s["mean_gap"]]
+    """The rows (each rho with its 95% interval), the paired differences to the functionals baseline, the
+    means per method and each change alone, as plain text and then as Markdown."""
+    header = ["corpus", "method", "devel rho [95% CI]", "test rho [95% CI]"]
+    cells = [[r["corpus"], r["method"], format_rho_ci(r["devel_rho"], r.get("devel_ci")),
+              format_rho_ci(r["test_rho"], r.get("test_ci"))] for r in rows]
+    paired = [[r["corpus"], r["method"], format_difference(r["vs_functionals"].get("devel")),
+               format_difference(r["vs_functionals"].get("test"))] for r in rows if r.get("vs_functionals")]
+    paired_header = ["corpus", "method", "devel vs functionals [95% CI]", "test vs functionals [95% CI]"]
+    means = [[m, s["corpora"], s["mean_devel_rho"], s["mean_test_rho"], s["sd_test_rho"], s["mean_gap"],
+              s.get("mean_test_vs_functionals", float("nan")), s.get("test_intervals_above_0", "")]
              for m, s in summary.items()]
-    mean_header = ["method (demo seeds)", "corpora", "mean devel", "mean test", "sd test", "devel - test"]
+    mean_header = ["method (demo seeds)", "corpora", "mean devel", "mean test", "sd test", "devel - test",
+                   "mean test vs functionals", "test intervals above 0"]
     moved = changes(rows)
     moved_header = ["change, measured alone", "corpora", "devel moved", "test moved", "sd", "test moved per corpus"]
     for fmt in (table, markdown_table):
-        print("\n" + "\n\n".join(fmt(c, h) for c, h in ((cells, header), (means, mean_header),
-                                                          (moved, moved_header)) if c))
+        print("\n" + "\n\n".join(fmt(c, h) for c, h in ((cells, header), (paired, paired_header),
+                                                          (means, mean_header), (moved, moved_header)) if c))
 
 
 def report(rows: list[dict], args) -> None:
@@ -264,6 +276,11 @@ def report(rows: list[dict], args) -> None:
             summary[method] = {"corpora": len(mine), "mean_devel_rho": float(np.mean([r["devel_rho"] for r in mine])),
                                "mean_test_rho": float(np.mean(tests)), "sd_test_rho": float(np.std(tests)),
                                "mean_gap": float(np.mean([r["devel_rho"] - r["test_rho"] for r in mine]))}
+            versus = [(r["vs_functionals"] or {}).get("test") for r in mine if r.get("vs_functionals")]
+            versus = [v for v in versus if v]
+            if versus:  # the paired differences on each corpus, and on how many their interval lies above 0
+                summary[method]["mean_test_vs_functionals"] = float(np.mean([v["difference"] for v in versus]))
+                summary[method]["test_intervals_above_0"] = f"{sum(bool(v['ci']) and v['ci'][0] > 0 for v in versus)}/{len(versus)}"
     print_tables(rows, summary)
     path = write_result(f"quality{size_tag(args.clips, args.speakers)}",
                         {"rows": rows, "summary": summary, "time_budget": args.time_budget,

@@ -280,6 +280,7 @@ def pipeline(data: str, config_path: str | None, out: str | None, jobs: int | No
     results = pipe.run(corpus, cfg, out, jobs=jobs, policy=BadAudioPolicy(on_bad_audio))
     log.info("")
     log.info(pipe.table(results))
+    log.info(pipe.versus_line(pipe.versus(results[pipe.FUSION], results[pipe.FUNCTIONALS], corpus)))
     log.info(f"\n{len(corpus)} clips, {time.perf_counter() - t0:.0f} s; outputs in {out} "
              f"(predictions.test.csv, metrics.json)")
 
@@ -318,7 +319,8 @@ def search_options(func: Callable) -> Callable:
                      help="spectrogram cache: a local path (default ~/.cache/auttention-search where the driver "
                           "runs) or s3://bucket/prefix, gs://bucket/prefix"),
         click.option("--num-samples", type=int, help="number of trials (overrides experiment.num_samples)"),
-        click.option("--time-budget", help="stop starting trials after this long, e.g. 6h (overrides experiment.time_budget)"),
+        click.option("--time-budget", help="the whole search's wall time, trials, confirmation and export, e.g. 6h "
+                                           "(overrides experiment.time_budget)"),
         click.option("--resume", is_flag=True, help="continue an interrupted search of this name"),
         click.option("--delivery", type=click.Choice(DELIVERIES), default=AUTO, show_default=True,
                      help="how trials get the spectrograms, once per node: through Ray's object store, or "

@@ -12,12 +12,15 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 import pandas as pd
 
+from auttention.baseline import FUNCTIONALS
 from auttention.config import to_dict
 from auttention.io import write_csv, write_json, write_yaml
-from auttention.scoring import format_rho, format_rho_ci
+from auttention.scoring import Evaluation, compare, format_rho, format_rho_ci
 
 from .keys import flat_columns
 from .selection import SELECTION, Candidate, Selection, ensemble, trial_id
+
+VERSUS = f"exported_vs_{FUNCTIONALS}"  # best/metrics.json's entry of the paired difference to the baseline
 
 if TYPE_CHECKING:
     from auttention.config import PipelineConfig, ScoringConfig
@@ -92,6 +95,22 @@ def _seed_text(seed: dict) -> str:
 
 
 @dataclasses.dataclass
+class Reference:
+    """The functionals baseline of the corpus (runner.reference): its feature set, the SVR settings it was
+    scored with, and that evaluation."""
+
+    frame: pd.DataFrame
+    scoring: ScoringConfig
+    evaluation: Evaluation
+
+    def evaluated(self, scoring: ScoringConfig) -> Evaluation:
+        """Its evaluation by `scoring` (the exported configuration's SVR settings; scored again if they differ)."""
+        from auttention.scoring import evaluate
+
+        return self.evaluation if scoring == self.scoring else evaluate(self.frame, scoring)
+
+
+@dataclasses.dataclass
 class Exported:
     """What the export stage wrote: trials.csv's table and, where a trial was chosen, best/ (its folder,
     the metrics.json written there, the chosen trial's own model's evaluations)."""
@@ -99,26 +118,33 @@ class Exported:
     table: pd.DataFrame
     folder: Path | None = None
     metrics: dict[str, Any] | None = None
-    evaluations: dict[str, Any] | None = None
+    evaluations: dict[str, Any] | None = None  # with the functionals baseline's where there is one
 
 
-def export(run_dir: Path, results, selection: Selection, space: Space, folder_of: Callable[[Any], Path] | None = None
-           ) -> Exported:
-    """The export stage: trials.csv (folder_of: as trials_table's), and best/ for the chosen candidate."""
+def export(run_dir: Path, results, selection: Selection, space: Space, folder_of: Callable[[Any], Path] | None = None,
+           reference: Reference | None = None) -> Exported:
+    """The export stage: trials.csv (folder_of: as trials_table's), and best/ for the chosen candidate (with
+    the `reference` baseline beside it where given)."""
     table = trials_table(results, space.experiment.metric, selection.confirmed, folder_of=folder_of)
     write_csv(run_dir / "trials.csv", table)
     if selection.chosen is None:
         return Exported(table)
     cfg = space.trial_config(selection.chosen.result.config)
-    folder, metrics = export_best(run_dir, cfg, selection.chosen, selection.confirmed, space.experiment)
-    return Exported(table, folder, metrics, selection.chosen.evaluations)
+    folder, metrics = export_best(run_dir, cfg, selection.chosen, selection.confirmed, space.experiment, reference)
+    evaluations = dict(selection.chosen.evaluations)
+    if reference is not None:
+        evaluations[FUNCTIONALS] = reference.evaluated(cfg.scoring)
+    return Exported(table, folder, metrics, evaluations)
 
 
 def export_best(run_dir: Path, cfg: PipelineConfig, chosen: Candidate, confirmed: list[Candidate],
-                experiment: ExperimentConfig) -> tuple[Path, dict[str, Any]]:
+                experiment: ExperimentConfig, reference: Reference | None = None) -> tuple[Path, dict[str, Any]]:
     """Write best/: config.yaml (re-runnable with `pipeline --config`), predictions, metrics (with how the
     configuration was chosen: its selection score and every confirmed candidate's seeds), features, from
-    `chosen`'s checkpoint as confirm scored it. Returns best/ and the metrics written to its metrics.json."""
+    `chosen`'s checkpoint as confirm scored it; with a `reference`, its evaluation by the same SVR settings
+    (metrics.json's `functionals`, its predictions in best/functionals/) and the paired difference of the
+    exported predictions to it on the same clips (`exported_vs_functionals`). Returns best/ and the metrics
+    written to its metrics.json."""
     from auttention.features import write_features
     from auttention.scoring import write_predictions
 
@@ -147,6 +173,13 @@ def export_best(run_dir: Path, cfg: PipelineConfig, chosen: Candidate, confirmed
         "ensemble": {k: v for k, v in combined.items() if k != "predictions"} if combined else None,
         "made_from": fusion.attrs.get("made_from", {}),
     }
+    if reference is not None:
+        baseline = reference.evaluated(cfg.scoring)
+        truth = fusion[[c for c in ("file_name", "label", "speaker") if c in fusion.columns]]
+        metrics[FUNCTIONALS] = baseline.metrics()
+        metrics[VERSUS] = {part: compare(predictions[part], getattr(baseline, part), truth) for part in ("devel", "test")}
+        for part in ("devel", "test"):
+            write_predictions(folder / FUNCTIONALS / f"predictions.{part}.csv", getattr(baseline, part), cfg.scoring)
     write_json(folder / "metrics.json", metrics)
     for part in ("train", "devel", "test"):
         write_features(fusion[fusion["partition"] == part], folder / "features" / part)
@@ -182,6 +215,7 @@ def _short(value: Any) -> str:
 def summary(exported: Exported, metric: str, top: int = 5) -> str:
     """The text printed at the end: counts, the top trials, and the chosen trial's devel/test table."""
     from auttention.pipeline import table as paper_table
+    from auttention.pipeline import versus_line
 
     table, evaluations = exported.table, exported.evaluations
     seed_ensemble = (exported.metrics or {}).get("ensemble")
@@ -202,12 +236,16 @@ def summary(exported: Exported, metric: str, top: int = 5) -> str:
         lines.append("  ".join(name.ljust(widths[name]) for name in cells).rstrip())
         for i in range(len(head)):
             lines.append("  ".join(cells[name][i].ljust(widths[name]) for name in cells).rstrip())
+    metrics = exported.metrics or {}
     if evaluations:
-        lines += ["", "best configuration, the trial's own model (SVR refit on train+devel for test):",
+        lines += ["", "best configuration, the trial's own model, and the functionals baseline by the same SVR "
+                  "(refit on train+devel for test):",
                   paper_table(evaluations)]
     if seed_ensemble:
         lines += [f"exported: its fusion predictions averaged over seeds "
                   f"{', '.join(map(str, seed_ensemble['seeds']))}: "
                   f"devel {format_rho_ci(seed_ensemble['devel_rho'], seed_ensemble.get('devel_rho_ci'))}, "
                   f"test {format_rho_ci(seed_ensemble.get('test_rho'), seed_ensemble.get('test_rho_ci'))}"]
+    if metrics.get(VERSUS):
+        lines.append(versus_line(metrics[VERSUS], "exported"))
     return "\n".join(lines)

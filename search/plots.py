@@ -59,16 +59,32 @@ def _status_legend(ax, counts: dict[str, int], extra: Iterable[Line2D] = ()) -> 
         ax.legend(handles=handles, loc="lower right", fontsize=8, framealpha=0.9)
 
 
+REFERENCE_STYLE = {"color": "#b8860b", "ls": "--", "lw": 1.4}  # the functionals baseline's devel line
+
+
+def _reference(ax, reference: tuple[str, float] | None) -> list[Line2D]:
+    """A horizontal line at the baseline's devel score (reference: (label, value)); its legend entry."""
+    from matplotlib.lines import Line2D
+
+    if reference is None or not np.isfinite(reference[1]):
+        return []
+    ax.axhline(reference[1], zorder=1, **REFERENCE_STYLE)
+    return [Line2D([], [], label=reference[0], **REFERENCE_STYLE)]
+
+
 def plot_best_so_far(points: pd.DataFrame, steps: pd.DataFrame, x_label: str, y_label: str,
-                     integer_x: bool = False, x_from_zero: bool = False) -> Figure:
+                     integer_x: bool = False, x_from_zero: bool = False,
+                     reference: tuple[str, float] | None = None) -> Figure:
     """Best-so-far line (steps: x, y in order) and one point per trial (points: x, y, status; y NaN =
-    no score, drawn on the bottom edge)."""
+    no score, drawn on the bottom edge); a dashed line at `reference` (label, value) where given."""
     from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
 
     fig = _figure(5.4, 3.7)
     ax = fig.add_subplot()
     finite = points["y"].dropna()
+    if reference is not None and np.isfinite(reference[1]):
+        finite = pd.concat([finite, pd.Series([reference[1]])])
     lo, hi = (float(finite.min()), float(finite.max())) if len(finite) else (0.0, 1.0)
     pad = max(0.05 * (hi - lo), 0.02)
     bottom = lo - 3 * pad
@@ -98,6 +114,7 @@ def plot_best_so_far(points: pd.DataFrame, steps: pd.DataFrame, x_label: str, y_
     ax.grid(alpha=0.3)
     counts = points["status"].value_counts().to_dict()
     line = [Line2D([], [], color="#222222", lw=1.8, label="best so far")] if len(steps) else []
+    line += _reference(ax, reference)
     _status_legend(ax, {s: counts.get(s, 0) for s in [*STATUS_STYLE, *counts] if s in counts}, line)
     return fig
 
@@ -247,8 +264,9 @@ def _mpl_text(text: str) -> str:
 
 
 def plot_curves(curves: dict[str, pd.DataFrame], statuses: dict[str, str], metric: str, y_label: str,
-                best_id: str | None, max_epochs: int | None) -> Figure:
-    """Devel metric per epoch of every trial, coloured by status; where a trial ended is marked."""
+                best_id: str | None, max_epochs: int | None, reference: tuple[str, float] | None = None) -> Figure:
+    """Devel metric per epoch of every trial, coloured by status; where a trial ended is marked; a dashed
+    line at `reference` (label, value) where given."""
     from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
 
@@ -277,6 +295,7 @@ def plot_curves(curves: dict[str, pd.DataFrame], statuses: dict[str, str], metri
     if max_epochs:
         ax.axvline(max_epochs, color="#888888", ls=":", lw=1.2, zorder=1)
         extra.append(Line2D([], [], color="#888888", ls=":", lw=1.2, label=f"max_epochs = {max_epochs}"))
+    extra += _reference(ax, reference)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel(y_label)

@@ -24,11 +24,13 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from auttention.baseline import FUNCTIONALS
 from auttention.io import atomic_dir
-from auttention.scoring import format_rho, format_rho_ci
+from auttention.scoring import format_difference, format_rho, format_rho_ci
 
 from .plots import (STATUS_STYLE, TOP_PARALLEL, plot_best_so_far, plot_curves, plot_importance, plot_parallel,
                     plot_predictions, save_png)
+from .export import VERSUS
 from .rundata import RunData, load_run, metric_label, read_labels, read_predictions
 from .selection import SELECTION
 
@@ -106,6 +108,14 @@ def status_badge(status: str) -> str:
 # ------------------------------------------------------------------------------------------ sections
 
 
+def reference_line(run: RunData) -> tuple[str, float] | None:
+    """(label, devel rho) of the functionals baseline scored by the exported configuration's SVR, for the
+    plots of devel scores; None where best/metrics.json has none."""
+    entry = (run.best or {}).get(FUNCTIONALS) or {}
+    rho = entry.get("devel_rho")
+    return (f"{FUNCTIONALS} baseline (devel)", float(rho)) if isinstance(rho, (int, float)) else None
+
+
 def section_progress(run: RunData, out: Path) -> str:
     """Best-so-far devel metric against wall time and against trial number; every trial a point."""
     trials, metric, label = run.trials, run.metric, metric_label(run.metric)
@@ -130,7 +140,7 @@ def section_progress(run: RunData, out: Path) -> str:
     figures = []
     if len(points_time):
         fig = plot_best_so_far(points_time, steps_time, "wall time (s since the first epoch began)", f"best {label}",
-                               x_from_zero=True)
+                               x_from_zero=True, reference=reference_line(run))
         figures.append(figure_html(save_png(fig, out, "progress_time.png"), f"best {label} against wall time",
                                    "Against wall time: a point where each trial ended, at its best epoch's score."))
     by_number = trials.sort_values("number")
@@ -138,7 +148,7 @@ def section_progress(run: RunData, out: Path) -> str:
                                   "status": by_number["status"]})
     scored = points_number[points_number["y"].notna()]
     fig = plot_best_so_far(points_number, scored[["x", "y"]].reset_index(drop=True), "trial number (order started)",
-                           f"best {label}", integer_x=True)
+                           f"best {label}", integer_x=True, reference=reference_line(run))
     unscored = int(points_number["y"].isna().sum())
     figures.append(figure_html(save_png(fig, out, "progress_trial.png"), f"best {label} against trial number",
                                "Against trial number (the order trials started)"
@@ -150,6 +160,9 @@ def section_progress(run: RunData, out: Path) -> str:
             f"stopped early by ASHA (their scores come from fewer epochs), {int(counts.get('errored', 0))} errored.")
     if untimed:
         text += f" {untimed} trial(s) reported no epoch and have no place on the wall-time axis."
+    if reference_line(run):
+        text += (f" The dashed line is the devel ρ of the {FUNCTIONALS} baseline (utterance functionals and the same "
+                 f"SVR) on the same clips: the bar to beat.")
     return section("progress", f"<p>{text}</p>\n<div class=\"pair\">{''.join(figures)}</div>")
 
 
@@ -253,7 +266,8 @@ def section_curves(run: RunData, out: Path) -> str:
         return section("curves", note("No trial reported a scored epoch."))
     statuses = dict(zip(run.trials["trial_id"], run.trials["status"]))
     best_id = str(run.best["trial_id"]) if run.best and "trial_id" in run.best else None
-    fig = plot_curves(with_data, statuses, run.metric, metric_label(run.metric), best_id, run.max_epochs)
+    fig = plot_curves(with_data, statuses, run.metric, metric_label(run.metric), best_id, run.max_epochs,
+                      reference_line(run))
     caption = (f"{esc(metric_label(run.metric))} after every epoch of the {len(with_data)} trials that scored one; "
                f"dashed curves ending in a marker are trials stopped early (ASHA) or errored.")
     if silent:
@@ -265,7 +279,9 @@ def paper_table(best: dict) -> str:
     """The paper's table: rows attention, seq2seq, fusion; columns devel and test Spearman's rho (with the
     95% bootstrap interval where metrics.json has one), C."""
     rows, unknown = [], False
-    for branch in ("attention", "seq2seq", "fusion"):
+    for branch in ("attention", "seq2seq", "fusion", FUNCTIONALS):
+        if branch == FUNCTIONALS and not best.get(branch):
+            continue  # a run from before the baseline was part of every run
         entry = best.get(branch) or {}
         test = entry.get("test_rho")
         unknown |= test is None
@@ -277,7 +293,7 @@ def paper_table(best: dict) -> str:
              f'<th>C</th></tr></thead><tbody>{"".join(rows)}</tbody></table></div>')
     if unknown:
         table += note("test: labels unknown (e.g. '?' as ComParE ships them), so there is no test ρ.")
-    resampled = {(best.get(b) or {}).get("resampled") for b in ("attention", "seq2seq", "fusion")} - {None}
+    resampled = {(best.get(b) or {}).get("resampled") for b in ("attention", "seq2seq", "fusion", FUNCTIONALS)} - {None}
     if resampled:
         table += note(f"[lo, hi]: 95% bootstrap interval, {' and '.join(sorted(resampled))} resampled "
                       f"(docs/QUALITY.md, Intervals).")
@@ -293,7 +309,7 @@ def section_best(run: RunData, out: Path) -> str:
     tid = esc(best.get("trial_id", "?"))
     body = [f"<p>Trial <code>{tid}</code>, checkpoint of epoch {esc(best.get('epoch', '?'))}, scored again for "
             f"export; test predictions come from the SVR refit on train+devel.</p>", paper_table(best),
-            ensemble_html(best), confirmation_html(best)]
+            ensemble_html(best), versus_html(best), confirmation_html(best)]
     try:
         cfg = yaml.safe_load((run.run_dir / "best" / "config.yaml").read_text()) or {}
     except (OSError, yaml.YAMLError):
@@ -332,6 +348,18 @@ def section_best(run: RunData, out: Path) -> str:
                     f'(rerun it with <code>auttention-search pipeline --data ... --config '
                     f'{esc(config_path)}</code>)</p><pre class="config">{esc(text)}</pre>')
     return section("best", "\n".join(body))
+
+
+def versus_html(best: dict) -> str:
+    """The exported predictions against the functionals baseline: the paired difference on the same clips."""
+    versus = best.get(VERSUS)
+    if not versus:
+        return ""
+    return (f"<p>Exported predictions against the {FUNCTIONALS} baseline (the table's last row: utterance "
+            f"functionals and the same SVR), paired on the same clips: devel ρ "
+            f"{esc(format_difference(versus.get('devel'), missing='–'))}, test ρ "
+            f"{esc(format_difference(versus.get('test'), missing='–'))} (the difference with its 95% bootstrap "
+            f"interval; an interval that holds 0 is no evidence either way).</p>")
 
 
 def ensemble_html(best: dict) -> str:
@@ -418,6 +446,7 @@ def section_files(run: RunData, out: Path) -> str:
               ("best/config.yaml", "the best configuration"),
               ("best/predictions.devel.csv", "devel predictions"),
               ("best/predictions.test.csv", "test predictions (ComParE format)"),
+              ("best/functionals", "the functionals baseline's predictions, by the same SVR"),
               ("tune", "Ray Tune's experiment: one folder per trial")]
     items = [f'<li><a href="{rel_link(rd / p, rd)}{"/" if (rd / p).is_dir() else ""}">{esc(p)}</a> – {esc(w)}</li>'
              for p, w in wanted if (rd / p).exists()]

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
 from auttention.corpus import BadAudioPolicy
 from auttention.errors import UserError
+from auttention.scoring import evaluate, format_rho_ci
 
 from . import tracking
+from .budget import Budget, duration
 from .checks import check_shared_runs
-from .export import Exported, export, summary
+from .export import Exported, Reference, export, summary
 from .extract import ensure_spectrograms, skipped_clips
 from .prepare import Prepared, prepare, record_space
 from .raysession import start_ray
@@ -40,9 +41,11 @@ def run_search(space_path: str, *, data: str | None = None, address: str | None 
     """Run (or resume) a search; returns the run folder. policy: bad audio 'fail' (the default) or 'skip'
     (see corpus.BadAudioPolicy); progress is logged (auttention.log). delivery: how trials get the
     spectrograms (search.sources: auto, object-store or node-copy)."""
+    clock = Budget(None)  # experiment.time_budget counts from here (search.budget)
     prepared = prepare(space_path, data=data, runs=runs, cache=cache, name=name, num_samples=num_samples,
                        time_budget=time_budget, resume=resume, delivery=delivery, policy=policy)
     space, run = prepared.space, prepared.run
+    budget = dataclasses.replace(clock, total_s=space.experiment.time_budget_s)
     dash, started_here = start_ray(address, dashboard, verbose)
     # here, not at the top: Ray and Tune take seconds to import (tuning imports Tune)
     import ray
@@ -55,21 +58,24 @@ def run_search(space_path: str, *, data: str | None = None, address: str | None 
         if dash:
             log.info(f"ray: dashboard at http://{dash}")
         extracted = extract(prepared, delivery, verbose)
+        baseline = reference(prepared, extracted)
         trainable = make_trainable(space, extracted.sources)
         record_space(prepared)
-        started = time.perf_counter()
-        results = tuning.fit(space, trainable, run, resume)
+        results = tuning.fit(space, trainable, run, resume, budget.for_trials(space.experiment))
         tuning.settle(run, space.experiment.name)
-        selection = select_and_confirm(results, space, extracted.sources)
-        exported = export(run.local, results, selection, space, folder_of=run.trial_folder)
+        selection = select_and_confirm(results, space, extracted.sources, budget)
+        exported = export(run.local, results, selection, space, folder_of=run.trial_folder, reference=baseline)
         tracking.log_export(space.experiment.name, exported.folder, exported.metrics)  # where --mlflow asks
-        report(prepared, exported, extracted.skipped, started)
+        report(prepared, exported, extracted.skipped, budget)
         if selection.chosen is None:
             raise UserError(f"no trial finished an epoch; see the errors in {run}/trials.csv")
     finally:
         if started_here:
             ray.shutdown()
     return run.local
+
+
+SAMPLE_RATE = 16000  # Hz of the functionals baseline (as the `baseline` command's default)
 
 
 @dataclasses.dataclass
@@ -91,7 +97,24 @@ def extract(prepared: Prepared, delivery: str, verbose: bool) -> Extracted:
     return Extracted(spectrogram_sources(folders, corpus, delivery), skipped)
 
 
-def report(prepared: Prepared, exported: Exported, skipped: dict[str, str], started: float) -> Path:
+def reference(prepared: Prepared, extracted: Extracted) -> Reference:
+    """The reference stage: the functionals baseline of the clips the trials see (cached beside the
+    spectrograms, auttention.baseline), scored by the space's SVR and printed before the trials start: the
+    bar the search's result is measured against, on the same clips (the export pairs them)."""
+    from auttention.baseline import FUNCTIONALS, functionals, functionals_folder
+    from auttention.config import ScoringConfig, build
+
+    corpus, fingerprint = prepared.corpus, prepared.screened.fingerprint
+    kept = corpus[~corpus["file_name"].isin(set(extracted.skipped))]
+    frame = functionals(kept, functionals_folder(prepared.cache, fingerprint, SAMPLE_RATE), corpus_id=fingerprint)
+    scoring = build(ScoringConfig, prepared.space.fixed.get("scoring", {}), "scoring")
+    ev = evaluate(frame, scoring)
+    log.info(f"baseline: {FUNCTIONALS} + the same SVR: devel {format_rho_ci(ev.devel_rho, ev.devel_ci)}, "
+             f"test {format_rho_ci(ev.test_rho, ev.test_ci)} (C {ev.c:g}; the result is compared with it at the end)")
+    return Reference(frame, scoring, ev)
+
+
+def report(prepared: Prepared, exported: Exported, skipped: dict[str, str], budget: Budget) -> Path:
     """The report stage: report/index.html written and the run folder pushed; the summary (from what the
     export wrote), the clips skipped and where it all is, printed. Returns index.html's path."""
     run = prepared.run
@@ -102,6 +125,7 @@ def report(prepared: Prepared, exported: Exported, skipped: dict[str, str], star
     if skipped:
         names = ", ".join(sorted(skipped)[:5]) + (", ..." if len(skipped) > 5 else "")
         log.info(f"skipped {len(skipped)} of {prepared.n_clips} clips with bad audio (--on-bad-audio skip): {names}")
-    log.info(f"\nsearch: {time.perf_counter() - started:.0f} s; trials.csv and best/ in {run}")
+    of_budget = f" of the {duration(budget.total_s)} budget" if budget.total_s is not None else ""
+    log.info(f"\nsearch: {duration(budget.elapsed())}{of_budget}; trials.csv and best/ in {run}")
     log.info(f"report: {run.remote_path(page)}")
     return page

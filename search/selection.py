@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from auttention.spectrogram import Spectrograms
     from auttention.storage import Location
 
+    from .budget import Budget, Plan
     from .space import ExperimentConfig, ResourcesConfig, Space
 
 log = logging.getLogger(__name__)
@@ -213,16 +214,17 @@ def train_seed(cfg: PipelineConfig, source, seed: int, experiment: ExperimentCon
             "test_rho": ev.test_rho, "epochs": engine.epoch, "predictions": {"devel": ev.devel, "test": ev.test}}
 
 
-def confirm(ranked: list[Candidate], space: Space, sources: dict[str, Any]) -> list[Candidate]:
-    """Train the top experiment.confirm_top candidates again with experiment.confirm_seeds new seeds, in
-    parallel as Ray tasks with a trial's resources; fill each candidate's `seeds` (its own first), and its
-    `evaluations` and `features` from its selected checkpoint, scored once here (the export uses them)."""
+def confirm(ranked: list[Candidate], space: Space, sources: dict[str, Any], plan: Plan) -> list[Candidate]:
+    """Train the top plan.top candidates again with plan.seeds new seeds each (experiment.confirm_top and
+    confirm_seeds, or fewer where the budget says so: search.budget), in parallel as Ray tasks with a trial's
+    resources; fill each candidate's `seeds` (its own first), and its `evaluations` and `features` from its
+    selected checkpoint, scored once here (the export uses them)."""
     import ray
 
     from .resources import trial_resources
 
     exp = space.experiment
-    top = ranked[:exp.confirm_top] if exp.confirm_top else ranked[:1]
+    top = ranked[:max(plan.top, 1)]
     need = trial_resources(space)
     task = ray.remote(train_seed).options(num_cpus=need["CPU"], num_gpus=need["GPU"], memory=need.get("memory"))
     own = ray.remote(evaluate_checkpoint).options(num_cpus=need["CPU"], num_gpus=need["GPU"], memory=need.get("memory"))
@@ -232,11 +234,11 @@ def confirm(ranked: list[Candidate], space: Space, sources: dict[str, Any]) -> l
         source = sources[cfg.spectrogram.hash()]
         jobs.append((cand, None, own.remote(cand.checkpoint, source, cfg, space.resources)))
         base = cfg.training.seed
-        for i in range(1, (exp.confirm_seeds if exp.confirm_top else 0) + 1):
+        for i in range(1, plan.seeds + 1):
             jobs.append((cand, base + i, task.remote(cfg, source, base + i, exp, space.scheduler.max_epochs,
                                                      space.resources)))
     if len(jobs) > len(top):
-        log.info(f"selection: training the top {len(top)} configuration(s) again with {exp.confirm_seeds} new seed(s) "
+        log.info(f"selection: training the top {len(top)} configuration(s) again with {plan.seeds} new seed(s) "
                  f"each ({len(jobs) - len(top)} runs)")
     branch = exp.metric.removesuffix("_rho")
     for cand, seed, ref in jobs:
@@ -283,13 +285,30 @@ class Selection:
     chosen: Candidate | None  # None when no trial scored an epoch
 
 
-def select_and_confirm(results, space: Space, sources: dict[str, Any]) -> Selection:
+def select_and_confirm(results, space: Space, sources: dict[str, Any], budget: Budget | None = None) -> Selection:
     """The select-and-confirm stage: trials ranked by their selection score (rank_trials), the top confirmed
-    with new seeds (confirm), the best mean over seeds chosen (choose)."""
+    with new seeds (confirm) as far as the `budget` allows (search.budget), the best mean over seeds chosen
+    (choose)."""
+    from .budget import Budget
+
     exp = space.experiment
     ranked = rank_trials(results, exp.metric, exp.select, space.scheduler.max_epochs)
-    confirmed = confirm(ranked, space, sources) if ranked else []
+    if not ranked:
+        return Selection(ranked, [], None)
+    plan = (budget or Budget(None)).plan(ranked, exp, space.scheduler.max_epochs, confirmation_slots(space))
+    confirmed = confirm(ranked, space, sources, plan)
     return Selection(ranked, confirmed, choose(confirmed))
+
+
+def confirmation_slots(space: Space) -> int:
+    """How many confirmation runs the cluster holds at once: its CPUs (and GPUs) over a trial's."""
+    import ray
+
+    from .resources import trial_resources
+
+    need, have = trial_resources(space), ray.cluster_resources()
+    slots = [have.get(k, 0.0) / v for k, v in need.items() if k in ("CPU", "GPU") and v]
+    return max(1, int(min(slots))) if slots else 1
 
 
 def ensemble(cand: Candidate, scoring: ScoringConfig) -> dict[str, Any]:

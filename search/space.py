@@ -57,7 +57,11 @@ class ExperimentConfig:
     num_samples: int = _opt(8, lo=1, hi=100000, doc="trials")
     max_concurrent: int = _opt(2, lo=1, hi=10000, doc="trials at once")
     seed: int = _opt(0, lo=0)
-    time_budget: typing.Optional[typing.Union[int, str]] = _opt(None, doc="e.g. 900, 15m, 6h; null = none")
+    time_budget: typing.Optional[typing.Union[int, str]] = _opt(
+        None, doc="the whole search's wall time, from start to report (trials, confirmation, export), e.g. 900, "
+                  "15m, 6h; null = none")
+    confirm_share: float = _opt(0.25, lo=0.0, hi=0.9, doc="of time_budget kept for the confirmation; what it runs is "
+                                                          "planned from the trials' measured times")
     report_every: int = _opt(1, lo=1, doc="score the features every k epochs")
     max_failures: int = _opt(2, lo=0, doc="retries of a failed trial (from its last checkpoint)")
     select: str = _opt("mean_last", choices=SELECT,

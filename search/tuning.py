@@ -238,19 +238,21 @@ def trial_name(trial) -> str:
     return f"{TRIAL_PREFIX}{trial.trial_id}"
 
 
-def make_tuner(space: Space, trainable, run: RunFolder):
-    """A Tuner for the space: searcher, scheduler, budget, checkpoints, retries, all under the run folder's
-    tune/ (run: a search.runfolder.RunFolder, local or on object storage)."""
+def make_tuner(space: Space, trainable, run: RunFolder, time_budget_s: float | None = None):
+    """A Tuner for the space: searcher, scheduler, the trials' share of the budget (search.budget),
+    checkpoints, retries, all under the run folder's tune/ (run: a search.runfolder.RunFolder, local or on
+    object storage)."""
     exp = space.experiment
     tune_config = tune.TuneConfig(search_alg=make_searcher(space, run.local), scheduler=make_scheduler(space),
                                   num_samples=exp.num_samples, metric=exp.metric, mode="max",
-                                  time_budget_s=exp.time_budget_s, trial_name_creator=trial_name,
+                                  time_budget_s=time_budget_s, trial_name_creator=trial_name,
                                   trial_dirname_creator=trial_name)
     return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config(space, run))
 
 
-def fit(space: Space, trainable, run: RunFolder, resume: bool) -> tune.ResultGrid:
-    """The tune stage: the trials run by a new Tuner, or by the run folder's restored one (--resume)."""
+def fit(space: Space, trainable, run: RunFolder, resume: bool, time_budget_s: float | None = None) -> tune.ResultGrid:
+    """The tune stage: the trials run by a new Tuner (for time_budget_s at most), or by the run folder's
+    restored one (--resume)."""
     exp = space.experiment
     if resume:
         if not run.can_restore():
@@ -260,7 +262,7 @@ def fit(space: Space, trainable, run: RunFolder, resume: bool) -> tune.ResultGri
         tuner = tune.Tuner.restore(f"{path}/tune", trainable=trainable, resume_errored=False,
                                    storage_filesystem=filesystem)
     else:
-        tuner = make_tuner(space, trainable, run)
+        tuner = make_tuner(space, trainable, run, time_budget_s)
     log.info(f"search: {exp.num_samples} trials, {exp.max_concurrent} at a time, "
              f"{space.resources.cpu:g} CPU / {space.resources.gpu:g} GPU each; metric {exp.metric}; "
              f"run folder {run}")

@@ -357,7 +357,7 @@ def test_baseline_obeys_the_policy(corpus):
     assert code == 0 and "devel rho=" in out
     assert err.splitlines() == [f"warning: skipping {corpus / 'wav' / 'test_0002.wav'}: the audio contains NaN or "
                                 f"infinite samples (first at 0.100 s)",
-                                "baseline: skipped 1 of 9 clips with bad audio"]
+                                "functionals: skipped 1 of 9 clips with bad audio"]
 
 
 def test_pipeline_reuse_obeys_the_policy(corpus, tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -79,3 +81,37 @@ def test_rho_is_formatted_in_one_place():
     assert spearman(np.array([1.0, 2.0, 3.0]), np.array([4.0, 4.0, 4.0])) == 0.0  # ranks nothing: chance
     assert format_rho(spearman(np.array([3.0, 3.0]), np.array([1.0, 2.0]))) == "undefined (every label equal)"
     assert format_rho(None) == "n/a" and format_rho(0.12345) == "0.123" and format_rho(0.12345, 4) == "0.1235"
+
+
+def test_functionals_are_kept_by_provenance(tone_corpus, tmp_path, log_lines):
+    """Kept in a folder and reused for the same corpus and settings, with one line saying so; made again,
+    saying why, for another corpus; bad audio under 'fail' leaves no folder; labels joined by file name."""
+    from auttention.baseline import SETTINGS, functionals
+    from auttention.corpus import BadAudio, fingerprint, read_corpus
+    from conftest import write_tone_corpus
+
+    corpus = read_corpus(tone_corpus)
+    folder = tmp_path / "kept"
+    first = functionals(corpus, folder, jobs=1)
+    assert (folder / SETTINGS).is_file() and not list(tmp_path.glob(".*"))
+    assert sorted(first["file_name"]) == sorted(corpus["file_name"])
+    assert first.attrs["made_from"]["corpus"] == fingerprint(corpus)
+    relabelled = corpus.assign(label=10 - corpus["label"])
+    again = functionals(relabelled, folder, jobs=1)
+    assert f"functionals: reusing {folder}" in log_lines
+    columns = [c for c in first.columns if c.startswith("functionals_")]
+    assert np.array_equal(again.set_index("file_name").loc[first["file_name"], columns].to_numpy(),
+                          first[columns].to_numpy())
+    assert (again.set_index("file_name").loc[corpus["file_name"], "label"].to_numpy()
+            == 10 - corpus["label"].to_numpy()).all()
+    other = read_corpus(write_tone_corpus(tmp_path / "other", n_per_part=3))
+    functionals(other, folder, jobs=1)
+    assert f"functionals: {folder} was made from another corpus (or the audio files changed); computing them again" \
+        in log_lines
+    assert json.loads((folder / SETTINGS).read_text())["corpus"] == fingerprint(other)
+
+    broken = write_tone_corpus(tmp_path / "broken", n_per_part=3)
+    (broken / "wav" / "test_0002.wav").write_bytes(b"RIFF not audio")
+    with pytest.raises(BadAudio, match="test_0002.wav"):
+        functionals(read_corpus(broken), tmp_path / "never", jobs=1)
+    assert not (tmp_path / "never").exists()

@@ -71,16 +71,26 @@ def test_pipeline_prints_the_table(demo):
     out = invoke("pipeline", "--data", str(demo / "demo"), "--config", str(config), "--out", str(demo / "runs" / "p"))
     lines = out.splitlines()
     rho = r"(-?\d\.\d{3}( \[-?\d\.\d\d, -?\d\.\d\d\])?|undefined \(every label equal\))"
-    for name in ("attention", "seq2seq", "fusion"):
+    for name in ("attention", "seq2seq", "fusion", "functionals"):
         row = next(line for line in lines if line.startswith(name + " "))
         assert re.fullmatch(rf"{name} +{rho} +{rho} +\S+", row), row  # name, devel [interval], test [interval], C
     assert "[95% bootstrap interval, speakers resampled]" in out  # the demo corpus writes lab/speakers.csv
+    diff = r"(-|\+)\d\.\d{3}( \[(-|\+)\d\.\d\d, (-|\+)\d\.\d\d\])?"
+    versus = next(line for line in lines if line.startswith("fusion vs functionals"))
+    assert re.fullmatch(rf"fusion vs functionals \(paired, the same clips\): devel {diff}, test {diff}", versus), versus
     metrics = yaml.safe_load((demo / "runs" / "p" / "metrics.json").read_text())
-    assert set(metrics) >= {"attention", "seq2seq", "fusion"}
-    for name in ("attention", "seq2seq", "fusion"):
+    assert set(metrics) >= {"attention", "seq2seq", "fusion", "functionals", "fusion_vs_functionals"}
+    for name in ("attention", "seq2seq", "fusion", "functionals"):
         assert metrics[name]["resampled"] == "speakers"
         ci = metrics[name]["devel_rho_ci"]
         assert ci is None or ci[0] <= ci[1]
+    for part in ("devel", "test"):  # the paired difference is the difference of the two rhos on the same clips
+        entry = metrics["fusion_vs_functionals"][part]
+        assert entry["resampled"] == "speakers" and entry["clips"] == metrics["fusion"][f"n_{part}"] if part == "test" \
+            else entry["clips"] > 0
+        assert entry["difference"] == pytest.approx(metrics["fusion"][f"{part}_rho"] - metrics["functionals"][f"{part}_rho"])
+        assert entry["ci"] is None or entry["ci"][0] <= entry["difference"] <= entry["ci"][1]
+    assert (demo / "runs" / "p" / "predictions" / "functionals.test.csv").is_file()
     assert (demo / "runs" / "p" / "predictions.test.csv").is_file()
     again = yaml.safe_load((demo / "runs" / "p" / "config.yaml").read_text())
     assert again["attention"]["attention"] == "bahdanau" and again["training"]["epochs"] == 1

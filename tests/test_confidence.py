@@ -75,3 +75,30 @@ def test_difference_interval_is_paired():
     assert lo < diff < hi
     same = difference_interval(y, pred, pred, groups)
     assert same == (0.0, 0.0, 0.0)
+
+
+def test_compare_pairs_two_prediction_files_on_the_clips_both_have():
+    """scoring.compare: rho(a) - rho(b) on the labelled clips both predict, speakers resampled where the truth
+    names them; None where fewer than two labelled clips are shared."""
+    import pandas as pd
+
+    from auttention.scoring import compare, format_difference, spearman
+
+    rng = np.random.default_rng(1)
+    n = 60
+    names = [f"c{i:03d}" for i in range(n)]
+    label = rng.integers(1, 10, n).astype(float)
+    truth = pd.DataFrame({"file_name": names, "label": label, "speaker": [f"s{i % 12}" for i in range(n)]})
+    truth.loc[5, "label"] = np.nan  # an unlabelled clip is left out
+    a = pd.DataFrame({"file_name": names, "prediction": label + rng.normal(0, 1, n)})
+    b = pd.DataFrame({"file_name": names[::-1], "prediction": (label + rng.normal(0, 3, n))[::-1]})  # any row order
+    b = b[b["file_name"] != "c007"]  # a clip one set lacks is left out
+    entry = compare(a, b, truth)
+    both = truth.dropna().merge(a, on="file_name").merge(b, on="file_name", suffixes=("_a", "_b"))
+    assert entry["clips"] == len(both) == n - 2 and entry["resampled"] == "speakers"
+    expected = spearman(both["label"], both["prediction_a"]) - spearman(both["label"], both["prediction_b"])
+    assert entry["difference"] == pytest.approx(expected)
+    assert entry["ci"][0] <= entry["difference"] <= entry["ci"][1]
+    assert format_difference(entry) == f"{expected:+.3f} [{entry['ci'][0]:+.2f}, {entry['ci'][1]:+.2f}]"
+    assert compare(a, b, truth.drop(columns="speaker"))["resampled"] == "clips"
+    assert compare(a.head(1), b, truth) is None and format_difference(None) == "n/a"

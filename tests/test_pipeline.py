@@ -43,6 +43,7 @@ def test_a_second_corpus_in_the_same_folder_is_its_own(tmp_path):
     second = cli("pipeline", "--data", str(b), "--config", str(config), "--out", str(out))
     assert second.exit_code == 0, second.output
     assert "made from another corpus" in second.output and "reusing" not in second.output
+    assert f"functionals: {out / 'functionals'} was made from another corpus" in second.output
     assert "removed and are trained again" in second.output
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["made_from"]["corpus"] == fingerprint(read_corpus(b))
@@ -51,6 +52,7 @@ def test_a_second_corpus_in_the_same_folder_is_its_own(tmp_path):
     # the same corpus again: everything reused
     again = cli("pipeline", "--data", str(b), "--config", str(config), "--out", str(out))
     assert "spectrograms: reusing" in again.output and "trained again" not in again.output
+    assert f"functionals: reusing {out / 'functionals'}" in again.output
     # other spectrogram settings: made again, models too
     config.write_text(yaml.safe_dump({**CONFIG, "spectrogram": {**CONFIG["spectrogram"], "n_mels": 10}}))
     other = cli("pipeline", "--data", str(b), "--config", str(config), "--out", str(out))
@@ -61,10 +63,11 @@ def test_a_second_corpus_in_the_same_folder_is_its_own(tmp_path):
     relabelled = [labels[0]] + [f"{ln.split(',')[0]},{10 - int(ln.split(',')[1])}" for ln in labels[1:]]
     (b / "lab" / "labels.csv").write_text("\n".join(relabelled) + "\n")
     third = cli("pipeline", "--data", str(b), "--config", str(config), "--out", str(out))
-    assert "spectrograms: reusing" in third.output
-    devel = pd.read_parquet(out / "features" / "fusion" / "features.parquet").set_index("file_name")
+    assert "spectrograms: reusing" in third.output and "functionals: reusing" in third.output
     table = pd.read_csv(b / "lab" / "labels.csv").set_index("file_name")
-    assert (devel["label"] == table.loc[devel.index, "label"]).all()
+    for branch in ("fusion", "functionals"):  # the kept features, joined with the new labels by file name
+        devel = pd.read_parquet(out / "features" / branch / "features.parquet").set_index("file_name")
+        assert (devel["label"] == table.loc[devel.index, "label"]).all()
 
 
 def test_train_refuses_a_checkpoint_of_other_spectrograms(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -56,6 +57,20 @@ def test_outputs_complete_and_consistent(finished, tiny):
         for part in ("devel", "test"):
             ci = record[f"{part}_rho_ci"]
             assert ci is None or ci[0] <= record[f"{part}_rho"] <= ci[1]
+    # the functionals baseline by the same SVR on the same clips, and the exported predictions paired with it
+    baseline = metrics["functionals"]
+    assert baseline["n_test"] == metrics["fusion"]["n_test"] and baseline["test_rho_ci"] is not None
+    for part in ("devel", "test"):
+        versus = metrics["exported_vs_functionals"][part]
+        assert versus["difference"] == pytest.approx(ensemble[f"{part}_rho"] - baseline[f"{part}_rho"])
+        assert versus["resampled"] == "clips" and versus["clips"] == 10
+        assert (run_dir / "best" / "functionals" / f"predictions.{part}.csv").is_file()
+    said = [i for i, line in enumerate(lines) if line.startswith("baseline: functionals + the same SVR: devel ")]
+    started = [i for i, line in enumerate(lines) if line.startswith("search: 4 trials")]
+    assert said and started and said[0] < started[0]  # said before the trials start
+    printed = "\n".join(lines).splitlines()  # the summary is one message of many lines
+    assert any(line.startswith("functionals ") for line in printed)  # a row of the best configuration's table
+    assert any(line.startswith("exported vs functionals (paired, the same clips): devel ") for line in printed)
     single = pd.read_csv(run_dir / "best" / "single" / "predictions.test.csv")
     assert sorted(single["file_name"]) == sorted(pd.read_csv(run_dir / "best" / "predictions.test.csv")["file_name"])
 
@@ -162,8 +177,10 @@ def test_restored_searcher_settles_the_trial_its_snapshot_missed(tmp_path):
 
 
 def test_time_budget_leaves_no_running_optuna_trial(tiny):
-    """Trials the time budget ends are recorded as what happened to them: PRUNED with their epochs, FAIL
-    where they never reported; none stays RUNNING after the search."""
+    """The budget covers the whole search and the run says how it is split, up front and when the trials end
+    (the confirmation planned from what they measured: here too little is left for a run of 2000 epochs).
+    Trials the budget ends are recorded as what happened to them: PRUNED with their epochs, FAIL where they
+    never reported; none stays RUNNING after the search."""
     import copy
 
     from conftest import TINY_SPACE
@@ -171,12 +188,20 @@ def test_time_budget_leaves_no_running_optuna_trial(tiny):
 
     root, corpus_dir, _ = tiny
     space = copy.deepcopy(TINY_SPACE)
-    space["experiment"].update(name="budget", num_samples=6, time_budget=45, confirm_top=0)
-    space["scheduler"] = {"type": "none", "max_epochs": 200}
+    space["experiment"].update(name="budget", num_samples=6, time_budget=70, confirm_top=1, confirm_seeds=1)
+    space["scheduler"] = {"type": "none", "max_epochs": 2000}  # more epochs than the budget holds
     path = root / "budget.yaml"
     path.write_text(yaml.safe_dump(space))
-    run_dir = run_search(str(path), data=str(corpus_dir), runs=str(root / "runs"), cache=str(root / "cache-budget"),
-                         dashboard=False)
+    with captured_log() as lines:
+        run_dir = run_search(str(path), data=str(corpus_dir), runs=str(root / "runs"),
+                             cache=str(root / "cache-budget"), dashboard=False)
+    split = [line for line in lines if line.startswith("budget: 1m 10s in all: ")]
+    assert len(split) == 1 and "the confirmation 18 s (confirm_share 0.25), export and report 15 s" in split[0]
+    planned = [line for line in lines if line.startswith("budget: the trials ended at ")]
+    assert len(planned) == 1 and planned[0].endswith("no time for confirmation runs; the best trial's own model is "
+                                                     "exported"), planned
+    assert not any("training the top" in line for line in lines)
+    assert re.fullmatch(r"search: .+ of the 1m 10s budget; trials.csv and best/ in .+", lines[-2].strip()), lines[-2]
     study = optuna.load_study(study_name="budget", storage=f"sqlite:///{run_dir / 'optuna.db'}")
     states = [t.state for t in study.trials]
     assert optuna.trial.TrialState.PRUNED in states  # cut by the budget after some epochs
