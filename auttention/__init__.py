@@ -6,6 +6,11 @@ This package never imports ray or the search layer.
 
 __version__ = "0.1.0"
 
+# TensorFlow's C++ log lines (start-up chatter, and e.g. oneDNN's "supports DT_INT64 only on platforms with
+# AVX-512", logged as an error at the first step though nothing failed) are not for users; a real failure
+# raises a Python exception, which the commands word in one line
+TF_LOG_LEVEL = "3"
+
 
 def import_tensorflow_quietly() -> None:
     """Import TensorFlow with its C++ start-up chatter (CUDA probing, CPU features) kept off stderr.
@@ -18,7 +23,7 @@ def import_tensorflow_quietly() -> None:
 
     if "tensorflow" in sys.modules:
         return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", TF_LOG_LEVEL)
     try:
         saved = os.dup(2)
     except OSError:

@@ -156,10 +156,18 @@ class TrainingConfig:
     jit_compile: bool = _opt(True, doc="compile the training step with XLA where it helps (GPU only; slower on CPU)")
 
 
+# What the fusion branch concatenates (early fusion, joined on file name): the paper's two autoencoders, or
+# either or both with the utterance functionals (auttention.baseline); each feature set is also its own branch.
+FUSIONS = ("attention+seq2seq", "attention+seq2seq+functionals", "attention+functionals", "seq2seq+functionals")
+
+
 @dataclass(frozen=True)
 class ScoringConfig:
     """The paper's linear SVR: C chosen on devel, predictions rounded and clipped to the label range."""
 
+    fuse: str = _opt("attention+seq2seq", choices=FUSIONS,
+                     doc="the feature sets the fusion branch concatenates (functionals: auttention.baseline's "
+                         "utterance statistics)")
     complexities: list = _opt([1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0], doc="SVR C grid")
     round: bool = _opt(True, doc="round predictions to whole labels")
     label_min: float = _opt(1.0, doc="predictions are clipped to [label_min, label_max]")
@@ -173,6 +181,11 @@ class ScoringConfig:
             raise UserError("scoring.complexities must be a non-empty list of positive numbers")
         if self.label_min >= self.label_max:
             raise UserError(f"scoring.label_min ({self.label_min}) must be below scoring.label_max ({self.label_max})")
+
+    @property
+    def fused(self) -> tuple[str, ...]:
+        """The feature sets the fusion branch concatenates, in order."""
+        return tuple(self.fuse.split("+"))
 
 
 @dataclass(frozen=True)

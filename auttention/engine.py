@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from . import spectrogram as spectro
+from .baseline import FUNCTIONALS
 from .config import ModelConfig, PipelineConfig, ScoringConfig, TrainingConfig, settings_hash
 from .features import feature_frame, fuse
 from .scoring import Evaluation, evaluate
@@ -33,7 +34,7 @@ if TYPE_CHECKING:  # training imports TensorFlow (seconds): only where a model i
     from .training import Trainer
 
 NETWORKS = ("attention", "seq2seq")
-FUSION = "fusion"  # the early fusion of both networks' features: one name in YAML, trials.csv, report, metrics
+FUSION = "fusion"  # the early fusion (scoring.fuse): one name in YAML, trials.csv, report, metrics
 BRANCHES = (*NETWORKS, FUSION)
 PARTITIONS = ("train", "devel", "test")
 FIT_ON = {"train": ("train",), "train+devel": ("train", "devel"), "all": ("train", "devel", "test")}
@@ -114,10 +115,13 @@ class Engine:
 
     def __init__(self, trainers: dict[str, "Trainer"], spec: spectro.Spectrograms, training: TrainingConfig,
                  scoring: ScoringConfig | None = None, made_from: dict[str, Any] | None = None,
-                 checkpoints: dict[str, Path] | None = None):
+                 checkpoints: dict[str, Path] | None = None, functionals: pd.DataFrame | None = None):
         # made_from: the features' provenance (default: the spectrograms' and each model's settings);
-        # checkpoints: {network: folder} written after each of its epochs (none: the driver saves)
+        # checkpoints: {network: folder} written after each of its epochs (none: the driver saves);
+        # functionals: the corpus' utterance functionals (auttention.baseline.functionals), a branch of its
+        # own and fused where scoring.fuse says so
         self.trainers, self.spec, self.training, self.scoring = trainers, spec, training, scoring
+        self.functionals = functionals
         self.fit_rows = training_set(spec, training)
         self.made_from = made_from or {**spec.provenance, **{n: settings_hash(t.model_cfg) for n, t in trainers.items()}}
         self.checkpoints = dict(checkpoints or {})
@@ -127,7 +131,8 @@ class Engine:
             trainer.check_made_from(spec.provenance, f"the {name} checkpoint")
 
     @classmethod
-    def new(cls, cfg: PipelineConfig, spec: spectro.Spectrograms, log_dir: str | Path | None = None) -> "Engine":
+    def new(cls, cfg: PipelineConfig, spec: spectro.Spectrograms, log_dir: str | Path | None = None,
+            functionals: pd.DataFrame | None = None) -> "Engine":
         """Both autoencoders of `cfg`, untrained (TensorBoard into log_dir/NETWORK when given)."""
         from .training import Trainer
 
@@ -135,22 +140,22 @@ class Engine:
         trainers = {name: Trainer(getattr(cfg, name), cfg.training, n_frames, n_mels,
                                   log_dir=Path(log_dir) / name if log_dir is not None else None,
                                   made_from=spec.provenance) for name in NETWORKS}
-        return cls(trainers, spec, cfg.training, cfg.scoring, provenance(cfg, spec))
+        return cls(trainers, spec, cfg.training, cfg.scoring, provenance(cfg, spec), functionals=functionals)
 
     @classmethod
     def load(cls, folder: str | Path, cfg: PipelineConfig, spec: spectro.Spectrograms,
-             log_dir: str | Path | None = None) -> "Engine":
+             log_dir: str | Path | None = None, functionals: pd.DataFrame | None = None) -> "Engine":
         """Both autoencoders from a checkpoint folder written by `save` (refused for other spectrograms)."""
         from .training import Trainer
 
         trainers = {name: Trainer.load(Path(folder) / name, log_dir=Path(log_dir) / name if log_dir is not None else None)
                     for name in NETWORKS}
-        return cls(trainers, spec, cfg.training, cfg.scoring, provenance(cfg, spec))
+        return cls(trainers, spec, cfg.training, cfg.scoring, provenance(cfg, spec), functionals=functionals)
 
     @classmethod
     def resume(cls, models: dict[str, ModelConfig], training: TrainingConfig, spec: spectro.Spectrograms,
                folders: dict[str, Path], scoring: ScoringConfig | None = None,
-               made_from: dict[str, Any] | None = None) -> "Engine":
+               made_from: dict[str, Any] | None = None, functionals: pd.DataFrame | None = None) -> "Engine":
         """The networks of `models`, each continuing folders[network]/checkpoint when it is there (refused when
         written for other data or settings; more epochs continue it) and checkpointing into it after every
         epoch, TensorBoard into folders[network]/tensorboard: `pipeline` and the `train` step."""
@@ -161,7 +166,7 @@ class Engine:
                                          log_dir=Path(folders[name]) / "tensorboard", made_from=spec.provenance)
                     for name, cfg in models.items()}
         return cls(trainers, spec, training, scoring, made_from,
-                   checkpoints={name: Path(folders[name]) / "checkpoint" for name in models})
+                   checkpoints={name: Path(folders[name]) / "checkpoint" for name in models}, functionals=functionals)
 
     @property
     def epoch(self) -> int:
@@ -211,21 +216,31 @@ class Engine:
             trainer.close()
 
     def features(self, partitions: tuple[str, ...] = PARTITIONS) -> dict[str, pd.DataFrame]:
-        """{network (and fusion, when both are here): feature set of the clips of `partitions`} (fusion
-        joined on file name)."""
+        """{branch: feature set of the clips of `partitions`}: each network's, the functionals' where the
+        engine has them, and the fusion of the sets scoring.fuse names (both networks without scoring
+        settings) when all are here, joined on file name."""
         spec = self.spec.select(partitions)
         features = {name: network_features(t, spec, name) for name, t in self.trainers.items()}
-        if all(name in features for name in NETWORKS):
-            features[FUSION] = fuse([features[n] for n in NETWORKS], list(NETWORKS))
+        made_from = dict(self.made_from)
+        if self.functionals is not None:
+            features[FUNCTIONALS] = self.functionals[self.functionals["file_name"].isin(set(spec.file_name))]
+            made_from[FUNCTIONALS] = (self.functionals.attrs.get("made_from") or {}).get(FUNCTIONALS)
+        fused = self.scoring.fused if self.scoring is not None else NETWORKS
+        if FUNCTIONALS in fused and self.functionals is None:
+            raise ValueError(f"scoring.fuse {self.scoring.fuse!r} needs the functionals: give the engine `functionals`")
+        if all(name in features for name in fused):
+            features[FUSION] = fuse([features[n] for n in fused], list(fused))
         for table in features.values():
-            table.attrs = {"made_from": self.made_from}
+            table.attrs = {"made_from": made_from}
         return features
 
     def score_devel(self) -> dict[str, float]:
-        """What a search reports per epoch: each branch's devel rho and chosen C (train and devel only)."""
+        """What a search reports per epoch: each branch's devel rho and chosen C (train and devel only; the
+        functionals alone are left out: they do not change between epochs)."""
         out = {}
         # no intervals: a search's per-epoch report reads only rho and C
-        for name, ev in evaluate_branches(self.features(("train", "devel")), self._scoring(), False).items():
+        branches = {k: v for k, v in self.features(("train", "devel")).items() if k != FUNCTIONALS}
+        for name, ev in evaluate_branches(branches, self._scoring(), False).items():
             out[f"{name}_rho"], out[f"{name}_c"] = ev.devel_rho, ev.c
         return out
 

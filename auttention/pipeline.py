@@ -22,20 +22,20 @@ from .extraction import ProcessPool, extract
 from .features import write_features
 from .io import write_yaml
 from .baseline import FUNCTIONALS, functionals
-from .scoring import Evaluation, compare, evaluate, format_difference, format_rho_ci, write_predictions
+from .scoring import Evaluation, compare, format_difference, format_rho_ci, write_predictions
 
 log = logging.getLogger(__name__)
 
 
 def train_models(spec: spectro.Spectrograms, models: dict[str, ModelConfig], training: TrainingConfig,
                  folders: dict[str, Path], scoring: ScoringConfig | None = None,
-                 made_from: dict[str, Any] | None = None) -> Engine:
+                 made_from: dict[str, Any] | None = None, functionals: pd.DataFrame | None = None) -> Engine:
     """The training of `pipeline` and the `train` step: each network of `models` trained on the training rows
     of `spec` up to training.epochs by the engine, an epoch of each in turn, with a log line per epoch,
     TensorBoard in folders[network]/tensorboard and a checkpoint after every epoch in
     folders[network]/checkpoint, continued when it is there (one of other spectrograms or settings is
-    refused). scoring, made_from: what the engine's evaluation needs (see Engine)."""
-    engine = Engine.resume(models, training, spec, folders, scoring, made_from)
+    refused). scoring, made_from, functionals: what the engine's evaluation needs (see Engine)."""
+    engine = Engine.resume(models, training, spec, folders, scoring, made_from, functionals)
     try:
         engine.run(training.epochs, Hooks(trained=lambda name, epoch, loss: log.info(f"{name}: epoch {epoch} loss {loss:.4f}")))
     finally:
@@ -99,9 +99,10 @@ def prepare_out(out: Path, made_from: dict[str, Any]) -> None:
 
 def run(corpus: pd.DataFrame, cfg: PipelineConfig, out: str | os.PathLike, jobs: int | None = None,
         policy: BadAudioPolicy | None = None) -> dict[str, Evaluation]:
-    """Run every step into `out`; return the evaluation of attention, seq2seq, fusion and the functionals
-    baseline (auttention.baseline: the same clips, the same SVR; kept in out/functionals, and the paired
-    difference of fusion to it in metrics.json's `fusion_vs_functionals`).
+    """Run every step into `out`; return the evaluation of every branch: attention, seq2seq, the functionals
+    (auttention.baseline: the same clips, the same SVR; kept in out/functionals) and their fusion
+    (scoring.fuse), with the paired difference of fusion to the functionals in metrics.json's
+    `fusion_vs_functionals`.
 
     policy: bad audio 'fail' (stop before writing anything) or 'skip' (leave bad clips out, one warning
     line each; default 'fail'; progress and warnings are logged); see extraction.extract. Spectrograms and
@@ -129,15 +130,15 @@ def run(corpus: pd.DataFrame, cfg: PipelineConfig, out: str | os.PathLike, jobs:
     made_from = provenance(cfg, spec)
     prepare_out(out, made_from)
     write_json(out / "made_from.json", made_from)
+    # the functionals of the same clips: a branch of their own (the reference every result is compared with,
+    # by the same SVR) and fused where scoring.fuse says so; kept in out/functionals like the spectrograms
+    kept = corpus[corpus["file_name"].isin(set(spec.file_name))]
+    table = functionals(kept, out / FUNCTIONALS, jobs=jobs, corpus_id=spec.corpus)
     engine = train_models(spec, {name: getattr(cfg, name) for name in NETWORKS}, cfg.training,
-                          {name: out / name for name in NETWORKS}, cfg.scoring, made_from)
+                          {name: out / name for name in NETWORKS}, cfg.scoring, made_from, table)
     for name in NETWORKS:
         log.info(f"{name}: trained ({engine.seconds[name]:.1f} s)")
     features, results = engine.evaluate()
-    # the reference on the same clips, by the same SVR: kept in out/functionals like the spectrograms
-    kept = corpus[corpus["file_name"].isin(set(spec.file_name))]
-    features[FUNCTIONALS] = functionals(kept, out / FUNCTIONALS, jobs=jobs, corpus_id=spec.corpus)
-    results[FUNCTIONALS] = evaluate(features[FUNCTIONALS], cfg.scoring)
     for name, branch in features.items():
         write_features(branch, out / "features" / name)
     for name, ev in results.items():

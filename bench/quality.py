@@ -12,11 +12,12 @@ corpora with its own size options) and each `--data` corpus, through the real CL
 With --ablations, each change of the method is also measured on its own, against the same runs:
 - pipeline-crop128: configs/demo.yaml with the former fixed `frames: 128` (5.1 s cropped/padded);
 - pipeline-clip70: configs/demo.yaml with the former `clip_below: -70`;
+- pipeline-fused: configs/demo.yaml with the functionals fused in (`scoring.fuse: attention+seq2seq+functionals`);
 - pipeline-feature-F: the pipeline's own two trained models, read out with feature F (no retraining);
 - search-best-epoch: the search chosen by its single best epoch, without confirmation seeds (the
   former selection), on the first corpus only (a search is the costly part).
 
-    python bench/quality.py [--seeds 0 1 2] [--data CORPUS ...] [--time-budget 5m] [--ablations]
+    python bench/quality.py [--seeds 0 1 2] [--data CORPUS ...] [--time-budget 5m] [--ablations [--variants fused]]
     python bench/quality.py --tables-from bench/results/quality.json   # print a saved run's tables
 
 Prints the tables, every rho with its 95% bootstrap interval (speakers resampled) and the paired difference
@@ -126,19 +127,21 @@ def best_epoch_space(tmp: Path) -> Path:
     return path
 
 
-def variant(tmp: Path, name: str, **spectrogram) -> Path:
-    """configs/demo.yaml with some spectrogram settings changed (a former default each)."""
+def variant(tmp: Path, name: str, changes: dict[str, dict]) -> Path:
+    """configs/demo.yaml with some settings changed ({section: {key: value}})."""
     import yaml
 
     config = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
-    config["spectrogram"].update(spectrogram)
+    for section, values in changes.items():
+        config.setdefault(section, {}).update(values)
     path = tmp / f"demo-{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
 
 
-# the former defaults, each measured alone against configs/demo.yaml
-VARIANTS = {"crop128": {"frames": 128}, "clip70": {"clip_below": -70.0}}
+# each measured alone against configs/demo.yaml: the former defaults, and the functionals fused in
+VARIANTS = {"crop128": {"spectrogram": {"frames": 128}}, "clip70": {"spectrogram": {"clip_below": -70.0}},
+            "fused": {"scoring": {"fuse": "attention+seq2seq+functionals"}}}
 
 
 def main() -> None:
@@ -149,6 +152,8 @@ def main() -> None:
     ap.add_argument("--data", nargs="*", default=[], help="further corpora (ComParE layout or manifest)")
     ap.add_argument("--time-budget", default=None, help="the search's budget (default: the space's)")
     ap.add_argument("--ablations", action="store_true", help="measure each change on its own too")
+    ap.add_argument("--variants", nargs="*", choices=sorted(VARIANTS), default=None,
+                    help="with --ablations: only these pipeline variants (default: all)")
     ap.add_argument("--no-search", action="store_true", help="baseline and pipeline only")
     ap.add_argument("--work", type=Path, help="folder for runs and caches (default: a temporary one)")
     ap.add_argument("--tables-from", type=Path, help="only print the tables of a saved quality.json")
@@ -201,8 +206,10 @@ def run_all(args, corpora, runs: Path, cache: Path, log: Path, work: Path, add) 
         add(name, "baseline", m["functionals"])
         add(name, "pipeline", m["fusion"], m["fusion_vs_functionals"])
         if args.ablations:
-            for tag, settings in VARIANTS.items():
-                m = pipeline(data, variant(work, tag, **settings), runs / f"pipeline-{tag}-{name}", log)
+            for tag, changes in VARIANTS.items():
+                if args.variants is not None and tag not in args.variants:
+                    continue
+                m = pipeline(data, variant(work, tag, changes), runs / f"pipeline-{tag}-{name}", log)
                 add(name, f"pipeline-{tag}", m["fusion"], m["fusion_vs_functionals"])
             for feature, r in readouts(out, ROOT / "configs" / "demo.yaml").items():
                 add(name, f"pipeline-feature-{feature}", r)
@@ -223,6 +230,7 @@ def run_all(args, corpora, runs: Path, cache: Path, log: Path, work: Path, add) 
 # each change measured alone: (what it is, the method with it, the same runs without it)
 CHANGES = [("whole clips (vs frames 128)", "pipeline", "pipeline-crop128"),
            ("clip_below -50 (vs -70)", "pipeline", "pipeline-clip70"),
+           ("functionals fused in (vs the autoencoders alone)", "pipeline-fused", "pipeline"),
            ("feature final_mean_std (vs final)", "pipeline-feature-final_mean_std", "pipeline-feature-final"),
            ("feature mean (vs final)", "pipeline-feature-mean", "pipeline-feature-final"),
            ("feature mean_std (vs final)", "pipeline-feature-mean_std", "pipeline-feature-final"),

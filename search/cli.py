@@ -14,7 +14,9 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter is not for users
+from auttention import TF_LOG_LEVEL
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", TF_LOG_LEVEL)  # TensorFlow's C++ log lines are not for users
 
 import click
 import yaml

@@ -103,6 +103,11 @@ class Reference:
     scoring: ScoringConfig
     evaluation: Evaluation
 
+    def fused(self, space: Space) -> pd.DataFrame | None:
+        """The feature set, where a configuration of `space` fuses it (scoring.fuse), for the trials and the
+        confirmation; else None (nothing to ship to them)."""
+        return self.frame if any(FUNCTIONALS in str(v).split("+") for v in space.values("scoring", "fuse")) else None
+
     def evaluated(self, scoring: ScoringConfig) -> Evaluation:
         """Its evaluation by `scoring` (the exported configuration's SVR settings; scored again if they differ)."""
         from auttention.scoring import evaluate
@@ -132,8 +137,9 @@ def export(run_dir: Path, results, selection: Selection, space: Space, folder_of
     cfg = space.trial_config(selection.chosen.result.config)
     folder, metrics = export_best(run_dir, cfg, selection.chosen, selection.confirmed, space.experiment, reference)
     evaluations = dict(selection.chosen.evaluations)
-    if reference is not None:
-        evaluations[FUNCTIONALS] = reference.evaluated(cfg.scoring)
+    if reference is not None:  # the rows in the order every table has them: networks, functionals, fusion
+        fusion = evaluations.pop("fusion")
+        evaluations.update({FUNCTIONALS: reference.evaluated(cfg.scoring), "fusion": fusion})
     return Exported(table, folder, metrics, evaluations)
 
 

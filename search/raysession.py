@@ -7,11 +7,12 @@ import logging
 import os
 from pathlib import Path
 
+from auttention import TF_LOG_LEVEL
 from auttention.errors import UserError
 
 from .compat import RAY_AUTH_SETUP_LOGGER, reload_ray_config
 
-QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore::DeprecationWarning"}
+QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": TF_LOG_LEVEL, "PYTHONWARNINGS": "ignore::DeprecationWarning"}
 # Tune warns when syncing the experiment state takes seconds; trial checkpoints make that normal here
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "60")
 # Tune's boxed tables: our ProgressLog prints one line per scored epoch instead

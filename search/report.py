@@ -276,10 +276,11 @@ def section_curves(run: RunData, out: Path) -> str:
 
 
 def paper_table(best: dict) -> str:
-    """The paper's table: rows attention, seq2seq, fusion; columns devel and test Spearman's rho (with the
-    95% bootstrap interval where metrics.json has one), C."""
+    """The paper's table: rows attention, seq2seq, the functionals baseline (where metrics.json has it) and
+    fusion; columns devel and test Spearman's rho (with the 95% bootstrap interval where metrics.json has
+    one), C."""
     rows, unknown = [], False
-    for branch in ("attention", "seq2seq", "fusion", FUNCTIONALS):
+    for branch in ("attention", "seq2seq", FUNCTIONALS, "fusion"):
         if branch == FUNCTIONALS and not best.get(branch):
             continue  # a run from before the baseline was part of every run
         entry = best.get(branch) or {}
@@ -293,7 +294,7 @@ def paper_table(best: dict) -> str:
              f'<th>C</th></tr></thead><tbody>{"".join(rows)}</tbody></table></div>')
     if unknown:
         table += note("test: labels unknown (e.g. '?' as ComParE ships them), so there is no test ρ.")
-    resampled = {(best.get(b) or {}).get("resampled") for b in ("attention", "seq2seq", "fusion", FUNCTIONALS)} - {None}
+    resampled = {(best.get(b) or {}).get("resampled") for b in ("attention", "seq2seq", FUNCTIONALS, "fusion")} - {None}
     if resampled:
         table += note(f"[lo, hi]: 95% bootstrap interval, {' and '.join(sorted(resampled))} resampled "
                       f"(docs/QUALITY.md, Intervals).")
@@ -355,7 +356,7 @@ def versus_html(best: dict) -> str:
     versus = best.get(VERSUS)
     if not versus:
         return ""
-    return (f"<p>Exported predictions against the {FUNCTIONALS} baseline (the table's last row: utterance "
+    return (f"<p>Exported predictions against the {FUNCTIONALS} baseline (the table's {FUNCTIONALS} row: utterance "
             f"functionals and the same SVR), paired on the same clips: devel ρ "
             f"{esc(format_difference(versus.get('devel'), missing='–'))}, test ρ "
             f"{esc(format_difference(versus.get('test'), missing='–'))} (the difference with its 95% bootstrap "

@@ -59,11 +59,12 @@ def run_search(space_path: str, *, data: str | None = None, address: str | None 
             log.info(f"ray: dashboard at http://{dash}")
         extracted = extract(prepared, delivery, verbose)
         baseline = reference(prepared, extracted)
-        trainable = make_trainable(space, extracted.sources)
+        for_trials = budget.for_trials(space.experiment)  # a budget too small is refused before the run folder
+        trainable = make_trainable(space, extracted.sources, baseline.fused(space))
         record_space(prepared)
-        results = tuning.fit(space, trainable, run, resume, budget.for_trials(space.experiment))
+        results = tuning.fit(space, trainable, run, resume, for_trials)
         tuning.settle(run, space.experiment.name)
-        selection = select_and_confirm(results, space, extracted.sources, budget)
+        selection = select_and_confirm(results, space, extracted.sources, budget, baseline.fused(space))
         exported = export(run.local, results, selection, space, folder_of=run.trial_folder, reference=baseline)
         tracking.log_export(space.experiment.name, exported.folder, exported.metrics)  # where --mlflow asks
         report(prepared, exported, extracted.skipped, budget)

@@ -140,9 +140,11 @@ def rank_trials(results, metric: str, select: str, max_epochs: int | None = None
     return sorted(finished or ranked, key=lambda c: c.score, reverse=True)
 
 
-def evaluate_checkpoint(checkpoint: str, source, cfg: PipelineConfig, resources: ResourcesConfig | None = None):
+def evaluate_checkpoint(checkpoint: str, source, cfg: PipelineConfig, resources: ResourcesConfig | None = None,
+                        functionals=None):
     """(evaluations, feature sets, epoch) of a trial checkpoint's two models on every partition
-    (`source`: the spectrograms' search.sources.Source; `resources`: the space's, which TensorFlow keeps to)."""
+    (`source`: the spectrograms' search.sources.Source; `resources`: the space's, which TensorFlow keeps to;
+    `functionals`: the feature set where the configuration fuses it)."""
     from auttention import import_tensorflow_quietly
 
     import_tensorflow_quietly()
@@ -156,7 +158,7 @@ def evaluate_checkpoint(checkpoint: str, source, cfg: PipelineConfig, resources:
 
     spec = source.get()
     with local_checkpoint(checkpoint) as folder:  # a checkpoint on object storage: fetched to this node
-        engine = Engine.load(folder, cfg, spec)
+        engine = Engine.load(folder, cfg, spec, functionals=functionals)
     with _damage_named(spec, source.folder):
         features, evaluations = engine.evaluate()
     return evaluations, features, engine.epoch
@@ -184,7 +186,7 @@ def _damage_named(spec: Spectrograms, folder: Location) -> Iterator[None]:
 
 
 def train_seed(cfg: PipelineConfig, source, seed: int, experiment: ExperimentConfig, max_epochs: int,
-               resources: ResourcesConfig | None = None) -> dict[str, Any]:
+               resources: ResourcesConfig | None = None, functionals=None) -> dict[str, Any]:
     """The configuration trained from scratch with training seed `seed` by the engine as a trial is (with the
     space's `resources`), without checkpoints: its selection score over the epochs it scores, and the test
     rho of its last epoch (None without test labels)."""
@@ -200,7 +202,7 @@ def train_seed(cfg: PipelineConfig, source, seed: int, experiment: ExperimentCon
         configure_tensorflow(resources.cpu, resources.gpu)
     cfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, seed=seed))
     spec = source.get()
-    engine = Engine.new(cfg, spec)
+    engine = Engine.new(cfg, spec, functionals=functionals)
     try:
         with _damage_named(spec, source.folder):
             history = [metrics[experiment.metric] for metrics in engine.run(max_epochs, score_every=experiment.report_every)]
@@ -214,7 +216,8 @@ def train_seed(cfg: PipelineConfig, source, seed: int, experiment: ExperimentCon
             "test_rho": ev.test_rho, "epochs": engine.epoch, "predictions": {"devel": ev.devel, "test": ev.test}}
 
 
-def confirm(ranked: list[Candidate], space: Space, sources: dict[str, Any], plan: Plan) -> list[Candidate]:
+def confirm(ranked: list[Candidate], space: Space, sources: dict[str, Any], plan: Plan,
+            functionals=None) -> list[Candidate]:
     """Train the top plan.top candidates again with plan.seeds new seeds each (experiment.confirm_top and
     confirm_seeds, or fewer where the budget says so: search.budget), in parallel as Ray tasks with a trial's
     resources; fill each candidate's `seeds` (its own first), and its `evaluations` and `features` from its
@@ -228,15 +231,16 @@ def confirm(ranked: list[Candidate], space: Space, sources: dict[str, Any], plan
     need = trial_resources(space)
     task = ray.remote(train_seed).options(num_cpus=need["CPU"], num_gpus=need["GPU"], memory=need.get("memory"))
     own = ray.remote(evaluate_checkpoint).options(num_cpus=need["CPU"], num_gpus=need["GPU"], memory=need.get("memory"))
+    shared = ray.put(functionals) if functionals is not None else None  # once, for every task
     jobs = []
     for cand in top:
         cfg = space.trial_config(cand.result.config)
         source = sources[cfg.spectrogram.hash()]
-        jobs.append((cand, None, own.remote(cand.checkpoint, source, cfg, space.resources)))
+        jobs.append((cand, None, own.remote(cand.checkpoint, source, cfg, space.resources, shared)))
         base = cfg.training.seed
         for i in range(1, plan.seeds + 1):
             jobs.append((cand, base + i, task.remote(cfg, source, base + i, exp, space.scheduler.max_epochs,
-                                                     space.resources)))
+                                                     space.resources, shared)))
     if len(jobs) > len(top):
         log.info(f"selection: training the top {len(top)} configuration(s) again with {plan.seeds} new seed(s) "
                  f"each ({len(jobs) - len(top)} runs)")
@@ -285,10 +289,11 @@ class Selection:
     chosen: Candidate | None  # None when no trial scored an epoch
 
 
-def select_and_confirm(results, space: Space, sources: dict[str, Any], budget: Budget | None = None) -> Selection:
+def select_and_confirm(results, space: Space, sources: dict[str, Any], budget: Budget | None = None,
+                       functionals=None) -> Selection:
     """The select-and-confirm stage: trials ranked by their selection score (rank_trials), the top confirmed
     with new seeds (confirm) as far as the `budget` allows (search.budget), the best mean over seeds chosen
-    (choose)."""
+    (choose). functionals: the feature set where a configuration fuses it."""
     from .budget import Budget
 
     exp = space.experiment
@@ -296,7 +301,7 @@ def select_and_confirm(results, space: Space, sources: dict[str, Any], budget: B
     if not ranked:
         return Selection(ranked, [], None)
     plan = (budget or Budget(None)).plan(ranked, exp, space.scheduler.max_epochs, confirmation_slots(space))
-    confirmed = confirm(ranked, space, sources, plan)
+    confirmed = confirm(ranked, space, sources, plan, functionals)
     return Selection(ranked, confirmed, choose(confirmed))
 
 

@@ -189,6 +189,16 @@ class Space:
             chosen[p.section][p.key] = value
         return flat_params(self.fixed)
 
+    def values(self, section: str, key: str) -> tuple:
+        """Every value the plan can give section.key: its choices (a range: its ends) where it is searched,
+        else its fixed value (the default where the space leaves the key out)."""
+        for p in self.params:
+            if (p.section, p.key) == (section, key):
+                return _options(p)
+        if key in self.fixed.get(section, {}):
+            return (self.fixed[section][key],)
+        return (getattr(SECTIONS[section](), key),)
+
     def spectrogram_settings(self) -> list[dict[str, Any]]:
         """Every spectrogram setting a trial can ask for ({key: value} of every key), to extract up front."""
         return [to_dict(cfg) for cfg in self.spectrograms]

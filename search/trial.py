@@ -63,17 +63,19 @@ def describe(trial_id: str, config: dict[str, Any], space: Space) -> str:
     return text if len(text) <= 240 else text[:237] + "..."
 
 
-def make_trainable(space: Space, spectrograms: dict):
-    """The Tune trainable: `run_trial` bound to the space and the spectrograms' sources (search.sources), reserving
-    the space's resources, as an actor class whose repr names the trial and its searched values (the
-    Ray dashboard's Actors page shows it in the "Repr" column and can filter by it)."""
+def make_trainable(space: Space, spectrograms: dict, functionals=None):
+    """The Tune trainable: `run_trial` bound to the space, the spectrograms' sources (search.sources) and the
+    functionals (a DataFrame where a configuration fuses them, else None), reserving the space's resources,
+    as an actor class whose repr names the trial and its searched values (the Ray dashboard's Actors page
+    shows it in the "Repr" column and can filter by it)."""
     from ray import tune
     from ray.tune import PlacementGroupFactory
 
     from .compat import wrap_function
     from .resources import trial_resources
 
-    base = wrap_function(tune.with_parameters(run_trial, space=space, spectrograms=spectrograms))
+    base = wrap_function(tune.with_parameters(run_trial, space=space, spectrograms=spectrograms,
+                                              functionals=functionals))
 
     class AuttentionTrial(base):
         @classmethod
@@ -87,9 +89,11 @@ def make_trainable(space: Space, spectrograms: dict):
     return AuttentionTrial
 
 
-def run_trial(config: dict[str, Any], space: Space | None = None, spectrograms: dict | None = None) -> None:
-    """The Tune function trainable (bound with tune.with_parameters(space=..., spectrograms=...)): the
-    engine's two autoencoders trained epoch by epoch and scored, each scored epoch checkpointed and reported."""
+def run_trial(config: dict[str, Any], space: Space | None = None, spectrograms: dict | None = None,
+              functionals=None) -> None:
+    """The Tune function trainable (bound with tune.with_parameters(space=..., spectrograms=...,
+    functionals=...)): the engine's two autoencoders trained epoch by epoch and scored, each scored epoch
+    checkpointed and reported."""
     import ray
     from ray import tune
 
@@ -121,10 +125,10 @@ def run_trial(config: dict[str, Any], space: Space | None = None, spectrograms: 
         checkpoint = tune.get_checkpoint()
         if checkpoint:
             with checkpoint.as_directory() as folder:
-                engine = Engine.load(folder, cfg, spec, log_dir=trial_dir / "tensorboard")
+                engine = Engine.load(folder, cfg, spec, log_dir=trial_dir / "tensorboard", functionals=functionals)
                 history = json.loads((Path(folder) / "metrics.json").read_text()).get("history", [])
         else:
-            engine = Engine.new(cfg, spec, log_dir=trial_dir / "tensorboard")
+            engine = Engine.new(cfg, spec, log_dir=trial_dir / "tensorboard", functionals=functionals)
         needed = sum(memory_needed(t) for t in engine.trainers.values())
         if space.resources.memory_gb and needed > space.resources.memory_gb * 2**30:
             raise MemoryError(f"OOM: training both autoencoders needs about {needed / 2**30:.2f} GiB")

@@ -59,6 +59,8 @@ TINY_SPACE = {
     # batch_size 10 divides every partition of the tiny corpus: one traced train step per network, not two
     # (a ragged last batch makes tf.function trace again, seconds per trial); test_training covers ragged batches
     "training": {"batch_size": 10, "learning_rate": {"loguniform": [1e-3, 1e-2]}, "jit_compile": False},
+    # the trials that fuse the functionals get them from the driver (search/trial.py), as the confirmation does
+    "scoring": {"fuse": {"choice": ["attention+seq2seq", "attention+seq2seq+functionals"]}},
     "scheduler": {"type": "asha", "max_epochs": 3, "grace_period": 1, "reduction_factor": 2},
     "searcher": {"type": "tpe", "n_startup_trials": 2},
 }

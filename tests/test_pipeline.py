@@ -130,3 +130,34 @@ def test_test_partition_cannot_move_the_choice_and_the_final_model_is_refit_on_t
     train = frame[frame["partition"] == "train"].sort_values("file_name")
     train_only = fit_predict(train[cols].to_numpy(), train["label"].to_numpy(), x_test[cols].to_numpy(), ev.c, cfg)
     assert not np.array_equal(expected, train_only)
+
+
+def test_functionals_are_a_branch_and_fuse_with_the_autoencoders(tmp_path):
+    """scoring.fuse puts the utterance functionals into the fusion branch; every table shows each branch:
+    attention, seq2seq, functionals, fusion; the fused set's provenance names the functionals' settings."""
+    corpus = write_tone_corpus(tmp_path / "c", n_per_part=5)
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({**CONFIG, "scoring": {"fuse": "attention+seq2seq+functionals"}}))
+    out = tmp_path / "x"
+    result = cli("pipeline", "--data", str(corpus), "--config", str(config), "--out", str(out))
+    assert result.exit_code == 0, result.output
+    rows = [line.split()[0] for line in result.output.splitlines() if line.split()[:1] and " vs " not in line
+            and line.split()[0] in ("attention", "seq2seq", "functionals", "fusion")]
+    assert rows == ["attention", "seq2seq", "functionals", "fusion"]
+    fused = pd.read_parquet(out / "features" / "fusion" / "features.parquet")
+    alone = pd.read_parquet(out / "features" / "functionals" / "features.parquet")
+    columns = [c for c in alone.columns if c.startswith("functionals_")]
+    assert columns and set(columns) <= set(fused.columns)
+    assert any(c.startswith("attention_") for c in fused.columns) and any(c.startswith("seq2seq_") for c in fused.columns)
+    merged = fused.set_index("file_name").loc[alone["file_name"], columns].to_numpy()
+    assert np.array_equal(merged, alone[columns].to_numpy())  # joined on file name, not row order
+    import pyarrow.parquet as pq
+
+    made_from = json.loads(pq.read_schema(out / "features" / "fusion" / "features.parquet").metadata[b"auttention.made_from"])
+    assert made_from["functionals"]["features"].startswith("MFCC, energy and voicing functionals")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"attention", "seq2seq", "functionals", "fusion", "fusion_vs_functionals"} <= set(metrics)
+    # a fuse the configuration does not know is one line
+    config.write_text(yaml.safe_dump({**CONFIG, "scoring": {"fuse": "attention+mfcc"}}))
+    bad = cli("pipeline", "--data", str(corpus), "--config", str(config), "--out", str(tmp_path / "y"))
+    assert bad.exit_code == 2 and "scoring.fuse must be one of attention+seq2seq" in bad.output
