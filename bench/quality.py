@@ -24,7 +24,8 @@ Prints the tables, every rho with its 95% bootstrap interval (speakers resampled
 of the pipeline and the search to the functionals baseline on the same clips, and writes
 bench/results/quality.json ({"rows": [{"corpus", "method", "devel_rho", "test_rho", "devel_ci", "test_ci",
 "vs_functionals"}, ...], "summary": ...}); with --clips / --speakers, quality-<N>clips-<M>spk.json instead, so
-the default-size results stay. Test rho is shown only; nothing here chooses by it.
+the default-size results stay (and with --no-search, quality-pipelines*.json). Test rho is shown only;
+nothing here chooses by it.
 """
 
 from __future__ import annotations
@@ -290,7 +291,8 @@ def report(rows: list[dict], args) -> None:
                 summary[method]["mean_test_vs_functionals"] = float(np.mean([v["difference"] for v in versus]))
                 summary[method]["test_intervals_above_0"] = f"{sum(bool(v['ci']) and v['ci'][0] > 0 for v in versus)}/{len(versus)}"
     print_tables(rows, summary)
-    path = write_result(f"quality{size_tag(args.clips, args.speakers)}",
+    # --no-search measures the pipelines only: its own file, so a run's search rows are never overwritten
+    path = write_result(f"quality{'-pipelines' if args.no_search else ''}{size_tag(args.clips, args.speakers)}",
                         {"rows": rows, "summary": summary, "time_budget": args.time_budget,
                          "ablations": args.ablations})
     print(f"\nwrote {path}")

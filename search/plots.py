@@ -69,6 +69,9 @@ def _reference(ax, reference: tuple[str, float] | None) -> list[Line2D]:
     if reference is None or not np.isfinite(reference[1]):
         return []
     ax.axhline(reference[1], zorder=1, **REFERENCE_STYLE)
+    lo, hi = ax.get_ylim()
+    margin = 0.05 * (max(hi, reference[1]) - min(lo, reference[1]))
+    ax.set_ylim(min(lo, reference[1] - margin), max(hi, reference[1] + margin))  # the line clear of the frame
     return [Line2D([], [], label=reference[0], **REFERENCE_STYLE)]
 
 
