@@ -23,7 +23,9 @@ RESULTS = ROOT / "bench" / "results"
 # the repository first: bench/search.py must not shadow the `search` package
 sys.path.insert(0, str(ROOT))
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from auttention import TF_LOG_LEVEL  # noqa: E402  (after the path: the repository's package)
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", TF_LOG_LEVEL)
 
 PACKAGES = ("tensorflow", "keras", "ray", "optuna", "librosa", "numpy", "scipy", "soxr", "soundfile",
             "pyarrow", "pillow", "psutil")

@@ -44,6 +44,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from auttention import TF_LOG_LEVEL  # noqa: E402
 from auttention.scoring import format_difference, format_rho_ci  # noqa: E402
 from bench.common import ROOT, markdown_table, table, write_result  # noqa: E402
 
@@ -55,7 +56,7 @@ def cli(*args: str, log: Path) -> str:
     """Run the real command line; its output (also appended to `log`), or an error with its last lines."""
     t0 = time.perf_counter()
     done = subprocess.run([*CLI, *args], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": TF_LOG_LEVEL})
     with open(log, "a") as f:
         f.write(f"$ auttention-search {' '.join(args)}\n{done.stdout}{done.stderr}\n")
     if done.returncode:
@@ -80,18 +81,23 @@ def pipeline(data: Path, config: Path, out: Path, log: Path) -> dict:
     return json.loads((out / "metrics.json").read_text())
 
 
-def readouts(out: Path, config: Path) -> dict[str, dict]:
-    """The pipeline's trained models in `out`, read out with every feature choice: {feature: metrics}."""
+def readouts(data: Path, out: Path, config: Path) -> dict[str, dict]:
+    """The pipeline's trained models in `out`, read out with every feature choice: {feature: metrics} (the
+    corpus `data`'s labels and speakers joined, so the intervals resample speakers as the pipeline's do)."""
     from auttention import import_tensorflow_quietly
 
     import_tensorflow_quietly()
+    import tensorflow as tf
+
     from auttention import spectrogram as spectro
     from auttention.config import load_pipeline_config
+    from auttention.corpus import read_corpus
     from auttention.engine import FUSION, Engine, provenance
     from auttention.training import Trainer
 
+    tf.get_logger().setLevel("ERROR")  # a model per feature choice: tf.function's retracing notes are expected
     base = load_pipeline_config(config)
-    spec = spectro.read(out / "spectrograms")
+    spec = spectro.read(out / "spectrograms").with_labels(read_corpus(data))
     trained = {n: Trainer.load(out / n) for n in ("attention", "seq2seq")}
     results = {}
     for feature in FEATURES:
@@ -212,7 +218,7 @@ def run_all(args, corpora, runs: Path, cache: Path, log: Path, work: Path, add) 
                     continue
                 m = pipeline(data, variant(work, tag, changes), runs / f"pipeline-{tag}-{name}", log)
                 add(name, f"pipeline-{tag}", m["fusion"], m["fusion_vs_functionals"])
-            for feature, r in readouts(out, ROOT / "configs" / "demo.yaml").items():
+            for feature, r in readouts(data, out, ROOT / "configs" / "demo.yaml").items():
                 add(name, f"pipeline-feature-{feature}", r)
         if args.no_search:
             continue
