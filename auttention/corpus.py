@@ -231,13 +231,19 @@ def _read_manifest(manifest: Path) -> pd.DataFrame:
     return _manifest_speakers(_finish(rows, manifest), table, manifest)
 
 
+def speakers_beside(labels: str | os.PathLike) -> pd.DataFrame | None:
+    """The speakers.csv beside the label file `labels` (file_name, speaker), or None where there is none."""
+    speakers = Path(labels).parent / SPEAKERS
+    return _read_csv(speakers, ("file_name", "speaker")) if speakers.is_file() else None
+
+
 def with_speakers(frame: pd.DataFrame, labels: str | os.PathLike) -> pd.DataFrame:
     """`frame` (file_name, partition, ...) with the speakers of the speakers.csv beside the label file
     `labels`, checked (see attach_speakers); unchanged where there is none."""
-    speakers = Path(labels).parent / SPEAKERS
-    if not speakers.is_file():
+    table = speakers_beside(labels)
+    if table is None:
         return frame
-    return attach_speakers(frame, _read_csv(speakers, ("file_name", "speaker")), "file_name", speakers)
+    return attach_speakers(frame, table, "file_name", Path(labels).parent / SPEAKERS)
 
 
 def _manifest_speakers(corpus: pd.DataFrame, table: pd.DataFrame, manifest) -> pd.DataFrame:

@@ -67,12 +67,15 @@ def model_features(model: str | Path, spectrograms: str | Path, out: str | Path,
 def table(results: dict[str, Evaluation]) -> str:
     """The paper's table: devel and test Spearman per branch with their 95% intervals (test only where
     labels are known)."""
-    cells = [(name, format_rho_ci(ev.devel_rho, ev.devel_ci), format_rho_ci(ev.test_rho, ev.test_ci), f"{ev.c:g}")
-             for name, ev in results.items()]
+    def signed(text: str) -> str:  # a place for the minus sign, so that the decimal points line up
+        return text if text.startswith("-") else " " + text
+
+    cells = [(name, signed(format_rho_ci(ev.devel_rho, ev.devel_ci)), signed(format_rho_ci(ev.test_rho, ev.test_ci)),
+              f"{ev.c:g}") for name, ev in results.items()]
     nw = max(10, *(len(c[0]) for c in cells))
-    dw, tw = (max([len(head)] + [len(c[i]) for c in cells]) for i, head in ((1, "devel"), (2, "test")))
-    lines = [f"{'':<{nw}} {'devel':>{dw}} {'test':>{tw}}   C"]
-    lines += [f"{name:<{nw}} {devel:>{dw}} {test:>{tw}}   {c}" for name, devel, test, c in cells]
+    dw, tw = (max([len(head)] + [len(c[i]) for c in cells]) for i, head in ((1, " devel"), (2, " test")))
+    lines = [f"{'':<{nw}} {' devel':<{dw}} {' test':<{tw}}  C"]
+    lines += [f"{name:<{nw}} {devel:<{dw}} {test:<{tw}}  {c}" for name, devel, test, c in cells]
     if any(ev.test_rho is None for ev in results.values()):
         lines.append("(test: labels unknown, e.g. '?' as ComParE ships them)")
     resampled = {ev.resampled for ev in results.values() if ev.resampled}

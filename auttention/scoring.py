@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .config import ScoringConfig
-from .corpus import check_label_range, read_labels, with_speakers
+from .corpus import check_label_range, read_labels, speakers_beside, with_speakers
 from .errors import UserError
 from .features import matrix, read_features, speakers
 from .io import write_csv, write_json
@@ -288,12 +288,21 @@ def read_predictions(path: str | os.PathLike) -> pd.DataFrame:
     return table
 
 
-def score_predictions(predictions: pd.DataFrame, labels: pd.DataFrame) -> tuple[float, int]:
-    """Spearman's rho of predictions against known labels; (rho, number of clips scored)."""
+def score_predictions(predictions: pd.DataFrame, labels: pd.DataFrame
+                      ) -> tuple[float, int, tuple[float, float] | None, str]:
+    """Spearman's rho of predictions against known labels: (rho, number of clips scored, its 95% bootstrap
+    interval, what was resampled). Speakers are resampled where the speakers.csv beside the label file
+    (labels.attrs["labels"]) names every scored clip's speaker, clips otherwise."""
     merged = predictions.merge(labels[["file_name", "label"]], on="file_name", how="left")
     unknown = merged["label"].isna()
     if unknown.all():
         raise UserError("none of the predicted clips has a known label (ComParE ships test labels as '?'); "
                         "nothing to score")
     scored = merged[~unknown]
-    return spearman(scored["label"].to_numpy(), scored["prediction"].to_numpy()), int(len(scored))
+    y, pred = scored["label"].to_numpy(), scored["prediction"].to_numpy(dtype=float)
+    table = speakers_beside(labels.attrs["labels"]) if labels.attrs.get("labels") else None
+    groups = None
+    if table is not None:
+        speaker = scored["file_name"].map(dict(zip(table["file_name"], table["speaker"].str.strip())))
+        groups = speaker.to_numpy(dtype=object) if speaker.notna().all() else None
+    return spearman(y, pred), int(len(scored)), rho_ci(y, pred, groups), "clips" if groups is None else "speakers"

@@ -133,8 +133,8 @@ def _fallbacks(top: int, seeds: int) -> list[tuple[int, int]]:
 
 
 def run_seconds(candidate: Any, max_epochs: int) -> float:
-    """How long a confirmation run of a candidate's (selection.Candidate) configuration takes: its trial's wall time, scaled from
-    the epochs it ran to max_epochs (the start-up of a run is in it once)."""
+    """How long a confirmation run of a candidate's (selection.Candidate) configuration takes: its trial's
+    wall time, scaled from the epochs it ran to max_epochs (the start-up of a run is in it once)."""
     metrics = candidate.result.metrics or {}
     epochs = max(int(metrics.get("epoch", 0) or 0), 1)
     total = float(metrics.get("time_total_s", 0.0) or 0.0)

@@ -30,7 +30,7 @@ from auttention.errors import UserError
 from auttention.extraction import extract_corpus
 from auttention.features import fuse_folders
 from auttention.pipeline import model_features, train_from_folder
-from auttention.scoring import evaluate_features, format_rho, format_rho_ci
+from auttention.scoring import evaluate_features, format_rho_ci
 from search.sources import AUTO, DELIVERIES, OBJECT_STORE_SHARE
 
 log = logging.getLogger("search.cli")  # by name: run as `python -m search.cli`, __name__ is __main__
@@ -254,8 +254,11 @@ def score(predictions: str, labels: str) -> None:
     from auttention.corpus import read_labels
     from auttention.scoring import read_predictions, score_predictions
 
-    rho, n = score_predictions(read_predictions(predictions), read_labels(labels))
-    log.info(f"Spearman rho = {format_rho(rho, 4)} over {n} clips")
+    rho, n, ci, resampled = score_predictions(read_predictions(predictions), read_labels(labels))
+    shown = format_rho_ci(rho, ci)
+    said = f"[95% interval, {resampled} resampled]" if "[" in shown else \
+        "(no interval: the predictions or labels are constant in most resamples)"
+    log.info(f"Spearman rho = {shown} over {n} clips  {said}")
 
 
 @main.command()

@@ -165,6 +165,10 @@ def export_best(run_dir: Path, cfg: PipelineConfig, chosen: Candidate, confirmed
     combined = ensemble_scores(chosen, fusion, cfg.scoring) if len(chosen.predictions) > 1 else None
     predictions = combined["predictions"] if combined else {"devel": evaluations["fusion"].devel,
                                                            "test": evaluations["fusion"].test}
+    # several configurations averaged, where experiment.ensemble_top allows it and devel says it pays
+    across = configurations_ensemble(confirmed, fusion, cfg.scoring, experiment.ensemble_top)
+    if across and across["k"] > 1:
+        predictions = across["predictions"]
     for part in ("devel", "test"):
         write_predictions(folder / f"predictions.{part}.csv", predictions[part], cfg.scoring)
         write_predictions(folder / "single" / f"predictions.{part}.csv", getattr(evaluations["fusion"], part),
@@ -177,6 +181,7 @@ def export_best(run_dir: Path, cfg: PipelineConfig, chosen: Candidate, confirmed
                       "chosen_by": "the best mean selection score over seeds (test rho shown, never used to choose)"},
         "confirmation": [c.record() for c in confirmed],
         "ensemble": {k: v for k, v in combined.items() if k != "predictions"} if combined else None,
+        "configurations": {k: v for k, v in across.items() if k != "predictions"} if across else None,
         "made_from": fusion.attrs.get("made_from", {}),
     }
     if reference is not None:
@@ -192,14 +197,43 @@ def export_best(run_dir: Path, cfg: PipelineConfig, chosen: Candidate, confirmed
     return folder, metrics
 
 
-def ensemble_scores(cand: Candidate, frame: pd.DataFrame, scoring: ScoringConfig) -> dict[str, Any]:
-    """The seed ensemble's predictions and their devel and test rho (test where labels are known), each
-    with its 95% bootstrap interval (*_rho_ci: [lo, hi] or None; speakers resampled where the frame has them)."""
+def configurations_ensemble(confirmed: list[Candidate], frame: pd.DataFrame, scoring: ScoringConfig,
+                            top: int) -> dict[str, Any] | None:
+    """The best k <= `top` confirmed configurations (by mean selection score over seeds; any with a diverged
+    seed left out) averaged, each over its seeds (selection.ensemble): k is the one whose average has the
+    best devel rho (the smallest on ties), never chosen by test. {k, members, by_k: [{k, devel_rho,
+    test_rho}], contributions: {trial: devel rho of the k-ensemble minus that of the others without it},
+    the chosen k's devel/test rho and intervals, predictions}; None with top 1 or fewer than two members."""
+    ranked = sorted((c for c in confirmed if math.isfinite(c.mean_selection)), key=lambda c: c.mean_selection,
+                    reverse=True)[:top]
+    if top < 2 or len(ranked) < 2:
+        return None
+    options = [ensemble_scores(ranked[:k], frame, scoring) for k in range(1, len(ranked) + 1)]
+    devel = [o["devel_rho"] if o["devel_rho"] is not None and math.isfinite(o["devel_rho"]) else -math.inf
+             for o in options]
+    k = devel.index(max(devel)) + 1
+    best = options[k - 1]
+    contributions = {}
+    if k > 1:
+        for member in ranked[:k]:
+            others = ensemble_scores([m for m in ranked[:k] if m is not member], frame, scoring)
+            contributions[member.trial_id] = best["devel_rho"] - others["devel_rho"]
+    return {"k": k, "members": [c.trial_id for c in ranked[:k]],
+            "by_k": [{"k": i + 1, "devel_rho": o["devel_rho"], "test_rho": o.get("test_rho")} for i, o in enumerate(options)],
+            "contributions": contributions, "chosen_by": "devel rho of the average (test shown, never used to choose)",
+            **{key: value for key, value in best.items() if key != "seeds"}}
+
+
+def ensemble_scores(cand: Candidate | list[Candidate], frame: pd.DataFrame, scoring: ScoringConfig) -> dict[str, Any]:
+    """The ensemble's (one configuration's seeds, or several configurations': selection.ensemble) predictions
+    and their devel and test rho (test where labels are known), each with its 95% bootstrap interval
+    (*_rho_ci: [lo, hi] or None; speakers resampled where the frame has them)."""
     from auttention.scoring import interval_json, rho_ci, spearman
 
     predictions = ensemble(cand, scoring)
     indexed = frame.set_index("file_name")
-    out: dict[str, Any] = {"seeds": [s["seed"] for s in cand.seeds],
+    members = cand if isinstance(cand, list) else [cand]
+    out: dict[str, Any] = {"seeds": [s["seed"] for m in members for s in m.seeds],
                            "resampled": "speakers" if "speaker" in indexed.columns else "clips"}
     for part, pred in predictions.items():
         y = indexed.loc[pred["file_name"], "label"].to_numpy(dtype=float)
@@ -252,6 +286,16 @@ def summary(exported: Exported, metric: str, top: int = 5) -> str:
                   f"{', '.join(map(str, seed_ensemble['seeds']))}: "
                   f"devel {format_rho_ci(seed_ensemble['devel_rho'], seed_ensemble.get('devel_rho_ci'))}, "
                   f"test {format_rho_ci(seed_ensemble.get('test_rho'), seed_ensemble.get('test_rho_ci'))}"]
+    across = metrics.get("configurations")
+    if across and across["k"] > 1:
+        shares = ", ".join(f"{tid} {d:+.3f}" for tid, d in across["contributions"].items())
+        lines += [f"exported: the best {across['k']} configurations averaged (each over its seeds; k by devel rho): "
+                  f"devel {format_rho_ci(across['devel_rho'], across.get('devel_rho_ci'))}, "
+                  f"test {format_rho_ci(across.get('test_rho'), across.get('test_rho_ci'))}; each member's "
+                  f"contribution to devel rho (the average's minus the others'): {shares}"]
+    elif across:
+        lines.append(f"configurations averaged: none (one configuration has the best devel rho of the averages "
+                     f"of the best 1..{len(across['by_k'])})")
     if metrics.get(VERSUS):
         lines.append(versus_line(metrics[VERSUS], "exported"))
     return "\n".join(lines)

@@ -330,9 +330,11 @@ def section_best(run: RunData, out: Path) -> str:
         if not len(both):
             notes.append(f"{part}: labels unknown" if part == "test" else f"{part}: no labelled clips")
             continue
-        exported = best.get("ensemble") or best.get("fusion") or {}
+        across = best.get("configurations") or {}
+        exported = (across if across.get("k", 1) > 1 else None) or best.get("ensemble") or best.get("fusion") or {}
         rho = exported.get(f"{part}_rho")
-        what = "seed ensemble" if best.get("ensemble") else "fusion"
+        what = ("configurations' average" if across.get("k", 1) > 1 else
+                "seed ensemble" if best.get("ensemble") else "fusion")
         title = f"{part}: {len(both)} clips" + (f", {what} ρ = {format_rho(rho)}" if isinstance(rho, (int, float)) else "")
         fig = plot_predictions(both["label"].to_numpy(), both["prediction"].to_numpy(), lo, hi, title)
         figures.append(figure_html(save_png(fig, out, f"best_{part}.png"), f"predicted vs true label on {part}",
@@ -368,11 +370,23 @@ def ensemble_html(best: dict) -> str:
     ens = best.get("ensemble")
     if not ens:
         return ""
-    return (f"<p>Exported predictions (best/predictions.*.csv): this configuration's fusion predictions averaged "
-            f"over its models of seeds {esc(', '.join(map(str, ens.get('seeds', []))))}: devel ρ "
+    text = (f"<p>This configuration's fusion predictions averaged over its models of seeds "
+            f"{esc(', '.join(map(str, ens.get('seeds', []))))}: devel ρ "
             f"{format_rho_ci(ens.get('devel_rho'), ens.get('devel_rho_ci'), missing='–')}, test ρ "
             f"{format_rho_ci(ens.get('test_rho'), ens.get('test_rho_ci'), missing='–')}. The table above is the trial's own "
             f"model (its predictions: best/single/).</p>")
+    across = best.get("configurations") or {}
+    if across.get("k", 1) > 1:
+        shares = ", ".join(f"<code>{esc(t)}</code> {d:+.3f}" for t, d in (across.get("contributions") or {}).items())
+        text += (f"<p>Exported predictions (best/predictions.*.csv): the best {across['k']} configurations averaged, "
+                 f"each over its seeds (k chosen by the average's devel ρ, never by test): devel ρ "
+                 f"{format_rho_ci(across.get('devel_rho'), across.get('devel_rho_ci'), missing='–')}, test ρ "
+                 f"{format_rho_ci(across.get('test_rho'), across.get('test_rho_ci'), missing='–')}. What each member adds to "
+                 f"devel ρ (the average's minus the others'): {shares}.</p>")
+    else:
+        text = text.replace("<p>This configuration's", "<p>Exported predictions (best/predictions.*.csv): this "
+                                                        "configuration's", 1)
+    return text
 
 
 def confirmation_html(best: dict) -> str:

@@ -316,18 +316,21 @@ def confirmation_slots(space: Space) -> int:
     return max(1, int(min(slots))) if slots else 1
 
 
-def ensemble(cand: Candidate, scoring: ScoringConfig) -> dict[str, Any]:
-    """The chosen configuration's predictions averaged over its seeds (the trial's model and every
-    confirmation seed's): {devel, test: DataFrame(file_name, prediction)}, post-processed as one model's.
-    Averaging the seeds' models removes much of the variance a single training seed carries."""
+def ensemble(members: Candidate | list[Candidate], scoring: ScoringConfig) -> dict[str, Any]:
+    """Configurations' predictions averaged: each member's over its seeds (the trial's model and every
+    confirmation seed's), then the members' alike: {devel, test: DataFrame(file_name, prediction)},
+    post-processed as one model's. Averaging the seeds' models removes much of the variance a single training
+    seed carries; averaging configurations, some of what one configuration gets wrong."""
     import pandas as pd
 
     from auttention.scoring import postprocess
 
+    members = members if isinstance(members, list) else [members]
     out = {}
     for part in ("devel", "test"):
-        per_seed = [p[part].set_index("file_name")["prediction"] for p in cand.predictions]
-        mean = pd.concat(per_seed, axis=1).mean(axis=1)
+        means = [pd.concat([p[part].set_index("file_name")["prediction"] for p in m.predictions], axis=1).mean(axis=1)
+                 for m in members]
+        mean = pd.concat(means, axis=1).mean(axis=1)
         out[part] = pd.DataFrame({"file_name": mean.index, "prediction": postprocess(mean.to_numpy(), scoring)})
     return out
 

@@ -71,6 +71,9 @@ class ExperimentConfig:
     confirm_top: int = _opt(3, lo=0, doc="the best trials trained again with new seeds at the end (0: none)")
     confirm_seeds: int = _opt(2, lo=0, doc="new training seeds per confirmed trial; the exported best has the best "
                                            "mean selection score over its seeds")
+    ensemble_top: int = _opt(1, lo=1, hi=100, doc="the export averages the best k <= ensemble_top confirmed "
+                                                  "configurations (each over its seeds), k chosen by devel rho; "
+                                                  "1: the chosen configuration alone")
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", self.name):

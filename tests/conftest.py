@@ -51,7 +51,7 @@ def tone_corpus(tmp_path: Path) -> Path:
 
 TINY_SPACE = {
     "experiment": {"name": "tiny", "num_samples": 4, "max_concurrent": 2, "seed": 0, "confirm_top": 2,
-                   "confirm_seeds": 1},
+                   "confirm_seeds": 1, "ensemble_top": 2},
     "resources": {"cpu": 1},
     "spectrogram": {"n_fft": 256, "hop_length": 128, "n_mels": 16, "frames": 24},
     "seq2seq": {"units": {"choice": [4, 8]}, "layers": 1, "dropout": 0.0},

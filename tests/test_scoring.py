@@ -85,8 +85,8 @@ def test_fusion_refuses_different_files_or_labels():
 def test_score_predictions():
     preds = pd.DataFrame({"file_name": ["x", "y", "z"], "prediction": [1, 2, 3]})
     labels = pd.DataFrame({"file_name": ["x", "y", "z"], "label": [1.0, 3.0, 2.0]})
-    rho, n = score_predictions(preds, labels)
-    assert n == 3 and rho == pytest.approx(0.5)
+    rho, n, ci, resampled = score_predictions(preds, labels)
+    assert n == 3 and rho == pytest.approx(0.5) and resampled == "clips" and ci[0] <= rho <= ci[1]
     with pytest.raises(UserError, match="labels as '\\?'"):
         score_predictions(preds, labels.assign(label=np.nan))
 

@@ -60,9 +60,10 @@ def test_outputs_complete_and_consistent(finished, tiny):
     # the functionals baseline by the same SVR on the same clips, and the exported predictions paired with it
     baseline = metrics["functionals"]
     assert baseline["n_test"] == metrics["fusion"]["n_test"] and baseline["test_rho_ci"] is not None
+    exported = metrics["configurations"] if (metrics["configurations"] or {}).get("k", 1) > 1 else ensemble
     for part in ("devel", "test"):
         versus = metrics["exported_vs_functionals"][part]
-        assert versus["difference"] == pytest.approx(ensemble[f"{part}_rho"] - baseline[f"{part}_rho"])
+        assert versus["difference"] == pytest.approx(exported[f"{part}_rho"] - baseline[f"{part}_rho"])
         assert versus["resampled"] == "clips" and versus["clips"] == 10
         assert (run_dir / "best" / "functionals" / f"predictions.{part}.csv").is_file()
     said = [i for i, line in enumerate(lines) if line.startswith("baseline: functionals + the same SVR: devel ")]
@@ -71,6 +72,17 @@ def test_outputs_complete_and_consistent(finished, tiny):
     printed = "\n".join(lines).splitlines()  # the summary is one message of many lines
     assert any(line.startswith("functionals ") for line in printed)  # a row of the best configuration's table
     assert any(line.startswith("exported vs functionals (paired, the same clips): devel ") for line in printed)
+    # the best 1 or 2 confirmed configurations averaged, k by devel rho; what the export wrote is that average
+    across = metrics["configurations"]
+    if len(confirmation) == 2:
+        assert [row["k"] for row in across["by_k"]] == [1, 2] and across["k"] in (1, 2)
+        devel = {row["k"]: row["devel_rho"] for row in across["by_k"]}
+        assert devel[across["k"]] == max(devel.values())
+        assert across["by_k"][0]["devel_rho"] == pytest.approx(ensemble["devel_rho"])  # k=1: the chosen one's seeds
+        if across["k"] == 2:
+            assert set(across["contributions"]) == set(across["members"]) == {c["trial_id"] for c in confirmation}
+            exported_test = metrics["exported_vs_functionals"]["test"]["difference"] + baseline["test_rho"]
+            assert exported_test == pytest.approx(across["test_rho"])
     single = pd.read_csv(run_dir / "best" / "single" / "predictions.test.csv")
     assert sorted(single["file_name"]) == sorted(pd.read_csv(run_dir / "best" / "predictions.test.csv")["file_name"])
 

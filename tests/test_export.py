@@ -1,0 +1,72 @@
+"""The export's ensemble across configurations (search/export.py configurations_ensemble): the best k
+confirmed configurations averaged, k chosen by devel rho, never by test; each member's contribution."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from auttention.config import ScoringConfig
+from search.export import configurations_ensemble, ensemble_scores
+from search.selection import SELECTION, Candidate
+
+N = 40
+
+
+def _truth(rng) -> pd.DataFrame:
+    names = [f"{part}_{i:03d}" for part in ("devel", "test") for i in range(N)]
+    return pd.DataFrame({"file_name": names, "partition": [n.split("_")[0] for n in names],
+                         "label": rng.integers(1, 10, len(names)).astype(float)})
+
+
+def _candidate(tid: str, score: float, truth: pd.DataFrame, noise: list[np.ndarray]) -> Candidate:
+    """A confirmed configuration whose seeds predict the label plus `noise` (one array per seed)."""
+    seeds, predictions = [], []
+    for i, n in enumerate(noise):
+        pred = np.clip(np.round(truth["label"].to_numpy() + n), 1, 9)
+        table = pd.DataFrame({"file_name": truth["file_name"], "prediction": pred})
+        predictions.append({part: table[truth["partition"] == part].reset_index(drop=True) for part in ("devel", "test")})
+        seeds.append({"seed": i, SELECTION: score, "test_rho": None})
+    return Candidate(tid, None, "", 3, score, seeds=seeds, predictions=predictions)
+
+
+def test_k_is_chosen_by_devel_and_each_member_says_what_it_adds():
+    rng = np.random.default_rng(0)
+    truth = _truth(rng)
+    n = len(truth)
+    # three configurations with independent errors: averaging them cancels some of each one's noise
+    cands = [_candidate(t, s, truth, [rng.normal(0, 3, n), rng.normal(0, 3, n)])
+             for t, s in (("a", 0.5), ("b", 0.4), ("c", 0.3))]
+    scoring = ScoringConfig()
+    out = configurations_ensemble(cands, truth, scoring, top=3)
+    by_k = {row["k"]: row["devel_rho"] for row in out["by_k"]}
+    assert out["k"] == max(by_k, key=lambda k: (by_k[k], -k))  # the best devel rho, the smallest k on ties
+    assert [row["k"] for row in out["by_k"]] == [1, 2, 3]
+    assert out["members"] == ["a", "b", "c"][:out["k"]]
+    assert by_k[1] == pytest.approx(ensemble_scores(cands[0], truth, scoring)["devel_rho"])  # k=1: the chosen one
+    if out["k"] > 1:
+        for tid, share in out["contributions"].items():
+            others = [c for c in cands[:out["k"]] if c.trial_id != tid]
+            assert share == pytest.approx(out["devel_rho"] - ensemble_scores(others, truth, scoring)["devel_rho"])
+    assert out["devel_rho_ci"][0] <= out["devel_rho"] <= out["devel_rho_ci"][1]
+    # the order is the mean selection score over seeds, whatever the list's order; a diverged one is left out
+    shaky = _candidate("d", 0.9, truth, [rng.normal(0, 1, n)])
+    shaky.seeds.append({"seed": 1, SELECTION: float("nan"), "test_rho": None, "diverged": "loss NaN"})
+    again = configurations_ensemble([cands[2], shaky, cands[0], cands[1]], truth, scoring, top=3)
+    assert [row["devel_rho"] for row in again["by_k"]] == pytest.approx(list(by_k.values()))
+    # off (top 1) or a single configuration: nothing to average
+    assert configurations_ensemble(cands, truth, scoring, top=1) is None
+    assert configurations_ensemble(cands[:1], truth, scoring, top=3) is None
+
+
+def test_test_labels_never_move_k():
+    rng = np.random.default_rng(1)
+    truth = _truth(rng)
+    cands = [_candidate(t, s, truth, [rng.normal(0, 2, len(truth))]) for t, s in (("a", 0.5), ("b", 0.4))]
+    scoring = ScoringConfig()
+    k = configurations_ensemble(cands, truth, scoring, top=2)["k"]
+    shuffled = truth.copy()
+    test = shuffled["partition"] == "test"
+    shuffled.loc[test, "label"] = rng.permutation(shuffled.loc[test, "label"].to_numpy())
+    assert configurations_ensemble(cands, shuffled, scoring, top=2)["k"] == k
