@@ -277,16 +277,17 @@ def summary(exported: Exported, metric: str, top: int = 5) -> str:
         for i in range(len(head)):
             lines.append("  ".join(cells[name][i].ljust(widths[name]) for name in cells).rstrip())
     metrics = exported.metrics or {}
+    across = metrics.get("configurations")
     if evaluations:
         lines += ["", "best configuration, the trial's own model, and the functionals baseline by the same SVR "
                   "(refit on train+devel for test):",
                   paper_table(evaluations)]
-    if seed_ensemble:
-        lines += [f"exported: its fusion predictions averaged over seeds "
+    if seed_ensemble:  # what is exported, unless several configurations are averaged (below)
+        what = "the chosen configuration" if across and across["k"] > 1 else "exported"
+        lines += [f"{what}: its fusion predictions averaged over seeds "
                   f"{', '.join(map(str, seed_ensemble['seeds']))}: "
                   f"devel {format_rho_ci(seed_ensemble['devel_rho'], seed_ensemble.get('devel_rho_ci'))}, "
                   f"test {format_rho_ci(seed_ensemble.get('test_rho'), seed_ensemble.get('test_rho_ci'))}"]
-    across = metrics.get("configurations")
     if across and across["k"] > 1:
         shares = ", ".join(f"{tid} {d:+.3f}" for tid, d in across["contributions"].items())
         lines += [f"exported: the best {across['k']} configurations averaged (each over its seeds; k by devel rho): "
