@@ -64,6 +64,24 @@ def difference_interval(y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, g
     return (float(point), *_percentiles(rho_a - rho_b, level))
 
 
+def mean_rho_interval(y: np.ndarray, pred: np.ndarray, folds: np.ndarray, groups: np.ndarray | None = None,
+                      n_boot: int = N_BOOT, seed: int = 0, level: float = LEVEL) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean over folds of Spearman's rho (a cross-validated score:
+    each fold's held-out predictions against its labels).
+
+    The folds are resampled independently (a stratified bootstrap: the folds hold disjoint speakers or
+    partitions, and each keeps its size), speakers within a fold where `groups` is given, clips otherwise;
+    a resample's statistic is the mean of its folds' rhos (NaN where one is undefined). Shapes and
+    parameters as in `rho_interval`; `folds` (n,) holds each clip's fold."""
+    y, pred, folds = np.asarray(y, float), np.asarray(pred, float), np.asarray(folds)
+    per_fold = []
+    for k, fold in enumerate(np.unique(folds)):
+        rows = folds == fold
+        per_fold.append(_bootstrap(y[rows], [pred[rows]], None if groups is None else np.asarray(groups)[rows],
+                                   n_boot, seed + k)[0])
+    return _percentiles(np.mean(per_fold, axis=0), level)
+
+
 def resamples(n: int, groups: np.ndarray | None = None, n_boot: int = N_BOOT, seed: int = 0) -> np.ndarray:
     """The multiplicities of n clips in each of `n_boot` resamples: int array, shape (n_boot, n).
 

@@ -159,15 +159,26 @@ class TrainingConfig:
 # What the fusion branch concatenates (early fusion, joined on file name): the paper's two autoencoders, or
 # either or both with the utterance functionals (auttention.baseline); each feature set is also its own branch.
 FUSIONS = ("attention+seq2seq", "attention+seq2seq+functionals", "attention+functionals", "seq2seq+functionals")
+# what C (and a search's every choice) is scored on: the paper's devel; train and devel swapped, averaged;
+# K speaker-disjoint folds over train+devel (auttention/scoring.py `validation_folds`)
+VALIDATIONS = ("devel", "swap", "speaker_folds")
 
 
 @dataclass(frozen=True)
 class ScoringConfig:
-    """The paper's linear SVR: C chosen on devel, predictions rounded and clipped to the label range."""
+    """The paper's linear SVR: C chosen on devel (or on the validation scoring.validation names),
+    predictions rounded and clipped to the label range."""
 
     fuse: str = _opt("attention+seq2seq", choices=FUSIONS,
                      doc="the feature sets the fusion branch concatenates (functionals: auttention.baseline's "
                          "utterance statistics)")
+    validation: str = _opt("devel", choices=VALIDATIONS,
+                           doc="what C, a trial's per-epoch score, the selection and the ensembles are scored on: "
+                               "devel (fit on train; the paper's), swap (train->devel and devel->train, the two "
+                               "rhos averaged) or speaker_folds (scoring.folds speaker-disjoint folds over "
+                               "train+devel, the folds' rhos averaged; needs speakers); test predictions always "
+                               "come from the SVR refit on train+devel")
+    folds: int = _opt(5, lo=2, doc="the number of speaker-disjoint folds of validation: speaker_folds")
     complexities: list = _opt([1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0], doc="SVR C grid")
     round: bool = _opt(True, doc="round predictions to whole labels")
     label_min: float = _opt(1.0, doc="predictions are clipped to [label_min, label_max]")

@@ -235,13 +235,16 @@ class Engine:
         return features
 
     def score_devel(self) -> dict[str, float]:
-        """What a search reports per epoch: each branch's devel rho and chosen C (train and devel only; the
-        functionals alone are left out: they do not change between epochs)."""
+        """What a search reports per epoch: each branch's score and chosen C (train and devel only; the
+        functionals alone are left out: they do not change between epochs). The score, NAME_rho, is what C
+        was chosen by: the devel rho under scoring.validation devel (the paper's), the swap or speaker-fold
+        score otherwise (auttention/scoring.py), so that ASHA, the selection, the confirmation and the
+        ensembles all choose by it."""
         out = {}
         # no intervals: a search's per-epoch report reads only rho and C
         branches = {k: v for k, v in self.features(("train", "devel")).items() if k != FUNCTIONALS}
         for name, ev in evaluate_branches(branches, self._scoring(), False).items():
-            out[f"{name}_rho"], out[f"{name}_c"] = ev.devel_rho, ev.c
+            out[f"{name}_rho"], out[f"{name}_c"] = ev.score, ev.c
         return out
 
     def evaluate(self) -> tuple[dict[str, pd.DataFrame], dict[str, Evaluation]]:

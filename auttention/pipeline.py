@@ -22,7 +22,7 @@ from .extraction import ProcessPool, extract
 from .features import write_features
 from .io import write_yaml
 from .baseline import FUNCTIONALS, functionals
-from .scoring import Evaluation, compare, format_difference, format_rho_ci, write_predictions
+from .scoring import VALIDATION_TEXT, Evaluation, check_validation, compare, format_difference, format_rho_ci, write_predictions
 
 log = logging.getLogger(__name__)
 
@@ -66,16 +66,25 @@ def model_features(model: str | Path, spectrograms: str | Path, out: str | Path,
 
 def table(results: dict[str, Evaluation]) -> str:
     """The paper's table: devel and test Spearman per branch with their 95% intervals (test only where
-    labels are known)."""
+    labels are known), and first the score C was chosen by where scoring.validation is not devel."""
     def signed(text: str) -> str:  # a place for the minus sign, so that the decimal points line up
         return text if text.startswith("-") else " " + text
 
-    cells = [(name, signed(format_rho_ci(ev.devel_rho, ev.devel_ci)), signed(format_rho_ci(ev.test_rho, ev.test_ci)),
-              f"{ev.c:g}") for name, ev in results.items()]
-    nw = max(10, *(len(c[0]) for c in cells))
-    dw, tw = (max([len(head)] + [len(c[i]) for c in cells]) for i, head in ((1, " devel"), (2, " test")))
-    lines = [f"{'':<{nw}} {' devel':<{dw}} {' test':<{tw}}  C"]
-    lines += [f"{name:<{nw}} {devel:<{dw}} {test:<{tw}}  {c}" for name, devel, test, c in cells]
+    labels = sorted({ev.label for ev in results.values() if ev.validation != "devel"})
+    heads = [f" {label}" for label in labels[:1]] + [" devel", " test"]
+    rows = []
+    for name, ev in results.items():
+        cells = [signed(format_rho_ci(ev.score, ev.score_ci))] if labels else []
+        cells += [signed(format_rho_ci(ev.devel_rho, ev.devel_ci)), signed(format_rho_ci(ev.test_rho, ev.test_ci))]
+        rows.append((name, cells, f"{ev.c:g}"))
+    nw = max(10, *(len(r[0]) for r in rows))
+    widths = [max([len(head)] + [len(r[1][i]) for r in rows]) for i, head in enumerate(heads)]
+    lines = [" ".join([f"{'':<{nw}}", *(f"{h:<{w}}" for h, w in zip(heads, widths))]) + "  C"]
+    lines += [" ".join([f"{name:<{nw}}", *(f"{c:<{w}}" for c, w in zip(cells, widths))]) + f"  {c}"
+              for name, cells, c in rows]
+    if labels:
+        lines.append(f"({labels[0]}: {VALIDATION_TEXT[next(ev.validation for ev in results.values() if ev.validation != 'devel')]}; "
+                     f"C chosen by it; devel from the SVR fit on train, test from the SVR refit on train+devel)")
     if any(ev.test_rho is None for ev in results.values()):
         lines.append("(test: labels unknown, e.g. '?' as ComParE ships them)")
     resampled = {ev.resampled for ev in results.values() if ev.resampled}
@@ -115,6 +124,7 @@ def run(corpus: pd.DataFrame, cfg: PipelineConfig, out: str | os.PathLike, jobs:
     from .io import write_json
 
     out, policy = Path(out), policy or BadAudioPolicy()
+    check_validation(corpus, cfg.scoring)
     started = time.perf_counter()
     created = not out.exists()
     try:  # reused when made from this corpus with these settings (the policy applies to its skipped clips)

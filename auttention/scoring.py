@@ -1,5 +1,10 @@
 """The paper's scoring: min-max scaling fit on train, linear SVR with C chosen on devel by
 Spearman's rho of rounded and clipped predictions, refit on train+devel, predictions for test.
+
+scoring.validation may choose C (and so every choice a search makes, which all read the score the
+engine reports) on more labelled speakers than devel's: `swap` (train->devel and devel->train, the
+two rhos averaged) or `speaker_folds` (K speaker-disjoint folds over train+devel). The test
+predictions come from the SVR refit on train+devel whatever the validation.
 """
 
 from __future__ import annotations
@@ -110,18 +115,119 @@ def select_c(x_train: np.ndarray, y_train: np.ndarray, x_devel: np.ndarray, y_de
 
     x_train (n_train, d), x_devel (n_devel, d): features; y_*: labels. One pipeline fit serves the
     whole grid (the scaler fit once on train, the SVR warm-started from C to C)."""
-    predictions = _fit(model(cfg.complexities, cfg), x_train, y_train).predict(x_devel)
-    best: DevelScore | None = None
-    rhos: dict[float, float] = {}
-    for c, pred in zip(cfg.complexities, predictions.T):
-        pred = postprocess(pred, cfg)
-        rho = spearman(y_devel, pred)
-        rhos[float(c)] = rho
-        # a defined rho beats an undefined one (NaN compares False); the first C wins ties
-        if best is None or rho > best.rho or (math.isnan(best.rho) and not math.isnan(rho)):
-            best = DevelScore(float(c), rho, pred)
-    best.rho_per_c = rhos
+    x = np.vstack([x_train, x_devel])
+    folds = np.r_[np.full(len(y_train), FIT_ONLY), np.zeros(len(y_devel), int)]
+    chosen = cross_validate(x, np.concatenate([y_train, y_devel]), folds, cfg)
+    return DevelScore(chosen.c, chosen.rho, chosen.predictions[len(y_train):], chosen.rho_per_c)
+
+
+FIT_ONLY = -1  # the fold of a clip every fit uses and none holds out (train under validation: devel)
+
+
+VALIDATION_TEXT = {  # what each validation's score is, in the words of every table's footnote
+    "devel": "devel rho of the SVR fit on train",
+    "swap": "the mean of devel's rho (SVR fit on train) and train's (SVR fit on devel)",
+    "speaker_folds": "the mean rho of speaker-disjoint folds over train+devel, each predicted by the SVR fit on the others",
+}
+
+
+def validation_label(cfg: ScoringConfig) -> str:
+    """The validation's name in every line and table: "devel", "swap" or "5-fold" (speaker_folds)."""
+    return f"{cfg.folds}-fold" if cfg.validation == "speaker_folds" else cfg.validation
+
+
+def validation_folds(partition: np.ndarray, groups: np.ndarray | None, cfg: ScoringConfig) -> np.ndarray:
+    """Each train+devel clip's fold under scoring.validation (clips in the order of `partition`, which holds
+    "train" or "devel"; `groups` their speakers, or None): every fold k >= 0 is held out in turn and
+    predicted by the SVR fit on all other clips (FIT_ONLY clips are fit on, never held out).
+
+    - devel: train FIT_ONLY, devel fold 0 (the paper's);
+    - swap: devel fold 0 (fit on train), train fold 1 (fit on devel); speaker-disjoint where the partitions are;
+    - speaker_folds: the speakers of train+devel dealt into scoring.folds folds, the speaker with the most
+      clips first, each to the fold with the fewest clips so far (ties: the speaker's name, the lower fold):
+      balanced, deterministic, and no speaker in two folds."""
+    partition = np.asarray(partition)
+    if cfg.validation == "devel":
+        return np.where(partition == "devel", 0, FIT_ONLY)
+    if cfg.validation == "swap":
+        return np.where(partition == "devel", 0, 1)
+    if groups is None:
+        raise UserError("scoring.validation: speaker_folds needs every clip's speaker (lab/speakers.csv with "
+                        "file_name,speaker, or a manifest's speaker column); use swap or devel without them")
+    names, counts = np.unique(np.asarray(groups).astype(str), return_counts=True)
+    if len(names) < cfg.folds:
+        raise UserError(f"scoring.folds: {cfg.folds} speaker-disjoint folds need at least {cfg.folds} speakers in "
+                        f"train+devel, and there are {len(names)}; lower scoring.folds or use validation: swap")
+    sizes = np.zeros(cfg.folds, int)
+    fold_of = {}
+    for i in sorted(range(len(names)), key=lambda i: (-counts[i], names[i])):
+        k = int(np.argmin(sizes))
+        fold_of[names[i]] = k
+        sizes[k] += counts[i]
+    return np.array([fold_of[g] for g in np.asarray(groups).astype(str)], int)
+
+
+def check_validation(corpus: pd.DataFrame, cfg: ScoringConfig) -> None:
+    """Refuse, in one line and before anything is extracted or trained, a validation the corpus (file_name,
+    partition, speaker where known) cannot give: speaker_folds without speakers or with too few."""
+    fit = corpus[corpus["partition"].isin(["train", "devel"])]
+    validation_folds(fit["partition"].to_numpy(), fit["speaker"].to_numpy(dtype=object) if "speaker" in fit else None,
+                     cfg)
+
+
+def fold_score(y: np.ndarray, pred: np.ndarray, folds: np.ndarray) -> float:
+    """The validation score of held-out predictions: the mean over folds (FIT_ONLY clips left out) of each
+    fold's Spearman rho; the folds whose rho is undefined are left out (NaN where all are)."""
+    rhos = [spearman(y[folds == k], pred[folds == k]) for k in np.unique(folds[folds != FIT_ONLY])]
+    defined = [r for r in rhos if not math.isnan(r)]
+    return float(np.mean(defined)) if defined else math.nan
+
+
+@dataclass
+class Validated:
+    """The C chosen by the validation score, that score per C, and the held-out predictions at that C."""
+
+    c: float
+    rho: float  # the validation score at c
+    predictions: np.ndarray  # every clip's held-out prediction at c (NaN for FIT_ONLY clips)
+    rho_per_c: dict[float, float] = field(default_factory=dict)
+
+
+def cross_validate(x: np.ndarray, y: np.ndarray, folds: np.ndarray, cfg: ScoringConfig) -> Validated:
+    """For every fold, the scaler + SVR fit on the other clips for the whole C grid at once (one fit per
+    fold) predicts the fold; the C with the best validation score (`fold_score`) wins (the first on ties;
+    a defined score beats an undefined one)."""
+    held = np.full((len(y), len(cfg.complexities)), np.nan)
+    for k in np.unique(folds[folds != FIT_ONLY]):
+        out = folds == k
+        held[out] = postprocess(_fit(model(cfg.complexities, cfg), x[~out], y[~out]).predict(x[out]), cfg)
+    best: Validated | None = None
+    scores: dict[float, float] = {}
+    for j, c in enumerate(cfg.complexities):
+        score = fold_score(y, held[:, j], folds)
+        scores[float(c)] = score
+        if best is None or score > best.rho or (math.isnan(best.rho) and not math.isnan(score)):
+            best = Validated(float(c), score, held[:, j])
+    best.rho_per_c = scores
     return best
+
+
+def held_out_score(held_out: pd.DataFrame, truth: pd.DataFrame, intervals: bool = True
+                   ) -> tuple[float, tuple[float, float] | None]:
+    """The validation score of held-out predictions (file_name, fold, prediction: an Evaluation's `held_out`,
+    or an ensemble's average of them) against `truth` (file_name, label, speaker where known), with its 95%
+    bootstrap interval (confidence.mean_rho_interval: folds resampled independently, speakers within them
+    where known) when `intervals`."""
+    from .confidence import mean_rho_interval
+
+    both = held_out.merge(truth, on="file_name")
+    y, pred, folds = (both[c].to_numpy() for c in ("label", "prediction", "fold"))
+    y, pred, folds = y.astype(float), pred.astype(float), folds.astype(int)
+    score = fold_score(y, pred, folds)
+    if not intervals or len(y) < 2:
+        return score, None
+    groups = both["speaker"].to_numpy(dtype=object) if "speaker" in both.columns else None
+    return score, mean_rho_interval(y, pred, folds, groups)
 
 
 @dataclass
@@ -139,14 +245,23 @@ class Evaluation:
     devel_ci: tuple[float, float] | None = None
     test_ci: tuple[float, float] | None = None
     resampled: str | None = None  # what the bootstrap drew: "speakers" (where known) or "clips"
+    # what C was chosen by (scoring.validation, its name as printed), that score at C and its interval, and the
+    # held-out predictions it was computed from (file_name, fold, prediction); under devel: devel_rho, devel
+    validation: str = "devel"
+    label: str = "devel"
+    score: float = math.nan
+    score_ci: tuple[float, float] | None = None
+    held_out: pd.DataFrame | None = None
 
     def metrics(self) -> dict:
         """Plain figures for metrics.json (n_train_devel: the clips the SVR predicting test was refit on;
-        *_rho_ci: [lo, hi] of the 95% bootstrap interval, null where there is none)."""
+        *_rho_ci: [lo, hi] of the 95% bootstrap interval, null where there is none; score: what C was chosen
+        by, scoring.validation's, per C in score_per_c)."""
         return {"c": self.c, "devel_rho": self.devel_rho, "test_rho": self.test_rho,
                 "devel_rho_ci": interval_json(self.devel_ci), "test_rho_ci": interval_json(self.test_ci),
-                "resampled": self.resampled,
-                "devel_rho_per_c": {f"{c:g}": r for c, r in self.rho_per_c.items()},
+                "resampled": self.resampled, "validation": self.validation, "score_name": self.label, "score": self.score,
+                "score_ci": interval_json(self.score_ci),
+                "score_per_c": {f"{c:g}": r for c, r in self.rho_per_c.items()},
                 "n_train_devel": int(self.n_train + len(self.devel)), "n_test": int(len(self.test))}
 
 
@@ -185,6 +300,13 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, truth: pd.DataFrame) -> dict | Non
             "resampled": "clips" if groups is None else "speakers"}
 
 
+def format_evaluation(ev: "Evaluation", missing: str = "n/a") -> str:
+    """An evaluation's figures as the commands print them on one line: the validation score C was chosen by
+    (where scoring.validation is not devel), devel and test rho, each with its 95% interval."""
+    shown = f"devel {format_rho_ci(ev.devel_rho, ev.devel_ci)}, test {format_rho_ci(ev.test_rho, ev.test_ci, missing)}"
+    return shown if ev.validation == "devel" else f"{ev.label} {format_rho_ci(ev.score, ev.score_ci)}, {shown}"
+
+
 def format_difference(entry: dict | None, missing: str = "n/a") -> str:
     """A paired difference (`compare`) as every command and the report print it: "+0.099 [-0.06, +0.25]"."""
     if not entry or entry.get("difference") is None or math.isnan(entry["difference"]):
@@ -195,9 +317,11 @@ def format_difference(entry: dict | None, missing: str = "n/a") -> str:
 
 
 def evaluate(features: pd.DataFrame, cfg: ScoringConfig, intervals: bool = True) -> Evaluation:
-    """The paper's protocol on one feature set (labels in its label column); with `intervals`, the 95%
-    bootstrap interval of each rho, resampling speakers where the set has a speaker column."""
-    x_tr, y_tr, _ = matrix(features, "train")
+    """The paper's protocol on one feature set (labels in its label column): C chosen by scoring.validation
+    (`validation_folds`; devel: the paper's), devel predicted by the SVR fit on train at that C, test by the
+    SVR refit on train+devel; with `intervals`, the 95% bootstrap interval of each rho and of the validation
+    score, resampling speakers where the set has a speaker column."""
+    x_tr, y_tr, f_tr = matrix(features, "train")
     x_dv, y_dv, f_dv = matrix(features, "devel")
     x_te, y_te, f_te = matrix(features, "test")
     for name, y in (("train", y_tr), ("devel", y_dv)):
@@ -205,22 +329,40 @@ def evaluate(features: pd.DataFrame, cfg: ScoringConfig, intervals: bool = True)
             raise UserError(f"the feature set has no {name} clips; the SVR needs train and devel")
         if np.isnan(y).any():
             raise UserError(f"{int(np.isnan(y).sum())} {name} clip(s) have no label; train and devel need labels")
-    chosen = select_c(x_tr, y_tr, x_dv, y_dv, cfg)
+    g_tr, g_dv, g_te = (speakers(features, p) for p in ("train", "devel", "test"))
+    x_fit, y_fit = np.vstack([x_tr, x_dv]), np.concatenate([y_tr, y_dv])
+    groups = None if g_tr is None else np.concatenate([g_tr, g_dv])
+    folds = validation_folds(np.r_[np.full(len(y_tr), "train"), np.full(len(y_dv), "devel")], groups, cfg)
+    chosen = cross_validate(x_fit, y_fit, folds, cfg)
+    if cfg.validation == "speaker_folds":  # devel as the paper scores it: the SVR fit on train at the chosen C
+        devel_pred = fit_predict(x_tr, y_tr, x_dv, chosen.c, cfg)
+    else:  # devel is a fold fit on train alone: its held-out predictions are those
+        devel_pred = chosen.predictions[len(y_tr):]
     test_pred = np.empty(0)
     if len(x_te):
-        test_pred = fit_predict(np.vstack([x_tr, x_dv]), np.concatenate([y_tr, y_dv]), x_te, chosen.c, cfg)
+        test_pred = fit_predict(x_fit, y_fit, x_te, chosen.c, cfg)
     known = ~np.isnan(y_te)
     test_rho = spearman(y_te[known], test_pred[known]) if known.any() else None
-    ev = Evaluation(chosen.c, chosen.rho,
-                    pd.DataFrame({"file_name": f_dv, "prediction": chosen.predictions}),
+    held = folds != FIT_ONLY
+    files = np.concatenate([f_tr, f_dv])
+    ev = Evaluation(chosen.c, spearman(y_dv, devel_pred),
+                    pd.DataFrame({"file_name": f_dv, "prediction": devel_pred}),
                     pd.DataFrame({"file_name": f_te, "prediction": test_pred}), test_rho, chosen.rho_per_c,
-                    n_train=len(y_tr))
+                    n_train=len(y_tr), validation=cfg.validation, label=validation_label(cfg), score=chosen.rho,
+                    held_out=pd.DataFrame({"file_name": files[held], "fold": folds[held],
+                                           "prediction": chosen.predictions[held]}))
     if intervals:
-        g_dv, g_te = speakers(features, "devel"), speakers(features, "test")
         ev.resampled = "clips" if g_dv is None else "speakers"
-        ev.devel_ci = rho_ci(y_dv, chosen.predictions, g_dv)
+        ev.devel_ci = rho_ci(y_dv, devel_pred, g_dv)
         if test_rho is not None:
             ev.test_ci = rho_ci(y_te[known], test_pred[known], None if g_te is None else g_te[known])
+        if cfg.validation == "devel":
+            ev.score_ci = ev.devel_ci
+        else:
+            truth = pd.DataFrame({"file_name": files, "label": y_fit})
+            if groups is not None:
+                truth["speaker"] = groups
+            ev.score_ci = held_out_score(ev.held_out, truth)[1]
     return ev
 
 

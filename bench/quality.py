@@ -17,15 +17,23 @@ With --ablations, each change of the method is also measured on its own, against
 - search-best-epoch: the search chosen by its single best epoch, without confirmation seeds (the
   former selection), on the first corpus only (a search is the costly part).
 
+With --validations V ..., scoring.validation V (swap, speaker_folds; devel is the plain rows) is measured:
+- pipeline-V: the pipeline's own fusion features with C chosen by V (no retraining: only C can change);
+- search-V: spaces/demo.yaml with scoring.validation V (every choice of the search made by V's score);
+  with --no-devel-search the plain `search` rows are left out (e.g. when they were measured before:
+  `--tables-from` merges saved files).
+
     python bench/quality.py [--seeds 0 1 2] [--data CORPUS ...] [--time-budget 5m] [--ablations [--variants fused]]
-    python bench/quality.py --tables-from bench/results/quality.json   # print a saved run's tables
+    python bench/quality.py --seeds 0 1 2 --validations swap speaker_folds --no-devel-search
+    python bench/quality.py --tables-from bench/results/quality.json [more.json ...]   # saved runs' tables, merged
 
 Prints the tables, every rho with its 95% bootstrap interval (speakers resampled) and the paired difference
 of the pipeline and the search to the functionals baseline on the same clips, and writes
 bench/results/quality.json ({"rows": [{"corpus", "method", "devel_rho", "test_rho", "devel_ci", "test_ci",
-"vs_functionals"}, ...], "summary": ...}); with --clips / --speakers, quality-<N>clips-<M>spk.json instead, so
-the default-size results stay (and with --no-search, quality-pipelines*.json). Test rho is shown only;
-nothing here chooses by it.
+"vs_functionals", "validation", "score", "score_ci"}, ...], "summary": ...}); with --clips / --speakers,
+quality-<N>clips-<M>spk.json instead, so the default-size results stay (with --no-search,
+quality-pipelines*.json; with --validations, quality-validations*.json). Test rho is shown only; nothing
+here chooses by it.
 """
 
 from __future__ import annotations
@@ -120,18 +128,44 @@ def search(data: Path, runs: Path, cache: Path, name: str, budget: str | None, l
     if budget:
         args += ["--time-budget", budget]
     cli(*args, log=log)
-    return json.loads((runs / name / "best" / "metrics.json").read_text())
+    metrics = json.loads((runs / name / "best" / "metrics.json").read_text())
+    import pandas as pd
+
+    trials = pd.read_csv(runs / name / "trials.csv")
+    metrics["trials"] = {"started": len(trials), "completed": int((trials["status"] == "completed").sum())}
+    return metrics
 
 
 def best_epoch_space(tmp: Path) -> Path:
     """spaces/demo.yaml chosen the former way: the single best epoch of any trial, no confirmation."""
+    return space_variant(tmp, "best-epoch", {"experiment": {"select": "best", "confirm_top": 0}})
+
+
+def space_variant(tmp: Path, name: str, changes: dict[str, dict]) -> Path:
+    """spaces/demo.yaml with some settings changed ({section: {key: value}})."""
     import yaml
 
     space = yaml.safe_load((ROOT / "spaces" / "demo.yaml").read_text())
-    space["experiment"].update(select="best", confirm_top=0)
-    path = tmp / "demo-best-epoch.yaml"
+    for section, values in changes.items():
+        space.setdefault(section, {}).update(values)
+    path = tmp / f"demo-{name}.yaml"
     path.write_text(yaml.safe_dump(space))
     return path
+
+
+def rechosen(out: Path, branch: str, data: Path, config: Path, validation: str) -> dict:
+    """The pipeline's features of `branch` (fusion, functionals) in `out` scored with C chosen by
+    scoring.validation `validation` (the corpus' labels and speakers joined): its metrics."""
+    from auttention.config import load_pipeline_config
+    from auttention.corpus import read_corpus
+    from auttention.features import read_features
+    from auttention.scoring import evaluate
+
+    scoring = dataclasses.replace(load_pipeline_config(config).scoring, validation=validation)
+    frame = read_features(out / "features" / branch).drop(columns=["label", "speaker"], errors="ignore")
+    corpus = read_corpus(data)
+    frame = frame.merge(corpus[[c for c in ("file_name", "label", "speaker") if c in corpus.columns]], on="file_name")
+    return evaluate(frame, scoring).metrics()
 
 
 def variant(tmp: Path, name: str, changes: dict[str, dict]) -> Path:
@@ -162,12 +196,17 @@ def main() -> None:
     ap.add_argument("--variants", nargs="*", choices=sorted(VARIANTS), default=None,
                     help="with --ablations: only these pipeline variants (default: all)")
     ap.add_argument("--no-search", action="store_true", help="baseline and pipeline only")
+    ap.add_argument("--validations", nargs="*", choices=["swap", "speaker_folds"], default=[],
+                    help="also measure these scoring.validation choices (pipeline C and a search each)")
+    ap.add_argument("--no-devel-search", action="store_true",
+                    help="with --validations: leave out the plain search (scoring.validation devel)")
     ap.add_argument("--work", type=Path, help="folder for runs and caches (default: a temporary one)")
-    ap.add_argument("--tables-from", type=Path, help="only print the tables of a saved quality.json")
+    ap.add_argument("--tables-from", type=Path, nargs="*", help="only print the tables of saved quality*.json "
+                                                                "files (rows merged, the summary computed again)")
     args = ap.parse_args()
     if args.tables_from:
-        saved = json.loads(args.tables_from.read_text())
-        print_tables(saved["rows"], saved["summary"])
+        rows = [row for path in args.tables_from for row in json.loads(path.read_text())["rows"]]
+        print_tables(rows, summarise(rows))
         return
 
     work = args.work or Path(tempfile.mkdtemp(prefix="auttention-quality-"))
@@ -183,11 +222,15 @@ def main() -> None:
         """One row: a metrics.json entry's devel and test rho with their 95% intervals, and where given the
         paired difference to the functionals baseline on the same clips (scoring.compare's entries)."""
         row = {"corpus": corpus, "method": method, "devel_rho": entry["devel_rho"], "test_rho": entry.get("test_rho"),
-               "devel_ci": entry.get("devel_rho_ci"), "test_ci": entry.get("test_rho_ci"), **extra}
+               "devel_ci": entry.get("devel_rho_ci"), "test_ci": entry.get("test_rho_ci"),
+               "validation": entry.get("validation", "devel"), "score": entry.get("score", entry["devel_rho"]),
+               "score_ci": entry.get("score_ci", entry.get("devel_rho_ci")), **extra}
         if versus:
             row["vs_functionals"] = versus
         rows.append(row)
-        print(f"{corpus:<22} {method:<28} devel {format_rho_ci(row['devel_rho'], row['devel_ci'])}  "
+        scored = f"{row['validation']} {format_rho_ci(row['score'], row['score_ci'])}  " \
+            if row["validation"] != "devel" else ""
+        print(f"{corpus:<22} {method:<28} {scored}devel {format_rho_ci(row['devel_rho'], row['devel_ci'])}  "
               f"test {format_rho_ci(row['test_rho'], row['test_ci'])}"
               + (f"  vs functionals: devel {format_difference(versus.get('devel'))}, "
                  f"test {format_difference(versus.get('test'))}" if versus else ""), flush=True)
@@ -220,22 +263,36 @@ def run_all(args, corpora, runs: Path, cache: Path, log: Path, work: Path, add) 
                 add(name, f"pipeline-{tag}", m["fusion"], m["fusion_vs_functionals"])
             for feature, r in readouts(data, out, ROOT / "configs" / "demo.yaml").items():
                 add(name, f"pipeline-feature-{feature}", r)
+        for validation in args.validations:
+            for method, branch in (("baseline", "functionals"), ("pipeline", "fusion")):
+                add(name, f"{method}-{validation}", rechosen(out, branch, data, ROOT / "configs" / "demo.yaml", validation))
         if args.no_search:
             continue
-        m = search(data, runs, cache, f"search-{name}", args.time_budget, log)
-        seeds = [s for c in m.get("confirmation", []) if c["trial_id"] == m["trial_id"] for s in c["seeds"]]
-        across = m.get("configurations") or {}
-        exported = (across if across.get("k", 1) > 1 else None) or m.get("ensemble") or m["fusion"]
-        add(name, "search", exported, m.get("exported_vs_functionals"), trial_id=m["trial_id"],
-            selection_score=m["selection"]["selection_score"], seeds=seeds, confirmed=len(m.get("confirmation", [])),
-            configurations=across.get("k", 1))
-        # the same run's chosen configuration over its seeds (what the export is without averaging configurations)
-        add(name, "search-one-configuration", m.get("ensemble") or m["fusion"], trial_id=m["trial_id"])
-        # the same run's chosen trial, its own single model (what a search without the seed ensemble exports)
-        add(name, "search-single-model", m["fusion"], trial_id=m["trial_id"])
+        plain = [] if args.validations and args.no_devel_search else [("search", None)]
+        for method, validation in plain + [(f"search-{v}", v) for v in args.validations]:
+            space = space_variant(work, validation, {"scoring": {"validation": validation}}) if validation else None
+            m = search(data, runs, cache, f"{method}-{name}", args.time_budget, log, space)
+            searched(add, name, method, m, full=validation is None)
         if args.ablations and i == 0:
             m = search(data, runs, cache, f"search-best-epoch-{name}", args.time_budget, log, best_epoch_space(work))
             add(name, "search-best-epoch", m["fusion"], trial_id=m["trial_id"])
+
+
+def searched(add, name: str, method: str, m: dict, full: bool) -> None:
+    """The rows of one search's best/metrics.json: its export (with `full`, also the same run's chosen
+    configuration over its seeds and the chosen trial's own model)."""
+    seeds = [s for c in m.get("confirmation", []) if c["trial_id"] == m["trial_id"] for s in c["seeds"]]
+    across = m.get("configurations") or {}
+    exported = (across if across.get("k", 1) > 1 else None) or m.get("ensemble") or m["fusion"]
+    add(name, method, {"validation": m["fusion"].get("validation", "devel"), **exported},
+        m.get("exported_vs_functionals"), trial_id=m["trial_id"], selection_score=m["selection"]["selection_score"],
+        seeds=seeds, confirmed=len(m.get("confirmation", [])), configurations=across.get("k", 1),
+        trials=m.get("trials"))
+    if full:
+        # the same run's chosen configuration over its seeds (what the export is without averaging configurations)
+        add(name, f"{method}-one-configuration", m.get("ensemble") or m["fusion"], trial_id=m["trial_id"])
+        # the same run's chosen trial, its own single model (what a search without the seed ensemble exports)
+        add(name, f"{method}-single-model", m["fusion"], trial_id=m["trial_id"])
 
 
 # each change measured alone: (what it is, the method with it, the same runs without it)
@@ -247,7 +304,11 @@ CHANGES = [("whole clips (vs frames 128)", "pipeline", "pipeline-crop128"),
            ("feature mean_std (vs final)", "pipeline-feature-mean_std", "pipeline-feature-final"),
            ("selection + confirmation (vs best epoch)", "search", "search-best-epoch"),
            ("configurations averaged (vs the chosen one's seeds)", "search", "search-one-configuration"),
-           ("seed ensemble (vs chosen trial's model)", "search-one-configuration", "search-single-model")]
+           ("seed ensemble (vs chosen trial's model)", "search-one-configuration", "search-single-model"),
+           ("C by swap (vs devel), the pipeline's features", "pipeline-swap", "pipeline"),
+           ("C by speaker folds (vs devel), the pipeline's features", "pipeline-speaker_folds", "pipeline"),
+           ("search by swap (vs devel)", "search-swap", "search"),
+           ("search by speaker folds (vs devel)", "search-speaker_folds", "search")]
 
 
 def changes(rows: list[dict]) -> list[list]:
@@ -274,11 +335,11 @@ def print_tables(rows: list[dict], summary: dict) -> None:
     paired = [[r["corpus"], r["method"], format_difference(r["vs_functionals"].get("devel")),
                format_difference(r["vs_functionals"].get("test"))] for r in rows if r.get("vs_functionals")]
     paired_header = ["corpus", "method", "devel vs functionals [95% CI]", "test vs functionals [95% CI]"]
-    means = [[m, s["corpora"], s["mean_devel_rho"], s["mean_test_rho"], s["sd_test_rho"], s["mean_gap"],
-              s.get("mean_test_vs_functionals", float("nan")), s.get("test_intervals_above_0", "")]
-             for m, s in summary.items()]
-    mean_header = ["method (demo seeds)", "corpora", "mean devel", "mean test", "sd test", "devel - test",
-                   "mean test vs functionals", "test intervals above 0"]
+    means = [[m, s["corpora"], s.get("mean_score", s["mean_devel_rho"]), s["mean_devel_rho"], s["mean_test_rho"],
+              s["sd_test_rho"], s["mean_gap"], s.get("mean_test_vs_functionals", float("nan")),
+              s.get("test_intervals_above_0", "")] for m, s in summary.items()]
+    mean_header = ["method (demo seeds)", "corpora", "mean score chosen by", "mean devel", "mean test", "sd test",
+                   "devel - test", "mean test vs functionals", "test intervals above 0"]
     moved = changes(rows)
     moved_header = ["change, measured alone", "corpora", "devel moved", "test moved", "sd", "test moved per corpus"]
     for fmt in (table, markdown_table):
@@ -286,8 +347,9 @@ def print_tables(rows: list[dict], summary: dict) -> None:
                                                           (means, mean_header), (moved, moved_header)) if c))
 
 
-def report(rows: list[dict], args) -> None:
-    """Print the tables and write bench/results/quality.json."""
+def summarise(rows: list[dict]) -> dict:
+    """Per method over the demo corpora: mean devel and test rho, sd of test, the devel - test gap, and the
+    mean paired difference to the functionals with on how many corpora its interval lies above 0."""
     summary = {}
     for method in dict.fromkeys(r["method"] for r in rows):
         mine = [r for r in rows if r["method"] == method and r["corpus"].startswith("demo-")]
@@ -295,17 +357,26 @@ def report(rows: list[dict], args) -> None:
         if mine and tests:
             summary[method] = {"corpora": len(mine), "mean_devel_rho": float(np.mean([r["devel_rho"] for r in mine])),
                                "mean_test_rho": float(np.mean(tests)), "sd_test_rho": float(np.std(tests)),
-                               "mean_gap": float(np.mean([r["devel_rho"] - r["test_rho"] for r in mine]))}
+                               "mean_gap": float(np.mean([r["devel_rho"] - r["test_rho"] for r in mine])),
+                               "mean_score": float(np.mean([r.get("score", r["devel_rho"]) for r in mine]))}
             versus = [(r["vs_functionals"] or {}).get("test") for r in mine if r.get("vs_functionals")]
             versus = [v for v in versus if v]
             if versus:  # the paired differences on each corpus, and on how many their interval lies above 0
                 summary[method]["mean_test_vs_functionals"] = float(np.mean([v["difference"] for v in versus]))
                 summary[method]["test_intervals_above_0"] = f"{sum(bool(v['ci']) and v['ci'][0] > 0 for v in versus)}/{len(versus)}"
+    return summary
+
+
+def report(rows: list[dict], args) -> None:
+    """Print the tables and write bench/results/quality*.json."""
+    summary = summarise(rows)
     print_tables(rows, summary)
-    # --no-search measures the pipelines only: its own file, so a run's search rows are never overwritten
-    path = write_result(f"quality{'-pipelines' if args.no_search else ''}{size_tag(args.clips, args.speakers)}",
+    # --no-search measures the pipelines only, --validations the other validations: each its own file, so that
+    # a run's search rows are never overwritten
+    kind = "-pipelines" if args.no_search else "-validations" if args.validations else ""
+    path = write_result(f"quality{kind}{size_tag(args.clips, args.speakers)}",
                         {"rows": rows, "summary": summary, "time_budget": args.time_budget,
-                         "ablations": args.ablations})
+                         "ablations": args.ablations, "validations": args.validations})
     print(f"\nwrote {path}")
 
 

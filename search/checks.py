@@ -10,6 +10,7 @@ import pandas as pd
 
 from auttention.config import ScoringConfig, build
 from auttention.corpus import check_label_range
+from auttention.scoring import check_validation
 from auttention.errors import UserError
 
 from .space import Space
@@ -20,14 +21,16 @@ if TYPE_CHECKING:
 
 def check_labels(corpus: pd.DataFrame, space: Space) -> None:
     """Devel must hold at least two distinct known labels (a search ranks trials by their devel Spearman's
-    rho, undefined otherwise), and known labels must lie in the scoring's [label_min, label_max]
-    (predictions are clipped to it)."""
+    rho, undefined otherwise), the corpus must allow scoring.validation (speakers for speaker_folds), and
+    known labels must lie in the scoring's [label_min, label_max] (predictions are clipped to it)."""
     devel = sorted(corpus.loc[(corpus["partition"] == "devel") & corpus["label"].notna(), "label"].unique())
     if len(devel) < 2:
         what = f"every devel label is {devel[0]:g}" if devel else "no devel clip has a known label"
         raise UserError(f"{corpus.attrs.get('labels', 'labels')}: {what}: Spearman's rho is undefined, nothing to "
                         f"rank; give devel clips at least two different labels (pipeline and baseline still run "
                         f"and say 'undefined')")
+    fixed = {k: v for k, v in space.fixed.get("scoring", {}).items() if k in ("validation", "folds")}
+    check_validation(corpus, build(ScoringConfig, fixed, "scoring"))  # never searched (search/space.py FIXED)
     if any(p.section == "scoring" and p.key in ("label_min", "label_max") for p in space.params):
         return  # a searched range: each trial's own
     fixed = {k: v for k, v in space.fixed.get("scoring", {}).items() if k in ("label_min", "label_max")}

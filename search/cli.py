@@ -241,7 +241,7 @@ def evaluate(features_path: str, labels: str | None, out: str, config_path: str 
     cfg = make_config(ScoringConfig, "scoring", config_path, flags)
     ev = evaluate_features(features_path, labels, out, cfg)  # also NAME.devel.csv, NAME.metrics.json beside out
     test = format_rho_ci(ev.test_rho, ev.test_ci, missing="n/a (labels unknown)")
-    log.info(f"C={ev.c:g}  devel rho={format_rho_ci(ev.devel_rho, ev.devel_ci)}  test rho={test}  -> {out}"
+    log.info(f"C={ev.c:g}  {chosen_by(ev)}devel rho={format_rho_ci(ev.devel_rho, ev.devel_ci)}  test rho={test}  -> {out}"
              f"  [95% intervals, {ev.resampled} resampled]")
 
 
@@ -307,8 +307,14 @@ def baseline(data: str, config_path: str | None, sample_rate: int, jobs: int | N
     check_label_range(corpus, cfg.label_min, cfg.label_max)
     ev = evaluate_baseline(corpus, cfg, sample_rate=sample_rate, jobs=jobs,
                            policy=BadAudioPolicy(on_bad_audio))
-    log.info(f"MFCC functionals + SVR: C={ev.c:g}  devel rho={format_rho_ci(ev.devel_rho, ev.devel_ci)}  "
+    log.info(f"MFCC functionals + SVR: C={ev.c:g}  {chosen_by(ev)}devel rho={format_rho_ci(ev.devel_rho, ev.devel_ci)}  "
              f"test rho={format_rho_ci(ev.test_rho, ev.test_ci)}  [95% intervals, {ev.resampled} resampled]")
+
+
+def chosen_by(ev) -> str:
+    """The validation score C was chosen by, as `evaluate` and `baseline` print it before devel's ("" under
+    scoring.validation devel: the devel rho is that score)."""
+    return "" if ev.validation == "devel" else f"{ev.label} rho={format_rho_ci(ev.score, ev.score_ci)}  "
 
 
 def search_options(func: Callable) -> Callable:

@@ -15,7 +15,7 @@ import pandas as pd
 from auttention.baseline import FUNCTIONALS
 from auttention.config import to_dict
 from auttention.io import write_csv, write_json, write_yaml
-from auttention.scoring import Evaluation, compare, format_rho, format_rho_ci
+from auttention.scoring import Evaluation, compare, format_rho, format_rho_ci, validation_label
 
 from .keys import flat_columns
 from .selection import SELECTION, Candidate, Selection, ensemble, trial_id
@@ -201,48 +201,71 @@ def configurations_ensemble(confirmed: list[Candidate], frame: pd.DataFrame, sco
                             top: int) -> dict[str, Any] | None:
     """The best k <= `top` confirmed configurations (by mean selection score over seeds; any with a diverged
     seed left out) averaged, each over its seeds (selection.ensemble): k is the one whose average has the
-    best devel rho (the smallest on ties), never chosen by test. {k, members, by_k: [{k, devel_rho,
-    test_rho}], contributions: {trial: devel rho of the k-ensemble minus that of the others without it},
-    the chosen k's devel/test rho and intervals, predictions}; None with top 1 or fewer than two members."""
+    best validation score (scoring.validation's; the devel rho under devel; the smallest k on ties), never
+    chosen by test. {k, members, by_k: [{k, score, devel_rho, test_rho}], contributions: {trial: score of
+    the k-ensemble minus that of the others without it}, the chosen k's score, devel/test rho and intervals,
+    predictions}; None with top 1 or fewer than two members."""
     ranked = sorted((c for c in confirmed if math.isfinite(c.mean_selection)), key=lambda c: c.mean_selection,
                     reverse=True)[:top]
     if top < 2 or len(ranked) < 2:
         return None
     options = [ensemble_scores(ranked[:k], frame, scoring) for k in range(1, len(ranked) + 1)]
-    devel = [o["devel_rho"] if o["devel_rho"] is not None and math.isfinite(o["devel_rho"]) else -math.inf
-             for o in options]
-    k = devel.index(max(devel)) + 1
+    scores = [o["score"] if o["score"] is not None and math.isfinite(o["score"]) else -math.inf for o in options]
+    k = scores.index(max(scores)) + 1
     best = options[k - 1]
     contributions = {}
     if k > 1:
         for member in ranked[:k]:
             others = ensemble_scores([m for m in ranked[:k] if m is not member], frame, scoring)
-            contributions[member.trial_id] = best["devel_rho"] - others["devel_rho"]
+            contributions[member.trial_id] = best["score"] - others["score"]
     return {"k": k, "members": [c.trial_id for c in ranked[:k]],
-            "by_k": [{"k": i + 1, "devel_rho": o["devel_rho"], "test_rho": o.get("test_rho")} for i, o in enumerate(options)],
-            "contributions": contributions, "chosen_by": "devel rho of the average (test shown, never used to choose)",
+            "by_k": [{"k": i + 1, "score": o["score"], "devel_rho": o["devel_rho"], "test_rho": o.get("test_rho")}
+                     for i, o in enumerate(options)],
+            "contributions": contributions,
+            "chosen_by": f"the {validation_label(scoring)} score of the average (test shown, never used to choose)",
             **{key: value for key, value in best.items() if key != "seeds"}}
 
 
 def ensemble_scores(cand: Candidate | list[Candidate], frame: pd.DataFrame, scoring: ScoringConfig) -> dict[str, Any]:
-    """The ensemble's (one configuration's seeds, or several configurations': selection.ensemble) predictions
-    and their devel and test rho (test where labels are known), each with its 95% bootstrap interval
-    (*_rho_ci: [lo, hi] or None; speakers resampled where the frame has them)."""
-    from auttention.scoring import interval_json, rho_ci, spearman
+    """The ensemble's (one configuration's seeds, or several configurations': selection.ensemble) predictions,
+    their devel and test rho (test where labels are known) and validation score (scoring.validation's, on the
+    averaged held-out predictions), each with its 95% bootstrap interval (*_ci: [lo, hi] or None; speakers
+    resampled where the frame has them)."""
+    from auttention.scoring import held_out_score, interval_json, rho_ci, spearman
 
     predictions = ensemble(cand, scoring)
     indexed = frame.set_index("file_name")
     members = cand if isinstance(cand, list) else [cand]
     out: dict[str, Any] = {"seeds": [s["seed"] for m in members for s in m.seeds],
-                           "resampled": "speakers" if "speaker" in indexed.columns else "clips"}
-    for part, pred in predictions.items():
+                           "resampled": "speakers" if "speaker" in indexed.columns else "clips",
+                           "validation": scoring.validation}
+    for part in ("devel", "test"):
+        pred = predictions[part]
         y = indexed.loc[pred["file_name"], "label"].to_numpy(dtype=float)
         known = ~np.isnan(y)
         p = pred["prediction"].to_numpy()[known]
         groups = indexed.loc[pred["file_name"], "speaker"].to_numpy()[known] if "speaker" in indexed.columns else None
         out[f"{part}_rho"] = spearman(y[known], p) if known.any() else None
         out[f"{part}_rho_ci"] = interval_json(rho_ci(y[known], p, groups)) if known.any() else None
+    truth = frame[[c for c in ("file_name", "label", "speaker") if c in frame.columns]]
+    score, ci = held_out_score(predictions["held_out"], truth)
+    out["score"], out["score_ci"] = score, interval_json(ci)
     return {**out, "predictions": predictions}
+
+
+def validation_name(metrics: dict[str, Any]) -> str:
+    """The name of the validation a run's best/metrics.json was chosen by ("devel", "swap", "5-fold")."""
+    return str((metrics.get("fusion") or {}).get("score_name") or "devel")
+
+
+def figures(entry: dict[str, Any], label: str) -> str:
+    """An ensemble's rhos with their intervals as the summary prints them: its validation score first where
+    that is not devel's, then devel and test."""
+    shown = f"devel {format_rho_ci(entry.get('devel_rho'), entry.get('devel_rho_ci'))}, " \
+            f"test {format_rho_ci(entry.get('test_rho'), entry.get('test_rho_ci'))}"
+    if label != "devel" and entry.get("score") is not None:
+        shown = f"{label} {format_rho_ci(entry['score'], entry.get('score_ci'))}, " + shown
+    return shown
 
 
 def _short(value: Any) -> str:
@@ -282,20 +305,18 @@ def summary(exported: Exported, metric: str, top: int = 5) -> str:
         lines += ["", "best configuration, the trial's own model, and the functionals baseline by the same SVR "
                   "(refit on train+devel for test):",
                   paper_table(evaluations)]
+    label = validation_name(metrics)
     if seed_ensemble:  # what is exported, unless several configurations are averaged (below)
         what = "the chosen configuration" if across and across["k"] > 1 else "exported"
         lines += [f"{what}: its fusion predictions averaged over seeds "
-                  f"{', '.join(map(str, seed_ensemble['seeds']))}: "
-                  f"devel {format_rho_ci(seed_ensemble['devel_rho'], seed_ensemble.get('devel_rho_ci'))}, "
-                  f"test {format_rho_ci(seed_ensemble.get('test_rho'), seed_ensemble.get('test_rho_ci'))}"]
+                  f"{', '.join(map(str, seed_ensemble['seeds']))}: {figures(seed_ensemble, label)}"]
     if across and across["k"] > 1:
         shares = ", ".join(f"{tid} {d:+.3f}" for tid, d in across["contributions"].items())
-        lines += [f"exported: the best {across['k']} configurations averaged (each over its seeds; k by devel rho): "
-                  f"devel {format_rho_ci(across['devel_rho'], across.get('devel_rho_ci'))}, "
-                  f"test {format_rho_ci(across.get('test_rho'), across.get('test_rho_ci'))}; each member's "
-                  f"contribution to devel rho (the average's minus the others'): {shares}"]
+        lines += [f"exported: the best {across['k']} configurations averaged (each over its seeds; k by {label} "
+                  f"score): {figures(across, label)}; each member's contribution to the {label} score (the "
+                  f"average's minus the others'): {shares}"]
     elif across:
-        lines.append(f"configurations averaged: none (one configuration has the best devel rho of the averages "
+        lines.append(f"configurations averaged: none (one configuration has the best {label} score of the averages "
                      f"of the best 1..{len(across['by_k'])})")
     if metrics.get(VERSUS):
         lines.append(versus_line(metrics[VERSUS], "exported"))

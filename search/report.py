@@ -26,12 +26,12 @@ import yaml
 
 from auttention.baseline import FUNCTIONALS
 from auttention.io import atomic_dir
-from auttention.scoring import format_difference, format_rho, format_rho_ci
+from auttention.scoring import VALIDATION_TEXT, format_difference, format_rho, format_rho_ci
 
 from .plots import (STATUS_STYLE, TOP_PARALLEL, plot_best_so_far, plot_curves, plot_importance, plot_parallel,
                     plot_predictions, save_png)
-from .export import VERSUS
-from .rundata import RunData, load_run, metric_label, read_labels, read_predictions
+from .export import VERSUS, validation_name
+from .rundata import RunData, load_run, read_labels, read_predictions
 from .selection import SELECTION
 
 # (anchor, heading) of every section, in page order
@@ -112,13 +112,13 @@ def reference_line(run: RunData) -> tuple[str, float] | None:
     """(label, devel rho) of the functionals baseline scored by the exported configuration's SVR, for the
     plots of devel scores; None where best/metrics.json has none."""
     entry = (run.best or {}).get(FUNCTIONALS) or {}
-    rho = entry.get("devel_rho")
-    return (f"{FUNCTIONALS} baseline (devel)", float(rho)) if isinstance(rho, (int, float)) else None
+    rho = entry.get("score", entry.get("devel_rho"))  # what the trials' curves are: scoring.validation's score
+    return (f"{FUNCTIONALS} baseline ({run.score_name})", float(rho)) if isinstance(rho, (int, float)) else None
 
 
 def section_progress(run: RunData, out: Path) -> str:
     """Best-so-far devel metric against wall time and against trial number; every trial a point."""
-    trials, metric, label = run.trials, run.metric, metric_label(run.metric)
+    trials, metric, label = run.trials, run.metric, run.label
     if not len(trials):
         return section("progress", note("No trials in trials.csv."))
     if not trials[run.best_col].notna().any():
@@ -161,7 +161,7 @@ def section_progress(run: RunData, out: Path) -> str:
     if untimed:
         text += f" {untimed} trial(s) reported no epoch and have no place on the wall-time axis."
     if reference_line(run):
-        text += (f" The dashed line is the devel ρ of the {FUNCTIONALS} baseline (utterance functionals and the same "
+        text += (f" The dashed line is the {esc(run.score_name)} ρ of the {FUNCTIONALS} baseline (utterance functionals and the same "
                  f"SVR) on the same clips: the bar to beat.")
     return section("progress", f"<p>{text}</p>\n<div class=\"pair\">{''.join(figures)}</div>")
 
@@ -233,7 +233,7 @@ def section_importance(run: RunData, out: Path) -> str:
     if results:
         fig = plot_importance(results)
         body += figure_html(save_png(fig, out, "importance.png"), "hyperparameter importance",
-                            f"Importance for {esc(metric_label(run.metric))} of every searched parameter "
+                            f"Importance for {esc(run.label)} of every searched parameter "
                             f"that varied among the completed trials.", css="medium")
     body += "".join(note(esc(text)) for text in notes)
     return section("importance", body)
@@ -250,9 +250,9 @@ def section_parallel(run: RunData, out: Path) -> str:
         return section("parallel", note("Every trial had the same configuration (no searched parameter varies), "
                                          "so there is nothing to draw across."))
     top = min(TOP_PARALLEL, len(scored))
-    fig = plot_parallel(trials, params, run.best_col, metric_label(run.metric), run.log_params, top)
+    fig = plot_parallel(trials, params, run.best_col, run.label, run.log_params, top)
     caption = (f"The top {top} of {len(scored)} scored trials, one line each, coloured by best "
-               f"{esc(metric_label(run.metric))}; parameters searched on a log scale have log axes; "
+               f"{esc(run.label)}; parameters searched on a log scale have log axes; "
                f"“n/a” marks a conditional parameter a trial did not use.")
     return section("parallel", figure_html(save_png(fig, out, "parallel.png"), "parallel coordinates of the top "
                                             "trials", caption))
@@ -266,9 +266,9 @@ def section_curves(run: RunData, out: Path) -> str:
         return section("curves", note("No trial reported a scored epoch."))
     statuses = dict(zip(run.trials["trial_id"], run.trials["status"]))
     best_id = str(run.best["trial_id"]) if run.best and "trial_id" in run.best else None
-    fig = plot_curves(with_data, statuses, run.metric, metric_label(run.metric), best_id, run.max_epochs,
+    fig = plot_curves(with_data, statuses, run.metric, run.label, best_id, run.max_epochs,
                       reference_line(run))
-    caption = (f"{esc(metric_label(run.metric))} after every epoch of the {len(with_data)} trials that scored one; "
+    caption = (f"{esc(run.label)} after every epoch of the {len(with_data)} trials that scored one; "
                f"dashed curves ending in a marker are trials stopped early (ASHA) or errored.")
     if silent:
         caption += f" {silent} trial(s) reported no epoch and have no curve."
@@ -280,6 +280,8 @@ def paper_table(best: dict) -> str:
     fusion; columns devel and test Spearman's rho (with the 95% bootstrap interval where metrics.json has
     one), C."""
     rows, unknown = [], False
+    name = validation_name(best)
+    validated = name if name != "devel" else ""  # the score C was chosen by, where it is not devel's rho
     for branch in ("attention", "seq2seq", FUNCTIONALS, "fusion"):
         if branch == FUNCTIONALS and not best.get(branch):
             continue  # a run from before the baseline was part of every run
@@ -288,10 +290,16 @@ def paper_table(best: dict) -> str:
         unknown |= test is None
         test_cell = format_rho_ci(test, entry.get("test_rho_ci"), missing='<span class="muted">labels unknown</span>')
         devel_cell = format_rho_ci(entry.get("devel_rho"), entry.get("devel_rho_ci"), missing="–")
-        rows.append(f"<tr><th scope=\"row\">{branch}</th><td class=\"num\">{devel_cell}</td>"
+        score_cell = (f"<td class=\"num\">{format_rho_ci(entry.get('score'), entry.get('score_ci'), missing='–')}</td>"
+                      if validated else "")
+        rows.append(f"<tr><th scope=\"row\">{branch}</th>{score_cell}<td class=\"num\">{devel_cell}</td>"
                     f"<td class=\"num\">{test_cell}</td><td class=\"num\">{fmt_value(entry.get('c'))}</td></tr>")
-    table = ('<div class="scroll"><table class="paper"><thead><tr><th></th><th>devel ρ</th><th>test ρ</th>'
+    score_head = f"<th>{esc(validated)} ρ</th>" if validated else ""
+    table = (f'<div class="scroll"><table class="paper"><thead><tr><th></th>{score_head}<th>devel ρ</th><th>test ρ</th>'
              f'<th>C</th></tr></thead><tbody>{"".join(rows)}</tbody></table></div>')
+    if validated:
+        table += note(f"{esc(validated)} ρ: {esc(VALIDATION_TEXT.get((best.get('fusion') or {}).get('validation'), ''))}; "
+                      f"C was chosen by it, and so was every choice of the search.")
     if unknown:
         table += note("test: labels unknown (e.g. '?' as ComParE ships them), so there is no test ρ.")
     resampled = {(best.get(b) or {}).get("resampled") for b in ("attention", "seq2seq", FUNCTIONALS, "fusion")} - {None}
@@ -378,11 +386,14 @@ def ensemble_html(best: dict) -> str:
     across = best.get("configurations") or {}
     if across.get("k", 1) > 1:
         shares = ", ".join(f"<code>{esc(t)}</code> {d:+.3f}" for t, d in (across.get("contributions") or {}).items())
+        name = validation_name(best)
+        scored = (f"{esc(name)} ρ {format_rho_ci(across.get('score'), across.get('score_ci'), missing='–')}, "
+                  if name != "devel" else "")
         text += (f"<p>Exported predictions (best/predictions.*.csv): the best {across['k']} configurations averaged, "
-                 f"each over its seeds (k chosen by the average's devel ρ, never by test): devel ρ "
+                 f"each over its seeds (k chosen by the average's {esc(name)} ρ, never by test): {scored}devel ρ "
                  f"{format_rho_ci(across.get('devel_rho'), across.get('devel_rho_ci'), missing='–')}, test ρ "
                  f"{format_rho_ci(across.get('test_rho'), across.get('test_rho_ci'), missing='–')}. What each member adds to "
-                 f"devel ρ (the average's minus the others'): {shares}.</p>")
+                 f"{esc(name)} ρ (the average's minus the others'): {shares}.</p>")
     else:
         text = text.replace("<p>This configuration's", "<p>Exported predictions (best/predictions.*.csv): this "
                                                         "configuration's", 1)
@@ -427,7 +438,7 @@ def section_top(run: RunData, out: Path, top: int = 10) -> str:
     show_error = ranked["error"].astype(str).str.strip().ne("").any()
     has_selection = SELECTION in trials.columns
     head = ["#", "trial", "logs", "no.", "status"] + (["selection score"] if has_selection else []) + [
-        f"best epoch {esc(metric_label(run.metric))}", "epochs", "wall&nbsp;s"]
+        f"best epoch {esc(run.label)}", "epochs", "wall&nbsp;s"]
     head += [esc(c[len("config."):]).replace(".", ".<wbr>") for c in params] + (["error"] if show_error else [])
     lines = []
     for rank, (_, row) in enumerate(ranked.iterrows(), start=1):
@@ -443,7 +454,7 @@ def section_top(run: RunData, out: Path, top: int = 10) -> str:
             cells.append(f'<span class="error">{esc(row["error"])}</span>')
         lines.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     shown = f"The top {len(ranked)} of {len(trials)}" if len(trials) > len(ranked) else f"All {len(trials)}"
-    table = (f"<p>{shown} trials by {'selection score' if has_selection else 'best ' + esc(metric_label(run.metric))}; “no.” is the order trials started, the "
+    table = (f"<p>{shown} trials by {'selection score' if has_selection else 'best ' + esc(run.label)}; “no.” is the order trials started, the "
              f"columns after “wall s” are the parameters that differ between trials. Every trial is in "
              f'<a href="../trials.csv">trials.csv</a>.</p>'
              f'<div class="scroll"><table class="trials"><thead><tr>{"".join(f"<th>{h}</th>" for h in head)}'
@@ -495,7 +506,7 @@ def summary_html(run: RunData) -> str:
         branch = {"attention_rho": "attention", "seq2seq_rho": "seq2seq"}.get(run.metric, "fusion")
         scores = run.best.get(branch) or {}
         test = scores.get("test_rho")
-        parts.append(f"best {esc(metric_label(run.metric))} {format_rho(scores.get('devel_rho'), missing='–')} "
+        parts.append(f"best {esc(run.label)} {format_rho(scores.get('devel_rho'), missing='–')} "
                      f"(trial <code>{esc(run.best.get('trial_id', '?'))}</code>; test ρ "
                      f"{format_rho(test, missing='labels unknown')})")
     ends = [float(f["timestamp"].max()) for f in run.curves.values()

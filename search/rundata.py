@@ -39,6 +39,18 @@ class RunData:
     origin: float | None = None  # unix time the wall-time axis starts at
 
     @property
+    def score_name(self) -> str:
+        """What the trials' scores are ("devel", "swap", "5-fold": scoring.validation, fixed in a space)."""
+        scoring = self.space.get("scoring") if isinstance(self.space.get("scoring"), dict) else {}
+        validation = str(scoring.get("validation") or "devel")
+        return f"{scoring.get('folds') or 5}-fold" if validation == "speaker_folds" else validation
+
+    @property
+    def label(self) -> str:
+        """How the metric is named on axes and in headings."""
+        return metric_label(self.metric, self.score_name)
+
+    @property
     def best_col(self) -> str:
         return f"best_{self.metric}"
 
@@ -49,10 +61,11 @@ class RunData:
         return [c for c in cols if self.trials[c].astype(str).nunique(dropna=False) > 1]
 
 
-def metric_label(metric: str) -> str:
-    """How the metric is named on axes and in headings."""
-    known = {"fusion_rho": "fusion devel ρ", "attention_rho": "attention devel ρ", "seq2seq_rho": "seq2seq devel ρ"}
-    return known.get(metric, f"{metric} (devel)")
+def metric_label(metric: str, score_name: str = "devel") -> str:
+    """How the metric is named on axes and in headings: "fusion devel ρ", or "fusion swap ρ" where the scores
+    are scoring.validation's (`score_name`)."""
+    branch = metric.removesuffix("_rho")
+    return f"{branch} {score_name} ρ" if metric.endswith("_rho") else f"{metric} ({score_name})"
 
 
 def read_trials(path: Path, metric: str) -> pd.DataFrame:

@@ -15,7 +15,7 @@ from typing import Any
 
 from auttention.corpus import BadAudioPolicy
 from auttention.errors import UserError
-from auttention.scoring import evaluate, format_rho_ci
+from auttention.scoring import evaluate, format_evaluation
 
 from . import tracking
 from .budget import Budget, duration
@@ -110,8 +110,8 @@ def reference(prepared: Prepared, extracted: Extracted) -> Reference:
     frame = functionals(kept, functionals_folder(prepared.cache, fingerprint, SAMPLE_RATE), corpus_id=fingerprint)
     scoring = build(ScoringConfig, prepared.space.fixed.get("scoring", {}), "scoring")
     ev = evaluate(frame, scoring)
-    log.info(f"baseline: {FUNCTIONALS} + the same SVR: devel {format_rho_ci(ev.devel_rho, ev.devel_ci)}, "
-             f"test {format_rho_ci(ev.test_rho, ev.test_ci)} (C {ev.c:g}; the result is compared with it at the end)")
+    log.info(f"baseline: {FUNCTIONALS} + the same SVR: {format_evaluation(ev)} (C {ev.c:g}; the result is compared "
+             f"with it at the end)")
     return Reference(frame, scoring, ev)
 
 

@@ -213,7 +213,7 @@ def train_seed(cfg: PipelineConfig, source, seed: int, experiment: ExperimentCon
     branch = experiment.metric.removesuffix("_rho")
     ev = evaluations[branch if branch in evaluations else FUSION]
     return {"seed": seed, SELECTION: selection_score(history, experiment.select, experiment.select_last),
-            "test_rho": ev.test_rho, "epochs": engine.epoch, "predictions": {"devel": ev.devel, "test": ev.test}}
+            "test_rho": ev.test_rho, "epochs": engine.epoch, "predictions": predictions(ev)}
 
 
 def confirm(ranked: list[Candidate], space: Space, sources: dict[str, Any], plan: Plan,
@@ -252,7 +252,7 @@ def confirm(ranked: list[Candidate], space: Space, sources: dict[str, Any], plan
             ev = cand.evaluations[branch] if branch in cand.evaluations else cand.evaluations["fusion"]
             cand.seeds.insert(0, {"seed": space.trial_config(cand.result.config).training.seed,
                                   SELECTION: cand.score, "test_rho": ev.test_rho, "epochs": cand.epoch, "trial": True})
-            cand.predictions.insert(0, {"devel": ev.devel, "test": ev.test})
+            cand.predictions.insert(0, predictions(ev))
         elif out.get("diverged"):
             out.pop("predictions")
             cand.seeds.append(out)
@@ -264,6 +264,12 @@ def confirm(ranked: list[Candidate], space: Space, sources: dict[str, Any], plan
             shown = f", test {format_rho(out['test_rho'])}" if out["test_rho"] is not None else ""
             log.info(f"  trial {cand.trial_id} seed {seed}: selection score {out[SELECTION]:.3f}{shown}")
     return top
+
+
+def predictions(ev) -> dict[str, Any]:
+    """What an ensemble averages of one model (a scoring.Evaluation): its devel and test predictions, and the
+    held-out predictions its validation score is computed from."""
+    return {"devel": ev.devel, "test": ev.test, "held_out": ev.held_out}
 
 
 def _get(ref):
@@ -318,20 +324,24 @@ def confirmation_slots(space: Space) -> int:
 
 def ensemble(members: Candidate | list[Candidate], scoring: ScoringConfig) -> dict[str, Any]:
     """Configurations' predictions averaged: each member's over its seeds (the trial's model and every
-    confirmation seed's), then the members' alike: {devel, test: DataFrame(file_name, prediction)},
-    post-processed as one model's. Averaging the seeds' models removes much of the variance a single training
-    seed carries; averaging configurations, some of what one configuration gets wrong."""
+    confirmation seed's), then the members' alike: {devel, test: DataFrame(file_name, prediction), held_out:
+    DataFrame(file_name, fold, prediction), the held-out predictions of the validation (scoring.validation;
+    every model's clips share their folds)}, post-processed as one model's. Averaging the seeds' models
+    removes much of the variance a single training seed carries; averaging configurations, some of what one
+    configuration gets wrong."""
     import pandas as pd
 
     from auttention.scoring import postprocess
 
     members = members if isinstance(members, list) else [members]
     out = {}
-    for part in ("devel", "test"):
+    for part in ("devel", "test", "held_out"):
         means = [pd.concat([p[part].set_index("file_name")["prediction"] for p in m.predictions], axis=1).mean(axis=1)
                  for m in members]
         mean = pd.concat(means, axis=1).mean(axis=1)
         out[part] = pd.DataFrame({"file_name": mean.index, "prediction": postprocess(mean.to_numpy(), scoring)})
+    folds = members[0].predictions[0]["held_out"].set_index("file_name")["fold"]
+    out["held_out"].insert(1, "fold", folds.loc[out["held_out"]["file_name"]].to_numpy())
     return out
 
 

@@ -45,6 +45,10 @@ MAX_COMBINATIONS = 10000  # of one section's searched values, checked one by one
 # Keys the plan sets for every trial, never the space: section.key -> the plan's value that sets it.
 # A trial trains scheduler.max_epochs epochs (ASHA may stop it earlier).
 PLANNED: dict[tuple[str, str], str] = {("training", "epochs"): "scheduler.max_epochs"}
+# keys a space fixes and never searches, and why
+FIXED: dict[tuple[str, str], str] = {
+    ("scoring", "validation"): "trials scored on different validations cannot be ranked against each other",
+    ("scoring", "folds"): "trials scored on different folds cannot be ranked against each other"}
 
 
 @dataclass(frozen=True)
@@ -72,7 +76,8 @@ class ExperimentConfig:
     confirm_seeds: int = _opt(2, lo=0, doc="new training seeds per confirmed trial; the exported best has the best "
                                            "mean selection score over its seeds")
     ensemble_top: int = _opt(1, lo=1, hi=100, doc="the export averages the best k <= ensemble_top confirmed "
-                                                  "configurations (each over its seeds), k chosen by devel rho; "
+                                                  "configurations (each over its seeds), k chosen by the validation score "
+                                                  "(scoring.validation; devel rho by default); "
                                                   "1: the chosen configuration alone")
 
     def __post_init__(self) -> None:
@@ -326,6 +331,8 @@ def _parse_section(section: str, cls: type, data: Any) -> tuple[dict[str, Any], 
         if key not in allowed:
             raise UserError(f"unknown key '{section}.{key}'; allowed: {', '.join(allowed)}")
         if _is_distribution(value):
+            if (section, key) in FIXED:
+                raise UserError(f"{section}.{key} cannot be searched: {FIXED[section, key]}; give it one value")
             p = _parse_param(section, key, value, types[key], fields[key].metadata)
             if cls is SpectrogramConfig and p.kind != "choice":
                 raise UserError(f"spectrogram.{key}: spectrogram settings can be searched with choice only "

@@ -330,6 +330,24 @@ def test_label_outside_the_scoring_range(corpus):
 
 
 
+def test_speaker_folds_without_speakers_is_one_line_before_any_work(corpus, tmp_path):
+    """scoring.validation speaker_folds needs each clip's speaker: without lab/speakers.csv, `pipeline` and
+    `run` refuse in one line before extracting or starting Ray, and leave no output behind."""
+    config = tmp_path / "folds.yaml"
+    config.write_text(yaml.safe_dump({"scoring": {"validation": "speaker_folds", "folds": 2}}))
+    out = tmp_path / "out"
+    one_error_line(*cli("pipeline", "--data", corpus, "--config", config, "--out", out),
+                   "scoring.validation: speaker_folds needs every clip's speaker (lab/speakers.csv")
+    assert not out.exists()
+    space = tmp_path / "tiny.yaml"
+    space.write_text(yaml.safe_dump({**TINY_SPACE, "scoring": {**TINY_SPACE.get("scoring", {}),
+                                                               "validation": "speaker_folds", "folds": 2}}))
+    code, stdout, err = cli("run", space, "--data", corpus, "--runs", tmp_path / "runs", "--cache",
+                            tmp_path / "cache", "--no-dashboard")
+    one_error_line(code, stdout, err, "speaker_folds needs every clip's speaker")
+    assert "ray" not in stdout.lower()
+
+
 def test_run_refuses_devel_labels_all_equal(corpus, tmp_path):
     """A search ranks trials by their devel Spearman's rho, undefined when every devel label is equal: refused
     before Ray starts; `baseline` still runs and says 'undefined'."""

@@ -161,3 +161,26 @@ def test_functionals_are_a_branch_and_fuse_with_the_autoencoders(tmp_path):
     config.write_text(yaml.safe_dump({**CONFIG, "scoring": {"fuse": "attention+mfcc"}}))
     bad = cli("pipeline", "--data", str(corpus), "--config", str(config), "--out", str(tmp_path / "y"))
     assert bad.exit_code == 2 and "scoring.fuse must be one of attention+seq2seq" in bad.output
+
+
+def test_speaker_folds_choose_c_and_every_table_shows_the_score(tmp_path):
+    """scoring.validation speaker_folds: C chosen on speaker-disjoint folds over train+devel; the table shows
+    that score (with its interval) before devel and test, and metrics.json records it for every branch."""
+    corpus = write_tone_corpus(tmp_path / "c", n_per_part=6)
+    names = pd.read_csv(corpus / "lab" / "labels.csv")["file_name"]
+    pd.DataFrame({"file_name": names, "speaker": [f"{n.split('_')[0]}{i % 3}" for i, n in enumerate(names)]}) \
+        .to_csv(corpus / "lab" / "speakers.csv", index=False)
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({**CONFIG, "scoring": {"validation": "speaker_folds", "folds": 3}}))
+    result = cli("pipeline", "--data", str(corpus), "--config", str(config), "--out", str(tmp_path / "x"))
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    head = next(line for line in lines if " devel" in line and " test" in line and line.rstrip().endswith("C"))
+    assert head.split()[:3] == ["3-fold", "devel", "test"]
+    assert any(line.startswith("(3-fold: the mean rho of speaker-disjoint folds") for line in lines)
+    metrics = json.loads((tmp_path / "x" / "metrics.json").read_text())
+    for branch in ("attention", "seq2seq", "functionals", "fusion"):
+        entry = metrics[branch]
+        assert entry["validation"] == "speaker_folds" and entry["score_name"] == "3-fold"
+        assert entry["score_per_c"][f"{entry['c']:g}"] == entry["score"]  # C is the one with the best score
+        assert entry["score"] == max(entry["score_per_c"].values())

@@ -138,11 +138,14 @@ def test_top_table_links_and_best(report, searched):
         assert f">{branch}<" in best
         assert f"{metrics[branch]['devel_rho']:.3f}" in best
         assert f"{metrics[branch]['test_rho']:.3f}" in best  # the tone corpus has test labels
+        assert f"{metrics[branch]['score']:.3f}" in best  # the swap score C was chosen by: a column of its own
+    assert "<th>swap ρ</th>" in best
     versus = metrics["exported_vs_functionals"]
     assert f"paired on the same clips: devel ρ {versus['devel']['difference']:+.3f} [" in best
     assert f"test ρ {versus['test']['difference']:+.3f} [" in best
     # the baseline's devel rho drawn as the bar to beat on the progress plots (and the learning curves)
-    assert "The dashed line is the devel ρ of the functionals baseline" in section_text(report, "progress")
+    # (the session's search scores by scoring.validation swap: the curves and the line are swap scores)
+    assert "The dashed line is the swap ρ of the functionals baseline" in section_text(report, "progress")
     # how it was chosen: every confirmed trial with its selection score / test rho per seed
     assert "How it was chosen" in best and metrics["confirmation"]
     for cand in metrics["confirmation"]:

@@ -177,3 +177,68 @@ def test_format_rho_ci():
     assert format_rho_ci(-0.05, [-0.21, 0.1]) == "-0.050 [-0.21, 0.10]"
     assert format_rho_ci(0.5, None) == "0.500" and format_rho_ci(0.5, (float("nan"), float("nan"))) == "0.500"
     assert format_rho_ci(float("nan"), None) == RHO_UNDEFINED and format_rho_ci(None, None, missing="-") == "-"
+
+
+def _spoken(seed=0, n=60, speakers=(12, 6, 6)):
+    """_frame's clips with speakers: train, devel and test each their own, clips dealt round-robin."""
+    frame = _frame(seed, n)
+    owner = {"train": speakers[0], "devel": speakers[1], "test": speakers[2]}
+    frame.insert(0, "speaker", [f"{p}{i % owner[p]}" for i, p in enumerate(frame["partition"])])
+    return frame
+
+
+def test_validation_folds_are_speaker_disjoint_balanced_and_deterministic():
+    from auttention.scoring import FIT_ONLY, validation_folds
+
+    frame = _spoken()
+    fit = frame[frame.partition != "test"]
+    parts, groups = fit.partition.to_numpy(), fit.speaker.to_numpy(dtype=object)
+    folds = validation_folds(parts, groups, ScoringConfig(validation="speaker_folds", folds=4))
+    assert sorted(set(folds)) == [0, 1, 2, 3]
+    per_speaker = pd.Series(folds).groupby(groups).nunique()
+    assert (per_speaker == 1).all()  # no speaker in two folds
+    sizes = np.bincount(folds)
+    assert sizes.max() - sizes.min() <= pd.Series(groups).value_counts().max()  # balanced to one speaker's clips
+    again = validation_folds(parts[::-1], groups[::-1], ScoringConfig(validation="speaker_folds", folds=4))[::-1]
+    assert (again == folds).all()  # by speaker, not by row order
+    assert (validation_folds(parts, None, ScoringConfig()) == np.where(parts == "devel", 0, FIT_ONLY)).all()
+    assert (validation_folds(parts, None, ScoringConfig(validation="swap")) == np.where(parts == "devel", 0, 1)).all()
+    with pytest.raises(UserError, match="speaker_folds needs every clip's speaker"):
+        validation_folds(parts, None, ScoringConfig(validation="speaker_folds"))
+    with pytest.raises(UserError, match="scoring.folds: 30 speaker-disjoint folds need at least 30 speakers"):
+        validation_folds(parts, groups, ScoringConfig(validation="speaker_folds", folds=30))
+
+
+def test_swap_scores_both_directions_and_chooses_c_by_their_mean():
+    from auttention.scoring import fit_predict
+
+    frame = _spoken()
+    cfg = ScoringConfig(validation="swap", complexities=[1e-3, 1e-1, 1.0])
+    ev = evaluate(frame, cfg)
+    cols = [c for c in frame.columns if c.startswith("a_")]
+    tr, dv = (frame[frame.partition == p].sort_values("file_name") for p in ("train", "devel"))
+    for c in cfg.complexities:
+        forward = spearman(dv.label, fit_predict(tr[cols].to_numpy(), tr.label.to_numpy(), dv[cols].to_numpy(), c, cfg))
+        backward = spearman(tr.label, fit_predict(dv[cols].to_numpy(), dv.label.to_numpy(), tr[cols].to_numpy(), c, cfg))
+        assert ev.rho_per_c[c] == pytest.approx((forward + backward) / 2, abs=1e-9)
+    assert ev.c == max(ev.rho_per_c, key=ev.rho_per_c.get) and ev.score == ev.rho_per_c[ev.c]
+    # devel as the paper scores it at that C, test from the refit on train+devel
+    assert ev.devel_rho == pytest.approx(spearman(dv.label, fit_predict(tr[cols].to_numpy(), tr.label.to_numpy(),
+                                                                        dv[cols].to_numpy(), ev.c, cfg)))
+    assert ev.score_ci[0] <= ev.score <= ev.score_ci[1]
+    assert ev.metrics()["validation"] == "swap" and ev.metrics()["score"] == ev.score
+    assert set(ev.held_out["fold"]) == {0, 1} and len(ev.held_out) == len(tr) + len(dv)
+
+
+def test_speaker_folds_hold_each_clip_out_once_and_devel_is_the_default_unchanged():
+    frame = _spoken()
+    ev = evaluate(frame, ScoringConfig(validation="speaker_folds", folds=3))
+    assert len(ev.held_out) == (frame.partition != "test").sum() and ev.held_out["file_name"].is_unique
+    assert ev.label == "3-fold" and np.isfinite(ev.score) and ev.score_ci[0] <= ev.score <= ev.score_ci[1]
+    plain = evaluate(frame, ScoringConfig())  # devel: the score is devel's rho, C as select_c chooses it
+    cols = [c for c in frame.columns if c.startswith("a_")]
+    tr, dv = (frame[frame.partition == p].sort_values("file_name") for p in ("train", "devel"))
+    chosen = select_c(tr[cols].to_numpy(), tr.label.to_numpy(), dv[cols].to_numpy(), dv.label.to_numpy(), ScoringConfig())
+    assert plain.score == plain.devel_rho == chosen.rho and plain.c == chosen.c and plain.score_ci == plain.devel_ci
+    with pytest.raises(UserError, match="speaker_folds needs every clip's speaker"):
+        evaluate(_frame(), ScoringConfig(validation="speaker_folds"))

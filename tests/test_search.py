@@ -33,7 +33,10 @@ def test_outputs_complete_and_consistent(finished, tiny):
 
     progress = read_progress(run_dir / "tune" / f"trial_{best_row['trial_id']}", "fusion_rho")
     reported = progress.set_index("epoch").loc[metrics["epoch"], "fusion_rho"]
-    assert metrics["fusion"]["devel_rho"] == pytest.approx(reported, abs=1e-9)
+    # the space scores by scoring.validation swap: what a trial reports and is chosen by is the swap score
+    assert metrics["fusion"]["validation"] == "swap" and metrics["fusion"]["score_name"] == "swap"
+    assert metrics["fusion"]["score"] == pytest.approx(reported, abs=1e-9)
+    assert metrics["fusion"]["score_ci"][0] <= metrics["fusion"]["score"] <= metrics["fusion"]["score_ci"][1]
     assert metrics["epoch"] == 3 and best_row["status"] == "completed"
     # selection: the top 2 completed trials trained again with 1 new seed; the exported one has the best mean
     confirmation = metrics["confirmation"]
@@ -66,19 +69,21 @@ def test_outputs_complete_and_consistent(finished, tiny):
         assert versus["difference"] == pytest.approx(exported[f"{part}_rho"] - baseline[f"{part}_rho"])
         assert versus["resampled"] == "clips" and versus["clips"] == 10
         assert (run_dir / "best" / "functionals" / f"predictions.{part}.csv").is_file()
-    said = [i for i, line in enumerate(lines) if line.startswith("baseline: functionals + the same SVR: devel ")]
+    said = [i for i, line in enumerate(lines) if line.startswith("baseline: functionals + the same SVR: swap ")]
     started = [i for i, line in enumerate(lines) if line.startswith("search: 4 trials")]
     assert said and started and said[0] < started[0]  # said before the trials start
     printed = "\n".join(lines).splitlines()  # the summary is one message of many lines
     assert any(line.startswith("functionals ") for line in printed)  # a row of the best configuration's table
     assert any(line.startswith("exported vs functionals (paired, the same clips): devel ") for line in printed)
-    # the best 1 or 2 confirmed configurations averaged, k by devel rho; what the export wrote is that average
+    assert any(line.lstrip().startswith("swap") and "devel" in line for line in printed)  # the table's columns
+    # the best 1 or 2 confirmed configurations averaged, k by the swap score; what the export wrote is that average
     across = metrics["configurations"]
     if len(confirmation) == 2:
         assert [row["k"] for row in across["by_k"]] == [1, 2] and across["k"] in (1, 2)
-        devel = {row["k"]: row["devel_rho"] for row in across["by_k"]}
-        assert devel[across["k"]] == max(devel.values())
+        score = {row["k"]: row["score"] for row in across["by_k"]}
+        assert score[across["k"]] == max(score.values())
         assert across["by_k"][0]["devel_rho"] == pytest.approx(ensemble["devel_rho"])  # k=1: the chosen one's seeds
+        assert across["by_k"][0]["score"] == pytest.approx(ensemble["score"])
         if across["k"] == 2:
             assert set(across["contributions"]) == set(across["members"]) == {c["trial_id"] for c in confirmation}
             exported_test = metrics["exported_vs_functionals"]["test"]["difference"] + baseline["test_rho"]

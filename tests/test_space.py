@@ -71,6 +71,9 @@ def test_define_by_run_and_conditionals():
     ("resources", "gpu", 1.5, "resources.gpu must be <= 1"),
     ("attention", "decoder_bidirectional", True, "unknown key 'attention.decoder_bidirectional'"),
     ("scheduler", "grace_period", 5, "grace_period (5) is above scheduler.max_epochs"),
+    ("scoring", "validation", {"choice": ["devel", "swap"]}, "scoring.validation cannot be searched: trials scored"),
+    ("scoring", "validation", "kfold", "scoring.validation must be one of devel, swap, speaker_folds"),
+    ("scoring", "folds", 1, "scoring.folds must be >= 2"),
 ])
 def test_validation_names_the_key(section, key, value, message):
     with pytest.raises(UserError) as err:
