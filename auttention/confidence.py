@@ -73,13 +73,29 @@ def mean_rho_interval(y: np.ndarray, pred: np.ndarray, folds: np.ndarray, groups
     partitions, and each keeps its size), speakers within a fold where `groups` is given, clips otherwise;
     a resample's statistic is the mean of its folds' rhos (NaN where one is undefined). Shapes and
     parameters as in `rho_interval`; `folds` (n,) holds each clip's fold."""
-    y, pred, folds = np.asarray(y, float), np.asarray(pred, float), np.asarray(folds)
+    return _percentiles(_fold_bootstrap(y, [pred], folds, groups, n_boot, seed)[0], level)
+
+
+def mean_difference_interval(y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, folds: np.ndarray,
+                             groups: np.ndarray | None = None, n_boot: int = N_BOOT, seed: int = 0,
+                             level: float = LEVEL) -> tuple[float, float]:
+    """Percentile bootstrap interval of the paired difference of two cross-validated scores (the mean over
+    folds of rho(y, pred_a) minus that of rho(y, pred_b)), both on the same stratified resamples (see
+    `mean_rho_interval`)."""
+    mean_a, mean_b = _fold_bootstrap(y, [pred_a, pred_b], folds, groups, n_boot, seed)
+    return _percentiles(mean_a - mean_b, level)
+
+
+def _fold_bootstrap(y, preds: list, folds, groups, n_boot: int, seed: int) -> list[np.ndarray]:
+    """The mean over folds of each prediction's rho on the same stratified resamples: arrays (n_boot,)."""
+    y, folds = np.asarray(y, float), np.asarray(folds)
+    preds = [np.asarray(p, float) for p in preds]
     per_fold = []
     for k, fold in enumerate(np.unique(folds)):
         rows = folds == fold
-        per_fold.append(_bootstrap(y[rows], [pred[rows]], None if groups is None else np.asarray(groups)[rows],
-                                   n_boot, seed + k)[0])
-    return _percentiles(np.mean(per_fold, axis=0), level)
+        per_fold.append(_bootstrap(y[rows], [p[rows] for p in preds],
+                                   None if groups is None else np.asarray(groups)[rows], n_boot, seed + k))
+    return [np.mean([fold_rhos[i] for fold_rhos in per_fold], axis=0) for i in range(len(preds))]
 
 
 def resamples(n: int, groups: np.ndarray | None = None, n_boot: int = N_BOOT, seed: int = 0) -> np.ndarray:

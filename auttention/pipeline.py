@@ -22,7 +22,8 @@ from .extraction import ProcessPool, extract
 from .features import write_features
 from .io import write_yaml
 from .baseline import FUNCTIONALS, functionals
-from .scoring import VALIDATION_TEXT, Evaluation, check_validation, compare, format_difference, format_rho_ci, write_predictions
+from .scoring import (VALIDATION_TEXT, Evaluation, check_validation, compare, compare_held_out, format_difference,
+                      format_rho_ci, write_predictions)
 
 log = logging.getLogger(__name__)
 
@@ -169,11 +170,23 @@ VERSUS = f"{FUSION}_vs_{FUNCTIONALS}"  # metrics.json's entry of the paired diff
 
 
 def versus(ev: Evaluation, reference: Evaluation, truth: pd.DataFrame) -> dict[str, Any]:
-    """{devel, test: scoring.compare of ev's predictions against the reference's on the same clips}."""
-    return {part: compare(getattr(ev, part), getattr(reference, part), truth) for part in ("devel", "test")}
+    """{devel, test: scoring.compare of ev's predictions against the reference's on the same clips; and where
+    scoring.validation is not devel, score: scoring.compare_held_out of their validation scores}."""
+    return versus_entry({"devel": ev.devel, "test": ev.test, "held_out": ev.held_out}, reference, truth)
+
+
+def versus_entry(predictions: dict[str, pd.DataFrame], reference: Evaluation, truth: pd.DataFrame) -> dict[str, Any]:
+    """The paired differences of `predictions` ({devel, test, held_out}: one model's or an ensemble's) to the
+    `reference` evaluation's on the same clips (see `versus`)."""
+    out = {part: compare(predictions[part], getattr(reference, part), truth) for part in ("devel", "test")}
+    if reference.validation != "devel" and predictions.get("held_out") is not None:
+        out["score"] = compare_held_out(predictions["held_out"], reference.held_out, truth)
+        out["score_name"] = reference.label
+    return out
 
 
 def versus_line(entry: dict[str, Any], what: str = FUSION) -> str:
     """The paired difference as `pipeline` and `run` print it."""
-    return (f"{what} vs {FUNCTIONALS} (paired, the same clips): devel {format_difference(entry.get('devel'))}, "
+    scored = f"{entry['score_name']} {format_difference(entry.get('score'))}, " if entry.get("score_name") else ""
+    return (f"{what} vs {FUNCTIONALS} (paired, the same clips): {scored}devel {format_difference(entry.get('devel'))}, "
             f"test {format_difference(entry.get('test'))}")

@@ -300,6 +300,26 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, truth: pd.DataFrame) -> dict | Non
             "resampled": "clips" if groups is None else "speakers"}
 
 
+def compare_held_out(a: pd.DataFrame, b: pd.DataFrame, truth: pd.DataFrame) -> dict | None:
+    """The paired difference of two validation scores (`fold_score` of held-out predictions: file_name, fold,
+    prediction) on the clips both hold out with the same fold whose label `truth` knows, with its 95%
+    bootstrap interval (confidence.mean_difference_interval: folds resampled independently, speakers within
+    them where known). `compare`'s entry; None where fewer than two such clips have a label."""
+    from .confidence import mean_difference_interval
+
+    both = truth.merge(a[["file_name", "fold", "prediction"]], on="file_name") \
+        .merge(b[["file_name", "fold", "prediction"]], on=["file_name", "fold"], suffixes=("_a", "_b"))
+    both = both[both["label"].notna()]
+    if len(both) < 2:
+        return None
+    y, folds = both["label"].to_numpy(float), both["fold"].to_numpy(int)
+    pa, pb = both["prediction_a"].to_numpy(float), both["prediction_b"].to_numpy(float)
+    groups = both["speaker"].to_numpy(dtype=object) if "speaker" in both.columns else None
+    lo, hi = mean_difference_interval(y, pa, pb, folds, groups)
+    return {"difference": fold_score(y, pa, folds) - fold_score(y, pb, folds), "ci": interval_json((lo, hi)),
+            "clips": int(len(both)), "resampled": "clips" if groups is None else "speakers"}
+
+
 def format_evaluation(ev: "Evaluation", missing: str = "n/a") -> str:
     """An evaluation's figures as the commands print them on one line: the validation score C was chosen by
     (where scoring.validation is not devel), devel and test rho, each with its 95% interval."""

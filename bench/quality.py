@@ -32,7 +32,7 @@ of the pipeline and the search to the functionals baseline on the same clips, an
 bench/results/quality.json ({"rows": [{"corpus", "method", "devel_rho", "test_rho", "devel_ci", "test_ci",
 "vs_functionals", "validation", "score", "score_ci"}, ...], "summary": ...}); with --clips / --speakers,
 quality-<N>clips-<M>spk.json instead, so the default-size results stay (with --no-search,
-quality-pipelines*.json; with --validations, quality-validations*.json). Test rho is shown only; nothing
+quality-pipelines*.json; with --validations, quality*-validations*.json). Test rho is shown only; nothing
 here chooses by it.
 """
 
@@ -205,7 +205,11 @@ def main() -> None:
                                                                 "files (rows merged, the summary computed again)")
     args = ap.parse_args()
     if args.tables_from:
-        rows = [row for path in args.tables_from for row in json.loads(path.read_text())["rows"]]
+        rows = list({(row["corpus"], row["method"]): row for path in reversed(args.tables_from)
+                     for row in json.loads(path.read_text())["rows"]}.values())  # a row in two files: the first's
+        order = {key: i for i, key in enumerate(dict.fromkeys((r["corpus"], r["method"]) for path in args.tables_from
+                                                              for r in json.loads(path.read_text())["rows"]))}
+        rows.sort(key=lambda r: (r["corpus"], order[r["corpus"], r["method"]]))
         print_tables(rows, summarise(rows))
         return
 
@@ -329,17 +333,19 @@ def changes(rows: list[dict]) -> list[list]:
 def print_tables(rows: list[dict], summary: dict) -> None:
     """The rows (each rho with its 95% interval), the paired differences to the functionals baseline, the
     means per method and each change alone, as plain text and then as Markdown."""
-    header = ["corpus", "method", "devel rho [95% CI]", "test rho [95% CI]"]
-    cells = [[r["corpus"], r["method"], format_rho_ci(r["devel_rho"], r.get("devel_ci")),
-              format_rho_ci(r["test_rho"], r.get("test_ci"))] for r in rows]
+    header = ["corpus", "method", "score chosen by [95% CI]", "devel rho [95% CI]", "test rho [95% CI]"]
+    cells = [[r["corpus"], r["method"], f"{r.get('validation', 'devel')} {format_rho_ci(r.get('score', r['devel_rho']), r.get('score_ci', r.get('devel_ci')))}",
+              format_rho_ci(r["devel_rho"], r.get("devel_ci")), format_rho_ci(r["test_rho"], r.get("test_ci"))]
+             for r in rows]
     paired = [[r["corpus"], r["method"], format_difference(r["vs_functionals"].get("devel")),
                format_difference(r["vs_functionals"].get("test"))] for r in rows if r.get("vs_functionals")]
     paired_header = ["corpus", "method", "devel vs functionals [95% CI]", "test vs functionals [95% CI]"]
     means = [[m, s["corpora"], s.get("mean_score", s["mean_devel_rho"]), s["mean_devel_rho"], s["mean_test_rho"],
-              s["sd_test_rho"], s["mean_gap"], s.get("mean_test_vs_functionals", float("nan")),
-              s.get("test_intervals_above_0", "")] for m, s in summary.items()]
+              s["sd_test_rho"], s["mean_gap"], s.get("mean_score_vs_functionals", float("nan")),
+              s.get("mean_test_vs_functionals", float("nan")), s.get("test_intervals_above_0", "")]
+             for m, s in summary.items()]
     mean_header = ["method (demo seeds)", "corpora", "mean score chosen by", "mean devel", "mean test", "sd test",
-                   "devel - test", "mean test vs functionals", "test intervals above 0"]
+                   "devel - test", "score vs functionals", "mean test vs functionals", "test intervals above 0"]
     moved = changes(rows)
     moved_header = ["change, measured alone", "corpora", "devel moved", "test moved", "sd", "test moved per corpus"]
     for fmt in (table, markdown_table):
@@ -359,6 +365,12 @@ def summarise(rows: list[dict]) -> dict:
                                "mean_test_rho": float(np.mean(tests)), "sd_test_rho": float(np.std(tests)),
                                "mean_gap": float(np.mean([r["devel_rho"] - r["test_rho"] for r in mine])),
                                "mean_score": float(np.mean([r.get("score", r["devel_rho"]) for r in mine]))}
+            # the score chosen by against the functionals' score by the same validation on the same clips
+            base = {(r["corpus"], r.get("validation", "devel")): r for r in rows if r["method"].startswith("baseline")}
+            gaps = [r.get("score", r["devel_rho"]) - base[key].get("score", base[key]["devel_rho"])
+                    for r in mine if (key := (r["corpus"], r.get("validation", "devel"))) in base]
+            if gaps and not method.startswith("baseline"):
+                summary[method]["mean_score_vs_functionals"] = float(np.mean(gaps))
             versus = [(r["vs_functionals"] or {}).get("test") for r in mine if r.get("vs_functionals")]
             versus = [v for v in versus if v]
             if versus:  # the paired differences on each corpus, and on how many their interval lies above 0
@@ -373,7 +385,7 @@ def report(rows: list[dict], args) -> None:
     print_tables(rows, summary)
     # --no-search measures the pipelines only, --validations the other validations: each its own file, so that
     # a run's search rows are never overwritten
-    kind = "-pipelines" if args.no_search else "-validations" if args.validations else ""
+    kind = ("-pipelines" if args.no_search else "") + ("-validations" if args.validations else "")
     path = write_result(f"quality{kind}{size_tag(args.clips, args.speakers)}",
                         {"rows": rows, "summary": summary, "time_budget": args.time_budget,
                          "ablations": args.ablations, "validations": args.validations})

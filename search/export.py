@@ -15,7 +15,8 @@ import pandas as pd
 from auttention.baseline import FUNCTIONALS
 from auttention.config import to_dict
 from auttention.io import write_csv, write_json, write_yaml
-from auttention.scoring import Evaluation, compare, format_rho, format_rho_ci, validation_label
+from auttention.pipeline import versus_entry
+from auttention.scoring import Evaluation, format_rho, format_rho_ci, validation_label
 
 from .keys import flat_columns
 from .selection import SELECTION, Candidate, Selection, ensemble, trial_id
@@ -164,7 +165,8 @@ def export_best(run_dir: Path, cfg: PipelineConfig, chosen: Candidate, confirmed
     # where there was no confirmation); the trial's own model's beside them in single/
     combined = ensemble_scores(chosen, fusion, cfg.scoring) if len(chosen.predictions) > 1 else None
     predictions = combined["predictions"] if combined else {"devel": evaluations["fusion"].devel,
-                                                           "test": evaluations["fusion"].test}
+                                                           "test": evaluations["fusion"].test,
+                                                           "held_out": evaluations["fusion"].held_out}
     # several configurations averaged, where experiment.ensemble_top allows it and devel says it pays
     across = configurations_ensemble(confirmed, fusion, cfg.scoring, experiment.ensemble_top)
     if across and across["k"] > 1:
@@ -188,7 +190,7 @@ def export_best(run_dir: Path, cfg: PipelineConfig, chosen: Candidate, confirmed
         baseline = reference.evaluated(cfg.scoring)
         truth = fusion[[c for c in ("file_name", "label", "speaker") if c in fusion.columns]]
         metrics[FUNCTIONALS] = baseline.metrics()
-        metrics[VERSUS] = {part: compare(predictions[part], getattr(baseline, part), truth) for part in ("devel", "test")}
+        metrics[VERSUS] = versus_entry(predictions, baseline, truth)
         for part in ("devel", "test"):
             write_predictions(folder / FUNCTIONALS / f"predictions.{part}.csv", getattr(baseline, part), cfg.scoring)
     write_json(folder / "metrics.json", metrics)

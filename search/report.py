@@ -366,8 +366,10 @@ def versus_html(best: dict) -> str:
     versus = best.get(VERSUS)
     if not versus:
         return ""
+    scored = (f"{esc(versus['score_name'])} ρ {esc(format_difference(versus.get('score'), missing='–'))}, "
+              if versus.get("score_name") else "")
     return (f"<p>Exported predictions against the {FUNCTIONALS} baseline (the table's {FUNCTIONALS} row: utterance "
-            f"functionals and the same SVR), paired on the same clips: devel ρ "
+            f"functionals and the same SVR), paired on the same clips: {scored}devel ρ "
             f"{esc(format_difference(versus.get('devel'), missing='–'))}, test ρ "
             f"{esc(format_difference(versus.get('test'), missing='–'))} (the difference with its 95% bootstrap "
             f"interval; an interval that holds 0 is no evidence either way).</p>")

@@ -56,8 +56,9 @@ class ExperimentConfig:
     """What the search optimises, how many trials, and for how long."""
 
     name: str = _opt("search", doc="run folder name under --runs")
-    metric: str = _opt("fusion_rho", choices=METRICS, doc="the devel Spearman's rho a trial reports every epoch "
-                                                          "(ASHA stops trials on it)")
+    metric: str = _opt("fusion_rho", choices=METRICS, doc="the Spearman's rho a trial reports every epoch "
+                                                          "(devel's, or scoring.validation's score; ASHA "
+                                                          "stops trials on it)")
     num_samples: int = _opt(8, lo=1, hi=100000, doc="trials")
     max_concurrent: int = _opt(2, lo=1, hi=10000, doc="trials at once")
     seed: int = _opt(0, lo=0)

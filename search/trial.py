@@ -1,5 +1,5 @@
 """One Tune trial: the engine (auttention/engine.py) on a configuration's two autoencoders, reporting
-the fusion's devel rho.
+the fusion's score (its devel rho, or the score scoring.validation names).
 
 The engine trains both autoencoders epoch by epoch and scores attention, seq2seq and their fusion on
 devel every experiment.report_every epochs; its `scored` hook here checkpoints both models (weights,

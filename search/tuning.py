@@ -238,6 +238,18 @@ def trial_name(trial) -> str:
     return f"{TRIAL_PREFIX}{trial.trial_id}"
 
 
+def scored_on(space: Space) -> str:
+    """What the metric is where scoring.validation is not devel (fixed in a space), as the start line says it."""
+    from auttention.config import ScoringConfig, build
+    from auttention.scoring import VALIDATION_TEXT, validation_label
+
+    scoring = build(ScoringConfig, {k: v for k, v in space.fixed.get("scoring", {}).items()
+                                    if k in ("validation", "folds")}, "scoring")
+    if scoring.validation == "devel":
+        return ""
+    return f" ({validation_label(scoring)}: {VALIDATION_TEXT[scoring.validation]})"
+
+
 def make_tuner(space: Space, trainable, run: RunFolder, time_budget_s: float | None = None):
     """A Tuner for the space: searcher, scheduler, the trials' share of the budget (search.budget),
     checkpoints, retries, all under the run folder's tune/ (run: a search.runfolder.RunFolder, local or on
@@ -264,7 +276,7 @@ def fit(space: Space, trainable, run: RunFolder, resume: bool, time_budget_s: fl
     else:
         tuner = make_tuner(space, trainable, run, time_budget_s)
     log.info(f"search: {exp.num_samples} trials, {exp.max_concurrent} at a time, "
-             f"{space.resources.cpu:g} CPU / {space.resources.gpu:g} GPU each; metric {exp.metric}; "
+             f"{space.resources.cpu:g} CPU / {space.resources.gpu:g} GPU each; metric {exp.metric}{scored_on(space)}; "
              f"run folder {run}")
     return tuner.fit()
 

@@ -102,3 +102,24 @@ def test_compare_pairs_two_prediction_files_on_the_clips_both_have():
     assert format_difference(entry) == f"{expected:+.3f} [{entry['ci'][0]:+.2f}, {entry['ci'][1]:+.2f}]"
     assert compare(a, b, truth.drop(columns="speaker"))["resampled"] == "clips"
     assert compare(a.head(1), b, truth) is None and format_difference(None) == "n/a"
+
+
+def test_fold_intervals_resample_each_fold_and_pair_the_two_scores():
+    """A cross-validated score's interval holds the mean of the folds' rhos; the paired difference of two
+    scores is 0 with a zero-width interval for identical predictions, and its interval lies above 0 where one
+    prediction is far better on every fold."""
+    from auttention.confidence import mean_difference_interval, mean_rho_interval
+
+    rng = np.random.default_rng(0)
+    n = 120
+    y = rng.integers(1, 10, n).astype(float)
+    folds = np.repeat([0, 1, 2], n // 3)
+    groups = np.array([f"fold{k}-speaker{i % 4}" for i, k in enumerate(folds)])  # 4 speakers per fold, none in two
+    good, poor = y + rng.normal(0, 1, n), y + rng.normal(0, 6, n)
+    mean = np.mean([spearmanr(y[folds == k], good[folds == k]).statistic for k in range(3)])
+    lo, hi = mean_rho_interval(y, good, folds, groups)
+    assert lo <= mean <= hi and hi - lo < 0.5
+    assert mean_difference_interval(y, good, good, folds, groups) == (0.0, 0.0)
+    lo, hi = mean_difference_interval(y, good, poor, folds, groups)
+    assert 0 < lo < hi
+    assert mean_rho_interval(y, good, folds, groups) == mean_rho_interval(y, good, folds, groups)  # seeded

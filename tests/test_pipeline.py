@@ -184,3 +184,8 @@ def test_speaker_folds_choose_c_and_every_table_shows_the_score(tmp_path):
         assert entry["validation"] == "speaker_folds" and entry["score_name"] == "3-fold"
         assert entry["score_per_c"][f"{entry['c']:g}"] == entry["score"]  # C is the one with the best score
         assert entry["score"] == max(entry["score_per_c"].values())
+    # the fusion against the functionals on their 3-fold scores too, paired on the same clips and folds
+    versus = metrics["fusion_vs_functionals"]
+    assert versus["score_name"] == "3-fold" and versus["score"]["clips"] == 12
+    assert versus["score"]["difference"] == pytest.approx(metrics["fusion"]["score"] - metrics["functionals"]["score"])
+    assert any(line.startswith("fusion vs functionals (paired, the same clips): 3-fold ") for line in lines)

@@ -64,6 +64,8 @@ def test_outputs_complete_and_consistent(finished, tiny):
     baseline = metrics["functionals"]
     assert baseline["n_test"] == metrics["fusion"]["n_test"] and baseline["test_rho_ci"] is not None
     exported = metrics["configurations"] if (metrics["configurations"] or {}).get("k", 1) > 1 else ensemble
+    versus = metrics["exported_vs_functionals"]["score"]  # the swap scores, paired on the same clips and folds
+    assert versus["difference"] == pytest.approx(exported["score"] - baseline["score"]) and versus["clips"] == 20
     for part in ("devel", "test"):
         versus = metrics["exported_vs_functionals"][part]
         assert versus["difference"] == pytest.approx(exported[f"{part}_rho"] - baseline[f"{part}_rho"])
@@ -74,7 +76,7 @@ def test_outputs_complete_and_consistent(finished, tiny):
     assert said and started and said[0] < started[0]  # said before the trials start
     printed = "\n".join(lines).splitlines()  # the summary is one message of many lines
     assert any(line.startswith("functionals ") for line in printed)  # a row of the best configuration's table
-    assert any(line.startswith("exported vs functionals (paired, the same clips): devel ") for line in printed)
+    assert any(line.startswith("exported vs functionals (paired, the same clips): swap ") for line in printed)
     assert any(line.lstrip().startswith("swap") and "devel" in line for line in printed)  # the table's columns
     # the best 1 or 2 confirmed configurations averaged, k by the swap score; what the export wrote is that average
     across = metrics["configurations"]
