@@ -321,10 +321,20 @@ def compare_held_out(a: pd.DataFrame, b: pd.DataFrame, truth: pd.DataFrame) -> d
 
 
 def format_evaluation(ev: "Evaluation", missing: str = "n/a") -> str:
-    """An evaluation's figures as the commands print them on one line: the validation score C was chosen by
-    (where scoring.validation is not devel), devel and test rho, each with its 95% interval."""
-    shown = f"devel {format_rho_ci(ev.devel_rho, ev.devel_ci)}, test {format_rho_ci(ev.test_rho, ev.test_ci, missing)}"
-    return shown if ev.validation == "devel" else f"{ev.label} {format_rho_ci(ev.score, ev.score_ci)}, {shown}"
+    """An evaluation's figures as the commands print them on one line (see `format_scores`)."""
+    return format_scores(ev.metrics(), missing)
+
+
+def format_scores(entry: dict, missing: str = "n/a") -> str:
+    """The figures of a metrics.json entry (an evaluation's, or an ensemble's with its score_name) on one line:
+    the validation score C was chosen by where it is not devel's, then devel and test rho, each with its 95%
+    interval: "swap 0.433 [0.13, 0.66], devel 0.282 [-0.26, 0.69], test 0.757 [0.47, 0.88]"."""
+    shown = (f"devel {format_rho_ci(entry.get('devel_rho'), entry.get('devel_rho_ci'))}, "
+             f"test {format_rho_ci(entry.get('test_rho'), entry.get('test_rho_ci'), missing)}")
+    name = entry.get("score_name") or "devel"
+    if name == "devel" or entry.get("score") is None:
+        return shown
+    return f"{name} {format_rho_ci(entry['score'], entry.get('score_ci'))}, {shown}"
 
 
 def format_difference(entry: dict | None, missing: str = "n/a") -> str:

@@ -16,7 +16,7 @@ from auttention.baseline import FUNCTIONALS
 from auttention.config import to_dict
 from auttention.io import write_csv, write_json, write_yaml
 from auttention.pipeline import versus_entry
-from auttention.scoring import Evaluation, format_rho, format_rho_ci, validation_label
+from auttention.scoring import Evaluation, format_rho, format_scores, validation_label
 
 from .keys import flat_columns
 from .selection import SELECTION, Candidate, Selection, ensemble, trial_id
@@ -260,16 +260,6 @@ def validation_name(metrics: dict[str, Any]) -> str:
     return str((metrics.get("fusion") or {}).get("score_name") or "devel")
 
 
-def figures(entry: dict[str, Any], label: str) -> str:
-    """An ensemble's rhos with their intervals as the summary prints them: its validation score first where
-    that is not devel's, then devel and test."""
-    shown = f"devel {format_rho_ci(entry.get('devel_rho'), entry.get('devel_rho_ci'))}, " \
-            f"test {format_rho_ci(entry.get('test_rho'), entry.get('test_rho_ci'))}"
-    if label != "devel" and entry.get("score") is not None:
-        shown = f"{label} {format_rho_ci(entry['score'], entry.get('score_ci'))}, " + shown
-    return shown
-
-
 def _short(value: Any) -> str:
     """A configuration value as a short cell: floats to 3 significant digits."""
     if isinstance(value, float):
@@ -311,11 +301,11 @@ def summary(exported: Exported, metric: str, top: int = 5) -> str:
     if seed_ensemble:  # what is exported, unless several configurations are averaged (below)
         what = "the chosen configuration" if across and across["k"] > 1 else "exported"
         lines += [f"{what}: its fusion predictions averaged over seeds "
-                  f"{', '.join(map(str, seed_ensemble['seeds']))}: {figures(seed_ensemble, label)}"]
+                  f"{', '.join(map(str, seed_ensemble['seeds']))}: {format_scores({**seed_ensemble, 'score_name': label})}"]
     if across and across["k"] > 1:
         shares = ", ".join(f"{tid} {d:+.3f}" for tid, d in across["contributions"].items())
         lines += [f"exported: the best {across['k']} configurations averaged (each over its seeds; k by {label} "
-                  f"score): {figures(across, label)}; each member's contribution to the {label} score (the "
+                  f"score): {format_scores({**across, 'score_name': label})}; each member's contribution to the {label} score (the "
                   f"average's minus the others'): {shares}"]
     elif across:
         lines.append(f"configurations averaged: none (one configuration has the best {label} score of the averages "

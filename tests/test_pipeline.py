@@ -134,10 +134,17 @@ def test_test_partition_cannot_move_the_choice_and_the_final_model_is_refit_on_t
 
 def test_functionals_are_a_branch_and_fuse_with_the_autoencoders(tmp_path):
     """scoring.fuse puts the utterance functionals into the fusion branch; every table shows each branch:
-    attention, seq2seq, functionals, fusion; the fused set's provenance names the functionals' settings."""
-    corpus = write_tone_corpus(tmp_path / "c", n_per_part=5)
+    attention, seq2seq, functionals, fusion; the fused set's provenance names the functionals' settings.
+    The same run chooses C by scoring.validation speaker_folds (one pipeline run for both: the suite's time):
+    speaker-disjoint folds over train+devel; the table shows that score (with its interval) before devel and
+    test, and metrics.json records it for every branch, and the paired difference of the scores."""
+    corpus = write_tone_corpus(tmp_path / "c", n_per_part=6)
+    names = pd.read_csv(corpus / "lab" / "labels.csv")["file_name"]
+    pd.DataFrame({"file_name": names, "speaker": [f"{n.split('_')[0]}{i % 3}" for i, n in enumerate(names)]}) \
+        .to_csv(corpus / "lab" / "speakers.csv", index=False)
     config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump({**CONFIG, "scoring": {"fuse": "attention+seq2seq+functionals"}}))
+    config.write_text(yaml.safe_dump({**CONFIG, "scoring": {"fuse": "attention+seq2seq+functionals",
+                                                            "validation": "speaker_folds", "folds": 3}}))
     out = tmp_path / "x"
     result = cli("pipeline", "--data", str(corpus), "--config", str(config), "--out", str(out))
     assert result.exit_code == 0, result.output
@@ -157,28 +164,10 @@ def test_functionals_are_a_branch_and_fuse_with_the_autoencoders(tmp_path):
     assert made_from["functionals"]["features"].startswith("MFCC, energy and voicing functionals")
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"attention", "seq2seq", "functionals", "fusion", "fusion_vs_functionals"} <= set(metrics)
-    # a fuse the configuration does not know is one line
-    config.write_text(yaml.safe_dump({**CONFIG, "scoring": {"fuse": "attention+mfcc"}}))
-    bad = cli("pipeline", "--data", str(corpus), "--config", str(config), "--out", str(tmp_path / "y"))
-    assert bad.exit_code == 2 and "scoring.fuse must be one of attention+seq2seq" in bad.output
-
-
-def test_speaker_folds_choose_c_and_every_table_shows_the_score(tmp_path):
-    """scoring.validation speaker_folds: C chosen on speaker-disjoint folds over train+devel; the table shows
-    that score (with its interval) before devel and test, and metrics.json records it for every branch."""
-    corpus = write_tone_corpus(tmp_path / "c", n_per_part=6)
-    names = pd.read_csv(corpus / "lab" / "labels.csv")["file_name"]
-    pd.DataFrame({"file_name": names, "speaker": [f"{n.split('_')[0]}{i % 3}" for i, n in enumerate(names)]}) \
-        .to_csv(corpus / "lab" / "speakers.csv", index=False)
-    config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump({**CONFIG, "scoring": {"validation": "speaker_folds", "folds": 3}}))
-    result = cli("pipeline", "--data", str(corpus), "--config", str(config), "--out", str(tmp_path / "x"))
-    assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     head = next(line for line in lines if " devel" in line and " test" in line and line.rstrip().endswith("C"))
     assert head.split()[:3] == ["3-fold", "devel", "test"]
     assert any(line.startswith("(3-fold: the mean rho of speaker-disjoint folds") for line in lines)
-    metrics = json.loads((tmp_path / "x" / "metrics.json").read_text())
     for branch in ("attention", "seq2seq", "functionals", "fusion"):
         entry = metrics[branch]
         assert entry["validation"] == "speaker_folds" and entry["score_name"] == "3-fold"
@@ -189,3 +178,8 @@ def test_speaker_folds_choose_c_and_every_table_shows_the_score(tmp_path):
     assert versus["score_name"] == "3-fold" and versus["score"]["clips"] == 12
     assert versus["score"]["difference"] == pytest.approx(metrics["fusion"]["score"] - metrics["functionals"]["score"])
     assert any(line.startswith("fusion vs functionals (paired, the same clips): 3-fold ") for line in lines)
+    # a fuse the configuration does not know is one line
+    config.write_text(yaml.safe_dump({**CONFIG, "scoring": {"fuse": "attention+mfcc"}}))
+    bad = cli("pipeline", "--data", str(corpus), "--config", str(config), "--out", str(tmp_path / "y"))
+    assert bad.exit_code == 2 and "scoring.fuse must be one of attention+seq2seq" in bad.output
+
