@@ -20,11 +20,12 @@ With --ablations, each change of the method is also measured on its own, against
 With --validations V ..., scoring.validation V (swap, speaker_folds; devel is the plain rows) is measured:
 - pipeline-V: the pipeline's own fusion features with C chosen by V (no retraining: only C can change);
 - search-V: spaces/demo.yaml with scoring.validation V (every choice of the search made by V's score);
-  with --no-devel-search the plain `search` rows are left out (e.g. when they were measured before:
-  `--tables-from` merges saved files).
+  with --no-plain-search the plain `search` rows (spaces/demo.yaml as shipped: validation swap) are left
+  out (e.g. when they were measured before: `--tables-from` merges saved files). A search that finished in
+  the --work folder before is read, not run again (an interrupted bench goes on where it stopped).
 
     python bench/quality.py [--seeds 0 1 2] [--data CORPUS ...] [--time-budget 5m] [--ablations [--variants fused]]
-    python bench/quality.py --seeds 0 1 2 --validations swap speaker_folds --no-devel-search
+    python bench/quality.py --seeds 0 1 2 --validations swap speaker_folds --no-plain-search
     python bench/quality.py --tables-from bench/results/quality.json [more.json ...]   # saved runs' tables, merged
 
 Prints the tables, every rho with its 95% bootstrap interval (speakers resampled) and the paired difference
@@ -127,7 +128,10 @@ def search(data: Path, runs: Path, cache: Path, name: str, budget: str | None, l
             "--runs", str(runs), "--cache", str(cache)]
     if budget:
         args += ["--time-budget", budget]
-    cli(*args, log=log)
+    if (runs / name / "best" / "metrics.json").is_file() and (runs / name / "trials.csv").is_file():
+        print(f"  run: {name} finished in this work folder before; read, not run again", flush=True)
+    else:
+        cli(*args, log=log)
     metrics = json.loads((runs / name / "best" / "metrics.json").read_text())
     import pandas as pd
 
@@ -196,10 +200,10 @@ def main() -> None:
     ap.add_argument("--variants", nargs="*", choices=sorted(VARIANTS), default=None,
                     help="with --ablations: only these pipeline variants (default: all)")
     ap.add_argument("--no-search", action="store_true", help="baseline and pipeline only")
-    ap.add_argument("--validations", nargs="*", choices=["swap", "speaker_folds"], default=[],
+    ap.add_argument("--validations", nargs="*", choices=["devel", "swap", "speaker_folds"], default=[],
                     help="also measure these scoring.validation choices (pipeline C and a search each)")
-    ap.add_argument("--no-devel-search", action="store_true",
-                    help="with --validations: leave out the plain search (scoring.validation devel)")
+    ap.add_argument("--no-plain-search", action="store_true",
+                    help="with --validations: leave out the plain search (spaces/demo.yaml as shipped)")
     ap.add_argument("--work", type=Path, help="folder for runs and caches (default: a temporary one)")
     ap.add_argument("--tables-from", type=Path, nargs="*", help="only print the tables of saved quality*.json "
                                                                 "files (rows merged, the summary computed again)")
@@ -272,7 +276,7 @@ def run_all(args, corpora, runs: Path, cache: Path, log: Path, work: Path, add) 
                 add(name, f"{method}-{validation}", rechosen(out, branch, data, ROOT / "configs" / "demo.yaml", validation))
         if args.no_search:
             continue
-        plain = [] if args.validations and args.no_devel_search else [("search", None)]
+        plain = [] if args.validations and args.no_plain_search else [("search", None)]
         for method, validation in plain + [(f"search-{v}", v) for v in args.validations]:
             space = space_variant(work, validation, {"scoring": {"validation": validation}}) if validation else None
             m = search(data, runs, cache, f"{method}-{name}", args.time_budget, log, space)
@@ -312,7 +316,8 @@ CHANGES = [("whole clips (vs frames 128)", "pipeline", "pipeline-crop128"),
            ("C by swap (vs devel), the pipeline's features", "pipeline-swap", "pipeline"),
            ("C by speaker folds (vs devel), the pipeline's features", "pipeline-speaker_folds", "pipeline"),
            ("search by swap (vs devel)", "search-swap", "search"),
-           ("search by speaker folds (vs devel)", "search-speaker_folds", "search")]
+           ("search by speaker folds (vs devel)", "search-speaker_folds", "search"),
+           ("the shipped space, by swap (vs devel)", "search", "search-devel")]
 
 
 def changes(rows: list[dict]) -> list[list]:
