@@ -20,7 +20,8 @@ With --ablations, each change of the method is also measured on its own, against
 With --validations V ..., scoring.validation V (swap, speaker_folds; devel is the plain rows) is measured:
 - pipeline-V: the pipeline's own fusion features with C chosen by V (no retraining: only C can change);
 - search-V: spaces/demo.yaml with scoring.validation V (every choice of the search made by V's score);
-  with --no-plain-search the plain `search` rows (spaces/demo.yaml as shipped: validation swap) are left
+  with --no-plain-search the plain `search` rows (spaces/demo.yaml as shipped: validation swap; it also
+  counts as search-V of its own validation V in the table of changes) are left
   out (e.g. when they were measured before: `--tables-from` merges saved files). A search that finished in
   the --work folder before is read, not run again (an interrupted bench goes on where it stopped).
 
@@ -315,14 +316,16 @@ CHANGES = [("whole clips (vs frames 128)", "pipeline", "pipeline-crop128"),
            ("seed ensemble (vs chosen trial's model)", "search-one-configuration", "search-single-model"),
            ("C by swap (vs devel), the pipeline's features", "pipeline-swap", "pipeline"),
            ("C by speaker folds (vs devel), the pipeline's features", "pipeline-speaker_folds", "pipeline"),
-           ("search by swap (vs devel)", "search-swap", "search"),
-           ("search by speaker folds (vs devel)", "search-speaker_folds", "search"),
-           ("the shipped space, by swap (vs devel)", "search", "search-devel")]
+           ("search by swap (vs devel)", "search-swap", "search-devel"),
+           ("search by speaker folds (vs devel)", "search-speaker_folds", "search-devel")]
 
 
 def changes(rows: list[dict]) -> list[list]:
     """Per change: its test (and devel) rho minus the same corpus's without it, mean and sd over corpora."""
     by = {(r["corpus"], r["method"]): r for r in rows if r["test_rho"] is not None}
+    for r in rows:  # the plain search (the space as shipped) is also the search by its own validation
+        if r["method"] == "search" and r["test_rho"] is not None:
+            by.setdefault((r["corpus"], f"search-{r.get('validation', 'devel')}"), r)
     corpora = dict.fromkeys(r["corpus"] for r in rows)
     out = []
     for what, with_it, without in CHANGES:
