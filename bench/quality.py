@@ -17,7 +17,7 @@ With --ablations, each change of the method is also measured on its own, against
 - search-best-epoch: the search chosen by its single best epoch, without confirmation seeds (the
   former selection), on the first corpus only (a search is the costly part).
 
-With --validations V ..., scoring.validation V (swap, speaker_folds; devel is the plain rows) is measured:
+With --validations V ..., scoring.validation V (devel, swap, speaker_folds) is measured:
 - pipeline-V: the pipeline's own fusion features with C chosen by V (no retraining: only C can change);
 - search-V: spaces/demo.yaml with scoring.validation V (every choice of the search made by V's score);
   with --no-plain-search the plain `search` rows (spaces/demo.yaml as shipped: validation swap; it also
