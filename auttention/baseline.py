@@ -1,4 +1,4 @@
-"""A simple, honest reference baseline: utterance functionals of MFCCs, energy and voicing.
+"""A simple, honest reference baseline: utterance functionals of MFCCs, energy, voicing, spectral shape and timing.
 
 The bar every result is measured against: `run` and `pipeline` compute it for the corpus once (kept
 by provenance like the spectrograms, see `functionals`) and show their result beside it, with the
@@ -31,6 +31,7 @@ _F0_MIN, _F0_MAX = 60.0, 400.0  # Hz, the lag range searched for periodicity
 _VOICED_R = 0.5                 # normalised autocorrelation above which a frame counts as voiced
 _QUIET_DB = 25.0                # frames this far below the loud (95th percentile) level are pauses
 _OCTAVE_COST = 0.05             # per octave of lag: among near-equal peaks prefer the shortest period
+_SLOPE_HZ = (50.0, 5000.0)      # the band the spectral slope is fit over (capped at Nyquist)
 
 
 def mfcc_functional_names() -> list[str]:
@@ -39,6 +40,8 @@ def mfcc_functional_names() -> list[str]:
     names += [f"dmfcc{i}_{s}" for i in range(N_MFCC) for s in _STATS]
     names += [f"rms_db_{s}" for s in _STATS] + ["pause_fraction"]
     names += ["voiced_fraction", "periodicity_mean", "f0_st_median", "f0_st_std", "f0_st_p10", "f0_st_p90"]
+    names += [f"{f}_{s}" for f in ("centroid_khz", "slope_db_per_khz", "flux") for s in _STATS]
+    names += ["duration_s", "voiced_segments_per_s", "voiced_segment_mean_s", "pauses_per_s", "pause_mean_s"]
     return names
 
 
@@ -54,7 +57,12 @@ def mfcc_functionals(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     octave errors (a cheap harmonicity / HNR proxy, 0..1); the fraction of loud frames (within
     25 dB of the 95th percentile) whose peak exceeds 0.5 (voiced) and the mean peak over loud
     frames; F0 (1 / best lag) of voiced frames in semitones re 100 Hz: median, std, 10th and
-    90th percentiles (zeros when fewer than two frames are voiced).
+    90th percentiles (zeros when fewer than two frames are voiced). Spectral shape, per loud 25 ms frame,
+    with the same five statistics: the centroid of the power spectrum (kHz), its slope (a least-squares
+    line through the dB spectrum from 50 Hz to 5 kHz, dB per kHz) and its flux (the Euclidean distance
+    between successive sum-normalised magnitude spectra). Timing: the clip's duration (s), voiced
+    stretches (runs of voiced 40 ms frames) per second and their mean length (s), and pauses (runs of
+    quiet 25 ms frames, leading and trailing silence left out) per second and their mean length (s).
     """
     import librosa
 
@@ -65,7 +73,8 @@ def mfcc_functionals(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     if len(x) < win:
         raise ValueError(f"audio has {len(x)} samples, fewer than one {win}-sample frame")
     n_fft = 1 << (win - 1).bit_length()
-    power = np.abs(librosa.stft(x, n_fft=n_fft, hop_length=hop, win_length=win, center=False)) ** 2
+    padded = np.pad(x, (0, max(0, n_fft - len(x))))  # a clip of one frame still fills one FFT
+    power = np.abs(librosa.stft(padded, n_fft=n_fft, hop_length=hop, win_length=win, center=False)) ** 2
     mel = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=40, fmin=0.0, fmax=sample_rate / 2) @ power
     mfcc = librosa.feature.mfcc(S=librosa.power_to_db(mel), n_mfcc=N_MFCC)
     width = min(9, mfcc.shape[1] - (1 - mfcc.shape[1] % 2))  # delta needs an odd width <= frames
@@ -73,9 +82,47 @@ def mfcc_functionals(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     frames = librosa.util.frame(x, frame_length=win, hop_length=hop)
     rms_db = 20 * np.log10(np.sqrt(np.mean(frames ** 2, axis=0)) + 1e-6)
     loud_db = np.percentile(rms_db, 95)
-    parts = [_functionals(mfcc), _functionals(delta), _functionals(rms_db[None, :]),
-             [np.mean(rms_db < loud_db - _QUIET_DB)], _voicing(x, sample_rate, hop, loud_db)]
+    quiet = rms_db < loud_db - _QUIET_DB
+    voicing, voiced = _voicing(x, sample_rate, hop, loud_db)
+    n = min(power.shape[1], len(quiet))  # the STFT's frames span n_fft >= win samples: as many or fewer
+    parts = [_functionals(mfcc), _functionals(delta), _functionals(rms_db[None, :]), [np.mean(quiet)], voicing,
+             _spectral_shape(power[:, :n], sample_rate, n_fft, ~quiet[:n]),
+             _timing(len(x) / sample_rate, voiced, quiet, _HOP_S)]
     return np.concatenate([np.ravel(p) for p in parts]).astype(np.float32)
+
+
+def _spectral_shape(power: np.ndarray, sample_rate: int, n_fft: int, loud: np.ndarray) -> np.ndarray:
+    """(3, 5): the statistics of the spectral centroid (kHz), slope (dB/kHz) and flux over the loud frames
+    (see mfcc_functionals); power: (bins, frames)."""
+    loud = loud if loud.any() else np.ones_like(loud)  # e.g. the one loud frame lay past the STFT's last
+    freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
+    total = power.sum(axis=0)
+    centroid = (freqs @ power) / np.maximum(total, 1e-20) / 1000.0
+    band = (freqs >= _SLOPE_HZ[0]) & (freqs <= min(_SLOPE_HZ[1], sample_rate / 2))
+    f = freqs[band] / 1000.0 - (freqs[band] / 1000.0).mean()
+    db = 10 * np.log10(power[band] + 1e-10)
+    slope = (f @ (db - db.mean(axis=0))) / (f @ f)
+    magnitude = np.sqrt(power)
+    shape = magnitude / np.maximum(magnitude.sum(axis=0), 1e-20)
+    flux = np.sqrt((np.diff(shape, axis=1) ** 2).sum(axis=0))  # frame t against t - 1, t >= 1
+    flux = flux[loud[1:]] if loud[1:].any() else (flux if len(flux) else np.zeros(1))
+    return np.concatenate([_functionals(np.stack([centroid[loud], slope[loud]])), _functionals(flux[None, :])])
+
+
+def _runs(mask: np.ndarray) -> list[int]:
+    """The lengths of the runs of True in a boolean sequence."""
+    edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+    return list(np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1))
+
+
+def _timing(duration_s: float, voiced: np.ndarray, quiet: np.ndarray, hop_s: float) -> np.ndarray:
+    """Duration, voiced stretches per second and their mean length, pauses per second and their mean length
+    (see mfcc_functionals); voiced and quiet: per frame, `hop_s` apart."""
+    loud = np.flatnonzero(~quiet)
+    inner = quiet[loud[0]:loud[-1] + 1] if len(loud) else quiet[:0]  # leading and trailing silence are no pauses
+    stretches, pauses = _runs(voiced), _runs(inner)
+    return np.array([duration_s, len(stretches) / duration_s, np.mean(stretches) * hop_s if stretches else 0.0,
+                     len(pauses) / duration_s, np.mean(pauses) * hop_s if pauses else 0.0])
 
 
 def _as_float_mono(audio: np.ndarray) -> np.ndarray:
@@ -98,14 +145,15 @@ def _functionals(rows: np.ndarray) -> np.ndarray:
     return np.stack([rows.mean(axis=1), rows.std(axis=1), p10, p50, p90], axis=1)
 
 
-def _voicing(x: np.ndarray, sample_rate: int, hop: int, loud_db: float) -> np.ndarray:
-    """Voiced fraction, mean periodicity, and semitone F0 statistics (see mfcc_functionals)."""
+def _voicing(x: np.ndarray, sample_rate: int, hop: int, loud_db: float) -> tuple[np.ndarray, np.ndarray]:
+    """Voiced fraction, mean periodicity, and semitone F0 statistics (see mfcc_functionals), and whether
+    each 40 ms frame is voiced."""
     import librosa
 
     length = int(round(_PITCH_FRAME_S * sample_rate))
     lag_lo, lag_hi = int(sample_rate / _F0_MAX), int(np.ceil(sample_rate / _F0_MIN))
     if len(x) < length or lag_hi >= length:
-        return np.zeros(6)
+        return np.zeros(6), np.zeros(0, bool)
     from scipy import fft
 
     # (n_frames, length), contiguous, so the FFTs run along the last axis
@@ -123,7 +171,7 @@ def _voicing(x: np.ndarray, sample_rate: int, hop: int, loud_db: float) -> np.nd
     level = 20 * np.log10(np.sqrt(np.mean(frames ** 2, axis=1)) + 1e-6)
     loud = level > loud_db - _QUIET_DB
     if not loud.any():
-        return np.zeros(6)
+        return np.zeros(6), np.zeros(len(loud), bool)
     voiced = loud & (strength > _VOICED_R)
     out = [voiced.sum() / loud.sum(), strength[loud].mean()]
     if voiced.sum() >= 2:
@@ -131,7 +179,7 @@ def _voicing(x: np.ndarray, sample_rate: int, hop: int, loud_db: float) -> np.nd
         out += [np.median(semitones), semitones.std(), *np.percentile(semitones, [10, 90])]
     else:
         out += [0.0, 0.0, 0.0, 0.0]
-    return np.asarray(out, dtype=np.float64)
+    return np.asarray(out, dtype=np.float64), voiced
 
 
 FUNCTIONALS = "functionals"  # the feature set's name: its columns, its folder, its row in the tables
@@ -142,9 +190,10 @@ TABLE = "functionals.parquet"
 def functionals_settings(sample_rate: int) -> dict[str, Any]:
     """Everything the functionals' values depend on besides the audio (a folder made with other settings is
     made again, never reused)."""
-    return {"features": "MFCC, energy and voicing functionals (auttention.baseline)", "version": 1,
+    return {"features": "MFCC, energy, voicing, spectral shape and timing functionals (auttention.baseline)",
+            "version": 2,
             "sample_rate": int(sample_rate), "n_mfcc": N_MFCC, "frame_s": _FRAME_S, "hop_s": _HOP_S,
-            "pitch_frame_s": _PITCH_FRAME_S, "f0_hz": [_F0_MIN, _F0_MAX]}
+            "pitch_frame_s": _PITCH_FRAME_S, "f0_hz": [_F0_MIN, _F0_MAX], "slope_hz": list(_SLOPE_HZ)}
 
 
 def functionals_folder(cache: "str | os.PathLike | Location", corpus_id: str, sample_rate: int) -> "Location":

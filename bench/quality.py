@@ -17,16 +17,23 @@ With --ablations, each change of the method is also measured on its own, against
 - search-best-epoch: the search chosen by its single best epoch, without confirmation seeds (the
   former selection), on the first corpus only (a search is the costly part).
 
+With --functionals-parts, the functionals' spectral-shape and timing entries are measured (no retraining):
+- functionals-v1: the functionals without them (their first version: MFCC, energy and voicing);
+- fused-functionals / fused-functionals-v1: the pipeline's autoencoder features fused with the functionals,
+  with and without them; each with C by devel and by each of --validations (suffix -V).
+
 With --validations V ..., scoring.validation V (devel, swap, speaker_folds) is measured:
 - pipeline-V: the pipeline's own fusion features with C chosen by V (no retraining: only C can change);
 - search-V: spaces/demo.yaml with scoring.validation V (every choice of the search made by V's score);
   with --no-plain-search the plain `search` rows (spaces/demo.yaml as shipped: validation swap; it also
   counts as search-V of its own validation V in the table of changes) are left
-  out (e.g. when they were measured before: `--tables-from` merges saved files). A search that finished in
+  out (e.g. when they were measured before: `--tables-from` merges saved files); search-V of the shipped
+  space's own validation is not run twice. A search that finished in
   the --work folder before is read, not run again (an interrupted bench goes on where it stopped).
 
     python bench/quality.py [--seeds 0 1 2] [--data CORPUS ...] [--time-budget 5m] [--ablations [--variants fused]]
     python bench/quality.py --seeds 0 1 2 --validations swap speaker_folds --no-plain-search
+    python bench/quality.py --seeds 0 1 2 --no-search --functionals-parts --validations swap
     python bench/quality.py --tables-from bench/results/quality.json [more.json ...]   # saved runs' tables, merged
 
 Prints the tables, every rho with its 95% bootstrap interval (speakers resampled) and the paired difference
@@ -34,7 +41,8 @@ of the pipeline and the search to the functionals baseline on the same clips, an
 bench/results/quality.json ({"rows": [{"corpus", "method", "devel_rho", "test_rho", "devel_ci", "test_ci",
 "vs_functionals", "validation", "score", "score_ci"}, ...], "summary": ...}); with --clips / --speakers,
 quality-<N>clips-<M>spk.json instead, so the default-size results stay (with --no-search,
-quality-pipelines*.json; with --validations, quality*-validations*.json). Test rho is shown only; nothing
+quality-pipelines*.json; with --validations, quality*-validations*.json; with --functionals-parts,
+quality*-functionals*.json). Test rho is shown only; nothing
 here chooses by it.
 """
 
@@ -141,6 +149,13 @@ def search(data: Path, runs: Path, cache: Path, name: str, budget: str | None, l
     return metrics
 
 
+def shipped_validation() -> str:
+    """spaces/demo.yaml's scoring.validation (what its plain search chooses by)."""
+    import yaml
+
+    return (yaml.safe_load((ROOT / "spaces" / "demo.yaml").read_text()).get("scoring") or {}).get("validation", "devel")
+
+
 def best_epoch_space(tmp: Path) -> Path:
     """spaces/demo.yaml chosen the former way: the single best epoch of any trial, no confirmation."""
     return space_variant(tmp, "best-epoch", {"experiment": {"select": "best", "confirm_top": 0}})
@@ -161,16 +176,49 @@ def space_variant(tmp: Path, name: str, changes: dict[str, dict]) -> Path:
 def rechosen(out: Path, branch: str, data: Path, config: Path, validation: str) -> dict:
     """The pipeline's features of `branch` (fusion, functionals) in `out` scored with C chosen by
     scoring.validation `validation` (the corpus' labels and speakers joined): its metrics."""
-    from auttention.config import load_pipeline_config
-    from auttention.corpus import read_corpus
-    from auttention.features import read_features
     from auttention.scoring import evaluate
 
-    scoring = dataclasses.replace(load_pipeline_config(config).scoring, validation=validation)
+    return evaluate(branch_features(out, branch, data), scoring_for(config, validation)).metrics()
+
+
+def scoring_for(config: Path, validation: str):
+    """The scoring settings of `config` with scoring.validation `validation`."""
+    from auttention.config import load_pipeline_config
+
+    return dataclasses.replace(load_pipeline_config(config).scoring, validation=validation)
+
+
+def branch_features(out: Path, branch: str, data: Path):
+    """The pipeline's feature set of `branch` in `out`, with the corpus `data`'s labels and speakers joined."""
+    from auttention.corpus import read_corpus
+    from auttention.features import read_features
+
     frame = read_features(out / "features" / branch).drop(columns=["label", "speaker"], errors="ignore")
     corpus = read_corpus(data)
-    frame = frame.merge(corpus[[c for c in ("file_name", "label", "speaker") if c in corpus.columns]], on="file_name")
-    return evaluate(frame, scoring).metrics()
+    return frame.merge(corpus[[c for c in ("file_name", "label", "speaker") if c in corpus.columns]], on="file_name")
+
+
+def functionals_parts(out: Path, data: Path, config: Path, validation: str) -> dict[str, tuple[dict, dict]]:
+    """The functionals with and without their spectral-shape and timing entries (the first version's
+    columns: MFCC, energy and voicing), alone and fused with the pipeline's autoencoder features in `out`,
+    C chosen by `validation`: {method: (metrics, paired difference to the full functionals alone)}."""
+    from auttention.baseline import FUNCTIONALS, mfcc_functional_names
+    from auttention.features import feature_columns, fuse
+    from auttention.pipeline import versus
+    from auttention.scoring import evaluate
+
+    scoring = scoring_for(config, validation)
+    full = branch_features(out, FUNCTIONALS, data)
+    first = mfcc_functional_names().index("centroid_khz_mean")  # the first version's entries come first
+    older = full.drop(columns=feature_columns(full)[first:])
+    fusion = branch_features(out, "fusion", data)
+    sets = {"functionals": full, "functionals-v1": older,
+            "fused-functionals": fuse([fusion, full]), "fused-functionals-v1": fuse([fusion, older])}
+    evaluations = {name: evaluate(frame, scoring) for name, frame in sets.items()}
+    truth = full[[c for c in ("file_name", "label", "speaker") if c in full.columns]]
+    tag = "" if validation == "devel" else f"-{validation}"
+    return {f"{name}{tag}": (ev.metrics(), versus(ev, evaluations["functionals"], truth))
+            for name, ev in evaluations.items() if name != "functionals"}
 
 
 def variant(tmp: Path, name: str, changes: dict[str, dict]) -> Path:
@@ -205,6 +253,9 @@ def main() -> None:
                     help="also measure these scoring.validation choices (pipeline C and a search each)")
     ap.add_argument("--no-plain-search", action="store_true",
                     help="with --validations: leave out the plain search (spaces/demo.yaml as shipped)")
+    ap.add_argument("--functionals-parts", action="store_true",
+                    help="the functionals without their spectral-shape and timing entries, alone and fused with the "
+                         "pipeline's autoencoders (C by devel, and by each of --validations; no retraining)")
     ap.add_argument("--work", type=Path, help="folder for runs and caches (default: a temporary one)")
     ap.add_argument("--tables-from", type=Path, nargs="*", help="only print the tables of saved quality*.json "
                                                                 "files (rows merged, the summary computed again)")
@@ -275,10 +326,16 @@ def run_all(args, corpora, runs: Path, cache: Path, log: Path, work: Path, add) 
         for validation in args.validations:
             for method, branch in (("baseline", "functionals"), ("pipeline", "fusion")):
                 add(name, f"{method}-{validation}", rechosen(out, branch, data, ROOT / "configs" / "demo.yaml", validation))
+        if args.functionals_parts:
+            for validation in dict.fromkeys(["devel", *args.validations]):
+                for method, (metrics, paired) in functionals_parts(out, data, ROOT / "configs" / "demo.yaml",
+                                                                   validation).items():
+                    add(name, method, metrics, paired)
         if args.no_search:
             continue
         plain = [] if args.validations and args.no_plain_search else [("search", None)]
-        for method, validation in plain + [(f"search-{v}", v) for v in args.validations]:
+        shipped = shipped_validation() if plain else None  # the plain search is already the search by it
+        for method, validation in plain + [(f"search-{v}", v) for v in args.validations if v != shipped]:
             space = space_variant(work, validation, {"scoring": {"validation": validation}}) if validation else None
             m = search(data, runs, cache, f"{method}-{name}", args.time_budget, log, space)
             searched(add, name, method, m, full=validation is None)
@@ -317,6 +374,10 @@ CHANGES = [("whole clips (vs frames 128)", "pipeline", "pipeline-crop128"),
            ("C by swap (vs devel), the pipeline's features", "pipeline-swap", "pipeline"),
            ("C by speaker folds (vs devel), the pipeline's features", "pipeline-speaker_folds", "pipeline"),
            ("search by swap (vs devel)", "search-swap", "search-devel"),
+           ("spectral shape + timing in the functionals (vs without)", "baseline", "functionals-v1"),
+           ("the same, C by swap", "baseline-swap", "functionals-v1-swap"),
+           ("the same, fused with the pipeline's autoencoders", "fused-functionals", "fused-functionals-v1"),
+           ("the same fused, C by swap", "fused-functionals-swap", "fused-functionals-v1-swap"),
            ("search by speaker folds (vs devel)", "search-speaker_folds", "search-devel")]
 
 
@@ -393,7 +454,8 @@ def report(rows: list[dict], args) -> None:
     print_tables(rows, summary)
     # --no-search measures the pipelines only, --validations the other validations: each its own file, so that
     # a run's search rows are never overwritten
-    kind = ("-pipelines" if args.no_search else "") + ("-validations" if args.validations else "")
+    kind = ("-pipelines" if args.no_search else "") + ("-validations" if args.validations else "") \
+        + ("-functionals" if args.functionals_parts else "")
     path = write_result(f"quality{kind}{size_tag(args.clips, args.speakers)}",
                         {"rows": rows, "summary": summary, "time_budget": args.time_budget,
                          "ablations": args.ablations, "validations": args.validations})

@@ -298,7 +298,7 @@ def pipeline(data: str, config_path: str | None, out: str | None, jobs: int | No
 @on_bad_audio_option
 @user_errors
 def baseline(data: str, config_path: str | None, sample_rate: int, jobs: int | None, on_bad_audio: str) -> None:
-    """A reference: MFCC statistics + the same SVR (devel and test rho)."""
+    """A reference: utterance functionals (MFCC, energy, voicing, spectral shape, timing) + the same SVR (devel and test rho)."""
     from auttention.baseline import evaluate_baseline
     from auttention.corpus import check_label_range, read_corpus
 
@@ -307,7 +307,7 @@ def baseline(data: str, config_path: str | None, sample_rate: int, jobs: int | N
     check_label_range(corpus, cfg.label_min, cfg.label_max)
     ev = evaluate_baseline(corpus, cfg, sample_rate=sample_rate, jobs=jobs,
                            policy=BadAudioPolicy(on_bad_audio))
-    log.info(f"MFCC functionals + SVR: C={ev.c:g}  {chosen_by(ev)}devel rho={format_rho_ci(ev.devel_rho, ev.devel_ci)}  "
+    log.info(f"functionals + SVR: C={ev.c:g}  {chosen_by(ev)}devel rho={format_rho_ci(ev.devel_rho, ev.devel_ci)}  "
              f"test rho={format_rho_ci(ev.test_rho, ev.test_ci)}  [95% intervals, {ev.resampled} resampled]")
 
 

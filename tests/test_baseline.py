@@ -36,6 +36,25 @@ def test_noise_is_unvoiced_and_int16_matches_float():
     assert np.allclose(mfcc_functionals(pcm, 16000), mfcc_functionals(tone, 16000), atol=0.05)
 
 
+def test_timing_and_spectral_shape():
+    """Three seconds of 0.6 s voiced bursts a second: the durations and rates count them; white noise has a
+    higher centroid and a flatter slope than a low buzz; one frame of audio is enough."""
+    t = np.arange(48000) / 16000
+    bursts = _tone(150.0, 3.0) * ((t % 1.0) < 0.6)
+    stats = dict(zip(mfcc_functional_names(), mfcc_functionals(bursts, 16000)))
+    assert stats["duration_s"] == pytest.approx(3.0)
+    assert stats["voiced_segments_per_s"] == pytest.approx(1.0)
+    assert stats["voiced_segment_mean_s"] == pytest.approx(0.6, abs=0.05)
+    assert stats["pauses_per_s"] == pytest.approx(2 / 3)  # the trailing silence is no pause
+    assert stats["pause_mean_s"] == pytest.approx(0.4, abs=0.05)
+    noise = dict(zip(mfcc_functional_names(), mfcc_functionals(np.random.default_rng(2).standard_normal(16000) * 0.1, 16000)))
+    assert noise["centroid_khz_mean"] > 3.0 > stats["centroid_khz_mean"]
+    assert noise["slope_db_per_khz_mean"] > stats["slope_db_per_khz_mean"]
+    assert noise["flux_mean"] > stats["flux_mean"] > 0
+    assert noise["voiced_segments_per_s"] == 0 and noise["pauses_per_s"] == 0
+    assert np.all(np.isfinite(mfcc_functionals(_tone(150.0, 0.025), 16000)))  # one 25 ms frame
+
+
 def test_rejects_bad_input():
     with pytest.raises(ValueError, match="mono"):
         mfcc_functionals(np.zeros((2, 16000)), 16000)

@@ -161,7 +161,7 @@ def test_functionals_are_a_branch_and_fuse_with_the_autoencoders(tmp_path):
     import pyarrow.parquet as pq
 
     made_from = json.loads(pq.read_schema(out / "features" / "fusion" / "features.parquet").metadata[b"auttention.made_from"])
-    assert made_from["functionals"]["features"].startswith("MFCC, energy and voicing functionals")
+    assert made_from["functionals"]["features"].startswith("MFCC, energy, voicing, spectral shape and timing functionals")
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"attention", "seq2seq", "functionals", "fusion", "fusion_vs_functionals"} <= set(metrics)
     lines = result.output.splitlines()
