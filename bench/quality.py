@@ -22,6 +22,10 @@ With --functionals-parts, the functionals' spectral-shape and timing entries are
 - fused-functionals / fused-functionals-v1: the pipeline's autoencoder features fused with the functionals,
   with and without them; each with C by devel and by each of --validations (suffix -V).
 
+With --audeep, auDeep's recipe (one autoencoder pair per clip_below, fused) is measured:
+- pipeline-audeep: configs/demo.yaml's pipeline run at clip_below -40, -60 and -70 besides its own -50,
+  the four runs' fusion features side by side (C by devel, and by each of --validations: suffix -V).
+
 With --validations V ..., scoring.validation V (devel, swap, speaker_folds) is measured:
 - pipeline-V: the pipeline's own fusion features with C chosen by V (no retraining: only C can change);
 - search-V: spaces/demo.yaml with scoring.validation V (every choice of the search made by V's score);
@@ -34,6 +38,7 @@ With --validations V ..., scoring.validation V (devel, swap, speaker_folds) is m
     python bench/quality.py [--seeds 0 1 2] [--data CORPUS ...] [--time-budget 5m] [--ablations [--variants fused]]
     python bench/quality.py --seeds 0 1 2 --validations swap speaker_folds --no-plain-search
     python bench/quality.py --seeds 0 1 2 --no-search --functionals-parts --validations swap
+    python bench/quality.py --seeds 0 1 2 --no-search --audeep --validations swap
     python bench/quality.py --tables-from bench/results/quality.json [more.json ...]   # saved runs' tables, merged
 
 Prints the tables, every rho with its 95% bootstrap interval (speakers resampled) and the paired difference
@@ -42,7 +47,7 @@ bench/results/quality.json ({"rows": [{"corpus", "method", "devel_rho", "test_rh
 "vs_functionals", "validation", "score", "score_ci"}, ...], "summary": ...}); with --clips / --speakers,
 quality-<N>clips-<M>spk.json instead, so the default-size results stay (with --no-search,
 quality-pipelines*.json; with --validations, quality*-validations*.json; with --functionals-parts,
-quality*-functionals*.json). Test rho is shown only; nothing
+quality*-functionals*.json; with --audeep, quality*-audeep*.json). Test rho is shown only; nothing
 here chooses by it.
 """
 
@@ -221,6 +226,29 @@ def functionals_parts(out: Path, data: Path, config: Path, validation: str) -> d
             for name, ev in evaluations.items() if name != "functionals"}
 
 
+AUDEEP_CLIPS = (-40.0, -60.0, -70.0)  # with configs/demo.yaml's own -50: auDeep's recipe spans -30..-75 dB
+
+
+def audeep_fused(outs: list[Path], data: Path, config: Path, validation: str) -> tuple[dict, dict]:
+    """auDeep's recipe on the pipelines in `outs` (configs/demo.yaml at one clip_below each, the first the
+    plain one): their fusion features side by side, C chosen by `validation`; (metrics, paired difference
+    to the functionals on the same clips)."""
+    from auttention.features import feature_columns
+    from auttention.pipeline import versus
+    from auttention.scoring import evaluate
+
+    scoring = scoring_for(config, validation)
+    sets = [branch_features(out, "fusion", data) for out in outs]
+    fused = sets[0]
+    for i, frame in enumerate(sets[1:], 1):  # the same columns from another spectrogram: named apart
+        fused = fused.merge(frame[["file_name", *feature_columns(frame)]].rename(
+            columns={c: f"{c}_clip{i}" for c in feature_columns(frame)}), on="file_name", validate="one_to_one")
+    functionals = branch_features(outs[0], "functionals", data)
+    truth = functionals[[c for c in ("file_name", "label", "speaker") if c in functionals.columns]]
+    ev = evaluate(fused, scoring)
+    return ev.metrics(), versus(ev, evaluate(functionals, scoring), truth)
+
+
 def variant(tmp: Path, name: str, changes: dict[str, dict]) -> Path:
     """configs/demo.yaml with some settings changed ({section: {key: value}})."""
     import yaml
@@ -256,6 +284,9 @@ def main() -> None:
     ap.add_argument("--functionals-parts", action="store_true",
                     help="the functionals without their spectral-shape and timing entries, alone and fused with the "
                          "pipeline's autoencoders (C by devel, and by each of --validations; no retraining)")
+    ap.add_argument("--audeep", action="store_true",
+                    help="auDeep's recipe: configs/demo.yaml's pipeline at clip_below -40, -50, -60 and -70, the four "
+                         "pairs' features fused (C by devel, and by each of --validations)")
     ap.add_argument("--work", type=Path, help="folder for runs and caches (default: a temporary one)")
     ap.add_argument("--tables-from", type=Path, nargs="*", help="only print the tables of saved quality*.json "
                                                                 "files (rows merged, the summary computed again)")
@@ -331,6 +362,14 @@ def run_all(args, corpora, runs: Path, cache: Path, log: Path, work: Path, add) 
                 for method, (metrics, paired) in functionals_parts(out, data, ROOT / "configs" / "demo.yaml",
                                                                    validation).items():
                     add(name, method, metrics, paired)
+        if args.audeep:
+            outs = [out] + [runs / f"pipeline-audeep{-clip:g}-{name}" for clip in AUDEEP_CLIPS]
+            for clip, folder in zip(AUDEEP_CLIPS, outs[1:]):
+                if not (folder / "metrics.json").is_file():
+                    pipeline(data, variant(work, f"audeep{-clip:g}", {"spectrogram": {"clip_below": clip}}), folder, log)
+            for validation in dict.fromkeys(["devel", *args.validations]):
+                metrics, paired = audeep_fused(outs, data, ROOT / "configs" / "demo.yaml", validation)
+                add(name, "pipeline-audeep" + ("" if validation == "devel" else f"-{validation}"), metrics, paired)
         if args.no_search:
             continue
         plain = [] if args.validations and args.no_plain_search else [("search", None)]
@@ -374,6 +413,8 @@ CHANGES = [("whole clips (vs frames 128)", "pipeline", "pipeline-crop128"),
            ("C by swap (vs devel), the pipeline's features", "pipeline-swap", "pipeline"),
            ("C by speaker folds (vs devel), the pipeline's features", "pipeline-speaker_folds", "pipeline"),
            ("search by swap (vs devel)", "search-swap", "search-devel"),
+           ("auDeep: pairs at clip_below -40/-50/-60/-70 fused (vs -50 alone)", "pipeline-audeep", "pipeline"),
+           ("the same, C by swap", "pipeline-audeep-swap", "pipeline-swap"),
            ("spectral shape + timing in the functionals (vs without)", "baseline", "functionals-v1"),
            ("the same, C by swap", "baseline-swap", "functionals-v1-swap"),
            ("the same, fused with the pipeline's autoencoders", "fused-functionals", "fused-functionals-v1"),
@@ -455,7 +496,7 @@ def report(rows: list[dict], args) -> None:
     # --no-search measures the pipelines only, --validations the other validations: each its own file, so that
     # a run's search rows are never overwritten
     kind = ("-pipelines" if args.no_search else "") + ("-validations" if args.validations else "") \
-        + ("-functionals" if args.functionals_parts else "")
+        + ("-functionals" if args.functionals_parts else "") + ("-audeep" if args.audeep else "")
     path = write_result(f"quality{kind}{size_tag(args.clips, args.speakers)}",
                         {"rows": rows, "summary": summary, "time_budget": args.time_budget,
                          "ablations": args.ablations, "validations": args.validations})

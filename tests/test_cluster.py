@@ -162,7 +162,7 @@ def submitted(cluster, tiny):
                               runs=str(root / "runs"), cache=str(root / "cache"))
     deadline = time.monotonic() + 900
     while jobs.status(job_id, cluster["address"]) in ("PENDING", "RUNNING") and time.monotonic() < deadline:
-        time.sleep(3)
+        time.sleep(1)
     return job_id, url, root / "runs" / "tiny-cluster"
 
 

@@ -21,7 +21,7 @@ from conftest import free_port
 from test_cluster import LOCAL, _get, _token
 
 pytestmark = pytest.mark.slow
-MAX_EPOCHS = 40  # many short epochs, so that the node dies mid-training even when an epoch takes 0.1 s
+MAX_EPOCHS = 30  # many short epochs, so that the node dies mid-training even when an epoch takes 0.1 s
 
 
 def _node_pids(temp_dir: str) -> list[int]:
