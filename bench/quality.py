@@ -423,7 +423,8 @@ CHANGES = [("whole clips (vs frames 128)", "pipeline", "pipeline-crop128"),
 
 
 def changes(rows: list[dict]) -> list[list]:
-    """Per change: its test (and devel) rho minus the same corpus's without it, mean and sd over corpora."""
+    """Per change: its test (and devel) rho minus the same corpus's without it, mean and sd over corpora; and
+    the score both were chosen by, where both were chosen by the same validation (n/a otherwise)."""
     by = {(r["corpus"], r["method"]): r for r in rows if r["test_rho"] is not None}
     for r in rows:  # the plain search (the space as shipped) is also the search by its own validation
         if r["method"] == "search" and r["test_rho"] is not None:
@@ -435,8 +436,11 @@ def changes(rows: list[dict]) -> list[list]:
         if pairs:
             dt = [a["test_rho"] - b["test_rho"] for a, b in pairs]
             dd = [a["devel_rho"] - b["devel_rho"] for a, b in pairs]
-            out.append([what, len(pairs), float(np.mean(dd)), float(np.mean(dt)), float(np.std(dt)),
-                        " ".join(f"{d:+.3f}" for d in dt)])
+            # the score each was chosen by (where both were chosen by the same validation: what a choice may use)
+            ds = [a.get("score", a["devel_rho"]) - b.get("score", b["devel_rho"]) for a, b in pairs
+                  if a.get("validation", "devel") == b.get("validation", "devel")]
+            out.append([what, len(pairs), float(np.mean(ds)) if len(ds) == len(pairs) else float("nan"),
+                        float(np.mean(dd)), float(np.mean(dt)), float(np.std(dt)), " ".join(f"{d:+.3f}" for d in dt)])
     return out
 
 
@@ -447,9 +451,11 @@ def print_tables(rows: list[dict], summary: dict) -> None:
     cells = [[r["corpus"], r["method"], f"{r.get('validation', 'devel')} {format_rho_ci(r.get('score', r['devel_rho']), r.get('score_ci', r.get('devel_ci')))}",
               format_rho_ci(r["devel_rho"], r.get("devel_ci")), format_rho_ci(r["test_rho"], r.get("test_ci"))]
              for r in rows]
-    paired = [[r["corpus"], r["method"], format_difference(r["vs_functionals"].get("devel")),
-               format_difference(r["vs_functionals"].get("test"))] for r in rows if r.get("vs_functionals")]
-    paired_header = ["corpus", "method", "devel vs functionals [95% CI]", "test vs functionals [95% CI]"]
+    paired = [[r["corpus"], r["method"], scored_difference(r["vs_functionals"]),
+               format_difference(r["vs_functionals"].get("devel")), format_difference(r["vs_functionals"].get("test"))]
+              for r in rows if r.get("vs_functionals")]
+    paired_header = ["corpus", "method", "score vs functionals [95% CI]", "devel vs functionals [95% CI]",
+                     "test vs functionals [95% CI]"]
     means = [[m, s["corpora"], s.get("mean_score", s["mean_devel_rho"]), s["mean_devel_rho"], s["mean_test_rho"],
               s["sd_test_rho"], s["mean_gap"], s.get("mean_score_vs_functionals", float("nan")),
               s.get("mean_test_vs_functionals", float("nan")), s.get("test_intervals_above_0", "")]
@@ -457,10 +463,16 @@ def print_tables(rows: list[dict], summary: dict) -> None:
     mean_header = ["method (demo seeds)", "corpora", "mean score chosen by", "mean devel", "mean test", "sd test",
                    "devel - test", "score vs functionals", "mean test vs functionals", "test intervals above 0"]
     moved = changes(rows)
-    moved_header = ["change, measured alone", "corpora", "devel moved", "test moved", "sd", "test moved per corpus"]
+    moved_header = ["change, measured alone", "corpora", "score moved", "devel moved", "test moved", "sd",
+                    "test moved per corpus"]
     for fmt in (table, markdown_table):
         print("\n" + "\n\n".join(fmt(c, h) for c, h in ((cells, header), (paired, paired_header),
                                                           (means, mean_header), (moved, moved_header)) if c))
+
+
+def scored_difference(versus: dict) -> str:
+    """The paired difference of the validation scores (where the choice was not by devel), named by it."""
+    return f"{versus['score_name']} {format_difference(versus.get('score'))}" if versus.get("score_name") else "= devel"
 
 
 def summarise(rows: list[dict]) -> dict:
