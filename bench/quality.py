@@ -22,6 +22,10 @@ With --functionals-parts, the functionals' spectral-shape and timing entries are
 - fused-functionals / fused-functionals-v1: the pipeline's autoencoder features fused with the functionals,
   with and without them; each with C by devel and by each of --validations (suffix -V).
 
+With --searcher-seeds K ..., the shipped space runs again with experiment.seed and training.seed K
+(search-searcher-seedK): the same corpus, other trials drawn and other weights, to show how far one
+search's result moves from run to run.
+
 With --audeep, auDeep's recipe (one autoencoder pair per clip_below, fused) is measured:
 - pipeline-audeep: configs/demo.yaml's pipeline run at clip_below -40, -60 and -70 besides its own -50,
   the four runs' fusion features side by side (C by devel, and by each of --validations: suffix -V).
@@ -47,7 +51,8 @@ bench/results/quality.json ({"rows": [{"corpus", "method", "devel_rho", "test_rh
 "vs_functionals", "validation", "score", "score_ci"}, ...], "summary": ...}); with --clips / --speakers,
 quality-<N>clips-<M>spk.json instead, so the default-size results stay (with --no-search,
 quality-pipelines*.json; with --validations, quality*-validations*.json; with --functionals-parts,
-quality*-functionals*.json; with --audeep, quality*-audeep*.json). Test rho is shown only; nothing
+quality*-functionals*.json; with --audeep, quality*-audeep*.json; with --searcher-seeds,
+quality*-searcher-seeds*.json). Test rho is shown only; nothing
 here chooses by it.
 """
 
@@ -287,6 +292,9 @@ def main() -> None:
     ap.add_argument("--audeep", action="store_true",
                     help="auDeep's recipe: configs/demo.yaml's pipeline at clip_below -40, -50, -60 and -70, the four "
                          "pairs' features fused (C by devel, and by each of --validations)")
+    ap.add_argument("--searcher-seeds", type=int, nargs="*", default=[],
+                    help="also run the shipped space with these experiment.seed and training.seed values (its own "
+                         "is 0): how much one search's result moves from run to run")
     ap.add_argument("--work", type=Path, help="folder for runs and caches (default: a temporary one)")
     ap.add_argument("--tables-from", type=Path, nargs="*", help="only print the tables of saved quality*.json "
                                                                 "files (rows merged, the summary computed again)")
@@ -378,6 +386,11 @@ def run_all(args, corpora, runs: Path, cache: Path, log: Path, work: Path, add) 
             space = space_variant(work, validation, {"scoring": {"validation": validation}}) if validation else None
             m = search(data, runs, cache, f"{method}-{name}", args.time_budget, log, space)
             searched(add, name, method, m, full=validation is None)
+        for k in args.searcher_seeds:  # the same space and corpus, other draws of TPE and other training seeds
+            method = f"search-searcher-seed{k}"
+            m = search(data, runs, cache, f"{method}-{name}", args.time_budget, log,
+                       space_variant(work, f"searcher-seed{k}", {"experiment": {"seed": k}, "training": {"seed": k}}))
+            searched(add, name, method, m, full=False)
         if args.ablations and i == 0:
             m = search(data, runs, cache, f"search-best-epoch-{name}", args.time_budget, log, best_epoch_space(work))
             add(name, "search-best-epoch", m["fusion"], trial_id=m["trial_id"])
@@ -508,7 +521,8 @@ def report(rows: list[dict], args) -> None:
     # --no-search measures the pipelines only, --validations the other validations: each its own file, so that
     # a run's search rows are never overwritten
     kind = ("-pipelines" if args.no_search else "") + ("-validations" if args.validations else "") \
-        + ("-functionals" if args.functionals_parts else "") + ("-audeep" if args.audeep else "")
+        + ("-functionals" if args.functionals_parts else "") + ("-audeep" if args.audeep else "") \
+        + ("-searcher-seeds" if args.searcher_seeds else "")
     path = write_result(f"quality{kind}{size_tag(args.clips, args.speakers)}",
                         {"rows": rows, "summary": summary, "time_budget": args.time_budget,
                          "ablations": args.ablations, "validations": args.validations})
