@@ -198,14 +198,18 @@ def scoring_for(config: Path, validation: str):
     return dataclasses.replace(load_pipeline_config(config).scoring, validation=validation)
 
 
+def truth(frame):
+    """The columns of `frame` that scoring.compare reads as the truth: file_name, label, and speaker where known."""
+    return frame[[c for c in ("file_name", "label", "speaker") if c in frame.columns]]
+
+
 def branch_features(out: Path, branch: str, data: Path):
     """The pipeline's feature set of `branch` in `out`, with the corpus `data`'s labels and speakers joined."""
     from auttention.corpus import read_corpus
     from auttention.features import read_features
 
     frame = read_features(out / "features" / branch).drop(columns=["label", "speaker"], errors="ignore")
-    corpus = read_corpus(data)
-    return frame.merge(corpus[[c for c in ("file_name", "label", "speaker") if c in corpus.columns]], on="file_name")
+    return frame.merge(truth(read_corpus(data)), on="file_name")
 
 
 def functionals_parts(out: Path, data: Path, config: Path, validation: str) -> dict[str, tuple[dict, dict]]:
@@ -225,9 +229,8 @@ def functionals_parts(out: Path, data: Path, config: Path, validation: str) -> d
     sets = {"functionals": full, "functionals-v1": older,
             "fused-functionals": fuse([fusion, full]), "fused-functionals-v1": fuse([fusion, older])}
     evaluations = {name: evaluate(frame, scoring) for name, frame in sets.items()}
-    truth = full[[c for c in ("file_name", "label", "speaker") if c in full.columns]]
     tag = "" if validation == "devel" else f"-{validation}"
-    return {f"{name}{tag}": (ev.metrics(), versus(ev, evaluations["functionals"], truth))
+    return {f"{name}{tag}": (ev.metrics(), versus(ev, evaluations["functionals"], truth(full)))
             for name, ev in evaluations.items() if name != "functionals"}
 
 
@@ -249,9 +252,8 @@ def audeep_fused(outs: list[Path], data: Path, config: Path, validation: str) ->
         fused = fused.merge(frame[["file_name", *feature_columns(frame)]].rename(
             columns={c: f"{c}_clip{i}" for c in feature_columns(frame)}), on="file_name", validate="one_to_one")
     functionals = branch_features(outs[0], "functionals", data)
-    truth = functionals[[c for c in ("file_name", "label", "speaker") if c in functionals.columns]]
     ev = evaluate(fused, scoring)
-    return ev.metrics(), versus(ev, evaluate(functionals, scoring), truth)
+    return ev.metrics(), versus(ev, evaluate(functionals, scoring), truth(functionals))
 
 
 def variant(tmp: Path, name: str, changes: dict[str, dict]) -> Path:
