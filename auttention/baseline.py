@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .corpus import BadAudioPolicy
+from .record import FUNCTIONALS
 
 if TYPE_CHECKING:
     from .storage import Location
@@ -182,7 +183,6 @@ def _voicing(x: np.ndarray, sample_rate: int, hop: int, loud_db: float) -> tuple
     return np.asarray(out, dtype=np.float64), voiced
 
 
-FUNCTIONALS = "functionals"  # the feature set's name: its columns, its folder, its row in the tables
 SETTINGS = "settings.json"  # a functionals folder's completion marker and provenance, written last
 TABLE = "functionals.parquet"
 
@@ -324,7 +324,7 @@ def evaluate_baseline(corpus: pd.DataFrame, cfg, *, sample_rate: int = 16000, jo
     Returns auttention.scoring.Evaluation (c, devel_rho, test_rho: None without test labels; their 95%
     intervals, speakers resampled where the corpus names them).
     """
-    from .scoring import evaluate
+    from .evaluation import evaluate
 
     return evaluate(functionals(corpus, folder, sample_rate=sample_rate, jobs=jobs, policy=policy,
                                 corpus_id=corpus_id), cfg)

@@ -178,3 +178,16 @@ def _percentiles(values: np.ndarray, level: float) -> tuple[float, float]:
         return math.nan, math.nan
     lo, hi = np.percentile(defined, [50 * (1 - level), 50 * (1 + level)])
     return float(lo), float(hi)
+
+
+def interval_json(ci: tuple[float, float] | None) -> list[float] | None:
+    """An interval as JSON holds it: [lo, hi], or None where there is none or it is undefined."""
+    if ci is None or any(math.isnan(v) for v in ci):
+        return None
+    return [float(ci[0]), float(ci[1])]
+
+
+def rho_ci(y: np.ndarray, pred: np.ndarray, groups: np.ndarray | None) -> tuple[float, float] | None:
+    """The 95% bootstrap interval of a rho as the product reports it (seed 0, B = 1000; speakers resampled
+    when `groups` is given); None where there are fewer than two clips."""
+    return rho_interval(y, pred, groups) if len(y) >= 2 else None

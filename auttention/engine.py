@@ -25,17 +25,14 @@ import numpy as np
 import pandas as pd
 
 from . import spectrogram as spectro
-from .baseline import FUNCTIONALS
 from .config import ModelConfig, PipelineConfig, ScoringConfig, TrainingConfig, settings_hash
+from .evaluation import Evaluation, evaluate
 from .features import feature_frame, fuse
-from .scoring import Evaluation, evaluate
+from .record import FUNCTIONALS, FUSION, NETWORKS
 
 if TYPE_CHECKING:  # training imports TensorFlow (seconds): only where a model is built
     from .training import Trainer
 
-NETWORKS = ("attention", "seq2seq")
-FUSION = "fusion"  # the early fusion (scoring.fuse): one name in YAML, trials.csv, report, metrics
-BRANCHES = (*NETWORKS, FUSION)
 PARTITIONS = ("train", "devel", "test")
 FIT_ON = {"train": ("train",), "train+devel": ("train", "devel"), "all": ("train", "devel", "test")}
 

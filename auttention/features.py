@@ -43,10 +43,10 @@ def feature_columns(frame: pd.DataFrame) -> list[str]:
 
 def write_features(frame: pd.DataFrame, out: str | os.PathLike, csv: bool = False) -> Path:
     """Write out/features.parquet (and out/features.csv when asked), atomically."""
-    from .io import atomic_path, write_csv
-
     import pyarrow as pa
     import pyarrow.parquet as pq
+
+    from .io import atomic_path, write_csv
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

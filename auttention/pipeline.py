@@ -14,16 +14,17 @@ from typing import Any
 import pandas as pd
 
 from . import spectrogram as spectro
+from .baseline import FUNCTIONALS, functionals
 from .config import ModelConfig, PipelineConfig, ScoringConfig, TrainingConfig, to_dict
 from .corpus import BadAudioPolicy
 from .engine import FUSION, NETWORKS, Engine, Hooks, network_features, provenance
 from .errors import UserError
+from .evaluation import Evaluation, compare, compare_held_out
 from .extraction import ProcessPool, extract
 from .features import write_features
 from .io import write_yaml
-from .baseline import FUNCTIONALS, functionals
-from .scoring import (VALIDATION_TEXT, Evaluation, check_validation, compare, compare_held_out, format_difference,
-                      format_rho_ci, write_predictions)
+from .predictions import write_predictions
+from .validation import check_validation
 
 log = logging.getLogger(__name__)
 
@@ -64,34 +65,6 @@ def model_features(model: str | Path, spectrograms: str | Path, out: str | Path,
     write_features(features, out, csv=csv)
     return features
 
-
-def table(results: dict[str, Evaluation]) -> str:
-    """The paper's table: devel and test Spearman per branch with their 95% intervals (test only where
-    labels are known), and first the score C was chosen by where scoring.validation is not devel."""
-    def signed(text: str) -> str:  # a place for the minus sign, so that the decimal points line up
-        return text if text.startswith("-") else " " + text
-
-    labels = sorted({ev.label for ev in results.values() if ev.validation != "devel"})
-    heads = [f" {label}" for label in labels[:1]] + [" devel", " test"]
-    rows = []
-    for name, ev in results.items():
-        cells = [signed(format_rho_ci(ev.score, ev.score_ci))] if labels else []
-        cells += [signed(format_rho_ci(ev.devel_rho, ev.devel_ci)), signed(format_rho_ci(ev.test_rho, ev.test_ci))]
-        rows.append((name, cells, f"{ev.c:g}"))
-    nw = max(10, *(len(r[0]) for r in rows))
-    widths = [max([len(head)] + [len(r[1][i]) for r in rows]) for i, head in enumerate(heads)]
-    lines = [" ".join([f"{'':<{nw}}", *(f"{h:<{w}}" for h, w in zip(heads, widths))]) + "  C"]
-    lines += [" ".join([f"{name:<{nw}}", *(f"{c:<{w}}" for c, w in zip(cells, widths))]) + f"  {c}"
-              for name, cells, c in rows]
-    if labels:
-        lines.append(f"({labels[0]}: {VALIDATION_TEXT[next(ev.validation for ev in results.values() if ev.validation != 'devel')]}; "
-                     f"C chosen by it; devel from the SVR fit on train, test from the SVR refit on train+devel)")
-    if any(ev.test_rho is None for ev in results.values()):
-        lines.append("(test: labels unknown, e.g. '?' as ComParE ships them)")
-    resampled = {ev.resampled for ev in results.values() if ev.resampled}
-    if resampled:
-        lines.append(f"[95% bootstrap interval, {' and '.join(sorted(resampled))} resampled]")
-    return "\n".join(lines)
 
 
 def prepare_out(out: Path, made_from: dict[str, Any]) -> None:
@@ -183,10 +156,3 @@ def versus_entry(predictions: dict[str, pd.DataFrame], reference: Evaluation, tr
         out["score"] = compare_held_out(predictions["held_out"], reference.held_out, truth)
         out["score_name"] = reference.label
     return out
-
-
-def versus_line(entry: dict[str, Any], what: str = FUSION) -> str:
-    """The paired difference as `pipeline` and `run` print it."""
-    scored = f"{entry['score_name']} {format_difference(entry.get('score'))}, " if entry.get("score_name") else ""
-    return (f"{what} vs {FUNCTIONALS} (paired, the same clips): {scored}devel {format_difference(entry.get('devel'))}, "
-            f"test {format_difference(entry.get('test'))}")

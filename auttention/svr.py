@@ -13,6 +13,9 @@ with a ridge term): one eigendecomposition of A'A (A = [x, 1], (d+1) x (d+1)) se
 iteration, an iteration is two matrix-vector products with A, and each C starts from the
 previous C's solution (the grid is walked from the smallest C up). It stops on a certified bound,
 the relative duality gap, where liblinear stops on the size of its dual gradient.
+
+`model` composes the paper's regressor (min-max scaling, then this SVR), `fit` fits it, `postprocess`
+rounds and clips its predictions to the label range.
 """
 
 from __future__ import annotations
@@ -23,7 +26,11 @@ from typing import Sequence
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import MinMaxScaler
 from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
+
+from .config import ScoringConfig
 
 _RELAX = 1.6      # over-relaxation (Boyd et al. 2011, 3.4.3; 1.5-1.8 is the usual range)
 _CHECK_EVERY = 10  # iterations between duality-gap checks (each costs one more pass over A)
@@ -164,3 +171,30 @@ def _prox(w: np.ndarray, kappa: float, epsilon: float) -> np.ndarray:
     """argmin_z kappa * max(0, |z| - epsilon) + 0.5 (z - w)^2, elementwise."""
     magnitude = np.abs(w)
     return np.sign(w) * np.maximum(np.minimum(magnitude, epsilon), magnitude - kappa)
+
+
+def postprocess(pred: np.ndarray, cfg: ScoringConfig) -> np.ndarray:
+    """Round (if cfg.round) and clip predictions to [label_min, label_max]."""
+    pred = np.round(pred) if cfg.round else np.asarray(pred, float)
+    return np.clip(pred, cfg.label_min, cfg.label_max)
+
+
+def model(complexities: Sequence[float], cfg: ScoringConfig) -> Pipeline:
+    """The paper's model for every C of `complexities`: min-max scaling, then the linear SVR.
+
+    `LinearSVRPath` minimises LinearSVR's objective (epsilon-insensitive loss, epsilon 0; the intercept
+    regularised as liblinear does) for the whole grid with one factorisation and warm starts: the
+    same models, far faster where clips outnumber features."""
+    return make_pipeline(MinMaxScaler(), LinearSVRPath(complexities, max_iter=cfg.max_iter))
+
+
+def fit(pipeline: Pipeline, x: np.ndarray, y: np.ndarray) -> Pipeline:
+    """`pipeline` (a `model`) fit on (x, y), a C that stops at max_iter scored as it stands (as liblinear's)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return pipeline.fit(x, y)
+
+
+def fit_predict(x_fit: np.ndarray, y_fit: np.ndarray, x_pred: np.ndarray, c: float, cfg: ScoringConfig) -> np.ndarray:
+    """Min-max scaler + linear SVR (C=c) fit on (x_fit, y_fit); post-processed predictions for x_pred."""
+    return postprocess(fit(model([c], cfg), x_fit, y_fit).predict(x_pred)[:, 0], cfg)

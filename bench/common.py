@@ -36,8 +36,8 @@ def import_psutil():
     try:
         import psutil
     except ImportError:
-        import ray  # noqa: F401  (adds ray/thirdparty_files, which holds psutil, to sys.path)
         import psutil
+        import ray  # noqa: F401  (adds ray/thirdparty_files, which holds psutil, to sys.path)
     return psutil
 
 
@@ -256,3 +256,13 @@ class CpuSampler:
     def tree_busy(self) -> float:
         """Our process tree's CPU seconds over (wall time x CPUs): how busy we kept the machine."""
         return self.tree_cpu_seconds / (self.wall * (os.cpu_count() or 1)) if self.wall > 0 else float("nan")
+
+
+def select_c(x_train, y_train, x_devel, y_devel, cfg):
+    """C chosen on devel (scoring.validation devel, the paper's): the SVR fit on train for the whole grid."""
+    import numpy as np
+
+    from auttention.validation import FIT_ONLY, cross_validate
+
+    folds = np.r_[np.full(len(y_train), FIT_ONLY), np.zeros(len(y_devel), int)]
+    return cross_validate(np.vstack([x_train, x_devel]), np.concatenate([y_train, y_devel]), folds, cfg)

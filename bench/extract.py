@@ -328,13 +328,12 @@ def main() -> None:
     if args.driver_child:
         return driver_child(args.driver_child)
 
+    import pandas as pd
     from threadpoolctl import threadpool_limits
 
     from auttention import spectrogram as spectro
     from auttention.config import SPECTROGRAM_PRESETS, SpectrogramConfig
     from auttention.corpus import audio_length, load_audio, read_corpus
-
-    import pandas as pd
 
     load_start = loadavg()
     corpus = read_corpus(corpus_folder(args.data))

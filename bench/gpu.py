@@ -158,9 +158,11 @@ def measure_training(sizes: list[str], models: list[str], xlas: list[str]) -> li
 
     for gpu in tf.config.list_physical_devices("GPU"):
         tf.config.experimental.set_memory_growth(gpu, True)
+    from train import model_config
+    from train import sizes as train_sizes
+
     from auttention.config import TrainingConfig
     from auttention.training import Trainer
-    from train import model_config, sizes as train_sizes
 
     rows = []
     all_sizes = train_sizes(200)

@@ -224,8 +224,8 @@ def main() -> None:
     from auttention.corpus import read_corpus
     from auttention.io import write_yaml
     from search.extract import ensure_spectrograms
-    from search.raysession import start_ray
     from search.prepare import default_cache
+    from search.raysession import start_ray
     from search.runner import run_search
     from search.space import load_space
 

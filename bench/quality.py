@@ -73,7 +73,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from auttention import TF_LOG_LEVEL  # noqa: E402
-from auttention.scoring import format_difference, format_rho_ci  # noqa: E402
+from auttention.formatting import format_difference, format_rho_ci  # noqa: E402
 from bench.common import ROOT, markdown_table, table, write_result  # noqa: E402
 
 CLI = [sys.executable, "-m", "search"]
@@ -186,7 +186,7 @@ def space_variant(tmp: Path, name: str, changes: dict[str, dict]) -> Path:
 def rechosen(out: Path, branch: str, data: Path, config: Path, validation: str) -> dict:
     """The pipeline's features of `branch` (fusion, functionals) in `out` scored with C chosen by
     scoring.validation `validation` (the corpus' labels and speakers joined): its metrics."""
-    from auttention.scoring import evaluate
+    from auttention.evaluation import evaluate
 
     return evaluate(branch_features(out, branch, data), scoring_for(config, validation)).metrics()
 
@@ -217,9 +217,9 @@ def functionals_parts(out: Path, data: Path, config: Path, validation: str) -> d
     columns: MFCC, energy and voicing), alone and fused with the pipeline's autoencoder features in `out`,
     C chosen by `validation`: {method: (metrics, paired difference to the full functionals alone)}."""
     from auttention.baseline import FUNCTIONALS, mfcc_functional_names
+    from auttention.evaluation import evaluate
     from auttention.features import feature_columns, fuse
     from auttention.pipeline import versus
-    from auttention.scoring import evaluate
 
     scoring = scoring_for(config, validation)
     full = branch_features(out, FUNCTIONALS, data)
@@ -241,9 +241,9 @@ def audeep_fused(outs: list[Path], data: Path, config: Path, validation: str) ->
     """auDeep's recipe on the pipelines in `outs` (configs/demo.yaml at one clip_below each, the first the
     plain one): their fusion features side by side, C chosen by `validation`; (metrics, paired difference
     to the functionals on the same clips)."""
+    from auttention.evaluation import evaluate
     from auttention.features import feature_columns
     from auttention.pipeline import versus
-    from auttention.scoring import evaluate
 
     scoring = scoring_for(config, validation)
     sets = [branch_features(out, "fusion", data) for out in outs]

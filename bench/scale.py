@@ -105,8 +105,9 @@ def score_three(att_train, att_devel, s2s_train, s2s_devel, y_train, y_devel, se
 
 def measure_points(echo) -> list[dict]:
     """Every (clips, frames, units) point of the one-factor-at-a-time design."""
+    from common import select_c
+
     from auttention.config import ScoringConfig, TrainingConfig
-    from auttention.scoring import select_c
     from auttention.training import Trainer
 
     cfg = ScoringConfig()
@@ -167,10 +168,11 @@ def predict(fit: dict, clips: float, frames: float, units: float) -> float:
 
 def measure_scoring(before: bool, echo) -> dict:
     """select_c x 3 on random features of the paper sizes at 1/4, 1/2 and all of ComParE; before: liblinear."""
-    from auttention.config import ScoringConfig
-    from auttention.scoring import select_c
-    from auttention.models import feature_size
+    from common import select_c
     from scoring import before as select_c_before
+
+    from auttention.config import ScoringConfig
+    from auttention.models import feature_size
 
     cfg = ScoringConfig()
     d_att, d_s2s = (feature_size(c) for c in model_configs(PAPER_UNITS))

@@ -60,7 +60,8 @@ def before(x_train, y_train, x_devel, y_devel, cfg) -> tuple[float, dict[float, 
     from sklearn.preprocessing import MinMaxScaler
     from sklearn.svm import LinearSVR
 
-    from auttention.scoring import postprocess, spearman
+    from auttention.metric import spearman
+    from auttention.svr import postprocess
 
     rhos = {}
     for c in cfg.complexities:
@@ -84,10 +85,10 @@ def main() -> None:
     parser.add_argument("--cases", nargs="+", default=CASES, choices=[f"{s}-{k}" for s in SIZES for k in ("random", "latent")])
     parser.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1: one trial's core)")
     args = parser.parse_args()
+    from common import select_c
     from threadpoolctl import threadpool_limits
 
     from auttention.config import ScoringConfig
-    from auttention.scoring import select_c
 
     cfg = ScoringConfig()
     load_start, rows = loadavg(), []
@@ -99,8 +100,8 @@ def main() -> None:
             rows.append({"case": case, "n_train": len(data[0]), "n_devel": len(data[2]), "features": data[0].shape[1],
                          "before_cpu_s": t_before, "after_cpu_s": t_after, "speed_up": t_before / t_after,
                          "c_before": c_before, "c_after": chosen.c, "rho_before": rho_before[c_before],
-                         "rho_after": chosen.rho,
-                         "max_abs_rho_diff": max(abs(rho_before[c] - chosen.rho_per_c[c]) for c in rho_before)})
+                         "rho_after": chosen.score,
+                         "max_abs_rho_diff": max(abs(rho_before[c] - chosen.score_per_c[c]) for c in rho_before)})
             r = rows[-1]
             print(f"  {case}: {t_before:.2f} -> {t_after:.2f} CPU s, C {c_before:g} / {chosen.c:g}", flush=True)
     print(table([[r["case"], f"{r['n_train']}x{r['features']}", r["before_cpu_s"], r["after_cpu_s"], r["speed_up"],

@@ -213,13 +213,13 @@ def _median(values: list[float]) -> float:
 
 def warm_cache(space: dict, data: str | None) -> None:
     """Extract every spectrogram setting of the space once, so that no strategy pays for it."""
+    import ray
+
     from auttention.corpus import read_corpus
     from search.extract import ensure_spectrograms
-    from search.raysession import start_ray
     from search.prepare import default_cache
+    from search.raysession import start_ray
     from search.space import load_space
-
-    import ray
 
     with tempfile.TemporaryDirectory() as tmp:
         from auttention.io import write_yaml

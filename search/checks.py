@@ -10,8 +10,8 @@ import pandas as pd
 
 from auttention.config import ScoringConfig, build
 from auttention.corpus import check_label_range
-from auttention.scoring import check_validation
 from auttention.errors import UserError
+from auttention.validation import check_validation
 
 from .space import Space
 

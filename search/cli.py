@@ -21,16 +21,29 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", TF_LOG_LEVEL)  # TensorFlow's C++ 
 import click
 import yaml
 
-from auttention.config import (MODEL_CONFIGS, SPECTROGRAM_PRESETS, AttentionConfig, ScoringConfig, Seq2seqConfig,
-                               SpectrogramConfig, TrainingConfig, build, field_types, load_yaml)
 from auttention import import_tensorflow_quietly
-from auttention.log import setup as setup_logging
+from auttention.config import (
+    MODEL_CONFIGS,
+    SPECTROGRAM_PRESETS,
+    AttentionConfig,
+    ScoringConfig,
+    Seq2seqConfig,
+    SpectrogramConfig,
+    TrainingConfig,
+    build,
+    field_types,
+    load_yaml,
+)
 from auttention.corpus import ON_BAD_AUDIO, BadAudioPolicy
 from auttention.errors import UserError
+from auttention.evaluation import evaluate_features
 from auttention.extraction import extract_corpus
 from auttention.features import fuse_folders
+from auttention.formatting import table, versus_line
+from auttention.record import FUNCTIONALS, FUSION
+from auttention.formatting import format_rho_ci
+from auttention.log import setup as setup_logging
 from auttention.pipeline import model_features, train_from_folder
-from auttention.scoring import evaluate_features, format_rho_ci
 from search.sources import AUTO, DELIVERIES, OBJECT_STORE_SHARE
 
 log = logging.getLogger("search.cli")  # by name: run as `python -m search.cli`, __name__ is __main__
@@ -252,7 +265,7 @@ def evaluate(features_path: str, labels: str | None, out: str, config_path: str 
 def score(predictions: str, labels: str) -> None:
     """Spearman's rho of a predictions CSV against a label file."""
     from auttention.corpus import read_labels
-    from auttention.scoring import read_predictions, score_predictions
+    from auttention.predictions import read_predictions, score_predictions
 
     rho, n, ci, resampled = score_predictions(read_predictions(predictions), read_labels(labels))
     shown = format_rho_ci(rho, ci)
@@ -284,8 +297,8 @@ def pipeline(data: str, config_path: str | None, out: str | None, jobs: int | No
     t0 = time.perf_counter()
     results = pipe.run(corpus, cfg, out, jobs=jobs, policy=BadAudioPolicy(on_bad_audio))
     log.info("")
-    log.info(pipe.table(results))
-    log.info(pipe.versus_line(pipe.versus(results[pipe.FUSION], results[pipe.FUNCTIONALS], corpus)))
+    log.info(table(results))
+    log.info(versus_line(pipe.versus(results[FUSION], results[FUNCTIONALS], corpus)))
     log.info(f"\n{len(corpus)} clips, {time.perf_counter() - t0:.0f} s; outputs in {out} "
              f"(predictions.test.csv, metrics.json)")
 
@@ -445,9 +458,9 @@ def stop(job: str, address: str | None) -> None:
 def report(run_dir: str) -> None:
     """(Re)write RUN_DIR/report/index.html: the search at a glance. RUN_DIR: runs/NAME, or a run folder
     on object storage (s3://bucket/runs/NAME: fetched into a local mirror, the report written back)."""
+    from search.prepare import default_cache
     from search.report import write_report
     from search.runfolder import run_folder_of
-    from search.prepare import default_cache
 
     run = run_folder_of(run_dir, default_cache())
     if run.remote:

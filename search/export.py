@@ -14,9 +14,11 @@ import pandas as pd
 
 from auttention.baseline import FUNCTIONALS
 from auttention.config import to_dict
+from auttention.evaluation import Evaluation
+from auttention.formatting import format_rho, format_scores
 from auttention.io import write_csv, write_json, write_yaml
 from auttention.pipeline import versus_entry
-from auttention.scoring import Evaluation, format_rho, format_scores, validation_label
+from auttention.validation import validation_label
 
 from .keys import flat_columns
 from .selection import SELECTION, Candidate, Selection, ensemble, trial_id
@@ -111,7 +113,7 @@ class Reference:
 
     def evaluated(self, scoring: ScoringConfig) -> Evaluation:
         """Its evaluation by `scoring` (the exported configuration's SVR settings; scored again if they differ)."""
-        from auttention.scoring import evaluate
+        from auttention.evaluation import evaluate
 
         return self.evaluation if scoring == self.scoring else evaluate(self.frame, scoring)
 
@@ -153,7 +155,7 @@ def export_best(run_dir: Path, cfg: PipelineConfig, chosen: Candidate, confirmed
     exported predictions to it on the same clips (`exported_vs_functionals`). Returns best/ and the metrics
     written to its metrics.json."""
     from auttention.features import write_features
-    from auttention.scoring import write_predictions
+    from auttention.predictions import write_predictions
 
     folder = run_dir / "best"
     folder.mkdir(parents=True, exist_ok=True)
@@ -233,7 +235,9 @@ def ensemble_scores(cand: Candidate | list[Candidate], frame: pd.DataFrame, scor
     their devel and test rho (test where labels are known) and validation score (scoring.validation's, on the
     averaged held-out predictions), each with its 95% bootstrap interval (*_ci: [lo, hi] or None; speakers
     resampled where the frame has them)."""
-    from auttention.scoring import held_out_score, interval_json, rho_ci, spearman
+    from auttention.confidence import interval_json, rho_ci
+    from auttention.evaluation import held_out_score
+    from auttention.metric import spearman
 
     predictions = ensemble(cand, scoring)
     indexed = frame.set_index("file_name")
@@ -269,8 +273,8 @@ def _short(value: Any) -> str:
 
 def summary(exported: Exported, metric: str, top: int = 5) -> str:
     """The text printed at the end: counts, the top trials, and the chosen trial's devel/test table."""
-    from auttention.pipeline import table as paper_table
-    from auttention.pipeline import versus_line
+    from auttention.formatting import table as paper_table
+    from auttention.formatting import versus_line
 
     table, evaluations = exported.table, exported.evaluations
     seed_ensemble = (exported.metrics or {}).get("ensemble")

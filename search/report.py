@@ -25,12 +25,20 @@ import pandas as pd
 import yaml
 
 from auttention.baseline import FUNCTIONALS
+from auttention.formatting import VALIDATION_TEXT, format_difference, format_rho, format_rho_ci
 from auttention.io import atomic_dir
-from auttention.scoring import VALIDATION_TEXT, format_difference, format_rho, format_rho_ci
 
-from .plots import (STATUS_STYLE, TOP_PARALLEL, plot_best_so_far, plot_curves, plot_importance, plot_parallel,
-                    plot_predictions, save_png)
 from .export import VERSUS, validation_name
+from .plots import (
+    STATUS_STYLE,
+    TOP_PARALLEL,
+    plot_best_so_far,
+    plot_curves,
+    plot_importance,
+    plot_parallel,
+    plot_predictions,
+    save_png,
+)
 from .rundata import RunData, load_run, read_labels, read_predictions
 from .selection import SELECTION
 

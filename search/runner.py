@@ -15,7 +15,8 @@ from typing import Any
 
 from auttention.corpus import BadAudioPolicy
 from auttention.errors import UserError
-from auttention.scoring import evaluate, format_evaluation
+from auttention.evaluation import evaluate
+from auttention.formatting import format_evaluation
 
 from . import tracking
 from .budget import Budget, duration

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
-from auttention.scoring import format_rho
+from auttention.formatting import format_rho
 
 if TYPE_CHECKING:
     from auttention.config import PipelineConfig, ScoringConfig
@@ -331,7 +331,7 @@ def ensemble(members: Candidate | list[Candidate], scoring: ScoringConfig) -> di
     configuration gets wrong."""
     import pandas as pd
 
-    from auttention.scoring import postprocess
+    from auttention.svr import postprocess
 
     members = members if isinstance(members, list) else [members]
     out = {}

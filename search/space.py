@@ -27,8 +27,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from auttention.config import (SECTIONS, PipelineConfig, SpectrogramConfig, _opt, build, check_value,
-                               expand_preset, field_types, load_yaml, section_data, to_dict)
+from auttention.config import (
+    SECTIONS,
+    PipelineConfig,
+    SpectrogramConfig,
+    _opt,
+    build,
+    check_value,
+    expand_preset,
+    field_types,
+    load_yaml,
+    section_data,
+    to_dict,
+)
 from auttention.errors import UserError
 
 from .keys import flat_params, param_name

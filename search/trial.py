@@ -158,7 +158,7 @@ def _report(metrics: dict, engine) -> None:
         reported = {k: v for k, v in metrics.items() if k != "history"}
         tune.report(reported, checkpoint=tune.Checkpoint.from_directory(folder))
     # the actor's log (dashboard: Actors -> this trial -> Logs) shows its progress as it goes
-    from auttention.scoring import format_rho
+    from auttention.formatting import format_rho
 
     logging.getLogger(__name__).info(
         f"{tune.get_context().get_trial_name()} epoch {metrics['epoch']}/{metrics['max_epochs']}: "

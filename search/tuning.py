@@ -241,7 +241,8 @@ def trial_name(trial) -> str:
 def scored_on(space: Space) -> str:
     """What the metric is where scoring.validation is not devel (fixed in a space), as the start line says it."""
     from auttention.config import ScoringConfig, build
-    from auttention.scoring import VALIDATION_TEXT, validation_label
+    from auttention.formatting import VALIDATION_TEXT
+    from auttention.validation import validation_label
 
     scoring = build(ScoringConfig, {k: v for k, v in space.fixed.get("scoring", {}).items()
                                     if k in ("validation", "folds")}, "scoring")

@@ -7,7 +7,6 @@ docs/RELIABILITY.md lists every case with the message a user sees and the test t
 
 from __future__ import annotations
 
-import json
 import shutil
 import tracemalloc
 from pathlib import Path
@@ -18,12 +17,12 @@ import pytest
 import soundfile as sf
 import yaml
 from click.testing import CliRunner
+from conftest import TINY_SPACE, captured_log, write_tone_corpus
 
 from auttention import spectrogram as spectro
 from auttention.config import SpectrogramConfig
 from auttention.corpus import BadAudio, BadAudioPolicy, fingerprint, read_corpus
 from auttention.extraction import ProcessPool, extract
-from conftest import TINY_SPACE, captured_log, write_tone_corpus
 from search.cli import main
 
 SPEC = ["--n-fft", "256", "--hop-length", "128", "--n-mels", "16", "--frames", "20", "--jobs", "1"]

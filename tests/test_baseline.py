@@ -95,7 +95,8 @@ def test_baseline_with_every_label_equal_says_rho_is_undefined(tone_corpus):
 def test_rho_is_formatted_in_one_place():
     import math
 
-    from auttention.scoring import format_rho, spearman
+    from auttention.formatting import format_rho
+    from auttention.metric import spearman
 
     assert math.isnan(spearman(np.array([3.0, 3.0, 3.0]), np.array([1.0, 2.0, 3.0])))  # nothing to rank
     assert spearman(np.array([1.0, 2.0, 3.0]), np.array([4.0, 4.0, 4.0])) == 0.0  # ranks nothing: chance
@@ -106,9 +107,10 @@ def test_rho_is_formatted_in_one_place():
 def test_functionals_are_kept_by_provenance(tone_corpus, tmp_path, log_lines):
     """Kept in a folder and reused for the same corpus and settings, with one line saying so; made again,
     saying why, for another corpus; bad audio under 'fail' leaves no folder; labels joined by file name."""
+    from conftest import write_tone_corpus
+
     from auttention.baseline import SETTINGS, functionals
     from auttention.corpus import BadAudio, fingerprint, read_corpus
-    from conftest import write_tone_corpus
 
     corpus = read_corpus(tone_corpus)
     folder = tmp_path / "kept"

@@ -82,7 +82,9 @@ def test_compare_pairs_two_prediction_files_on_the_clips_both_have():
     names them; None where fewer than two labelled clips are shared."""
     import pandas as pd
 
-    from auttention.scoring import compare, format_difference, spearman
+    from auttention.evaluation import compare
+    from auttention.formatting import format_difference
+    from auttention.metric import spearman
 
     rng = np.random.default_rng(1)
     n = 60

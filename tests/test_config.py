@@ -1,8 +1,18 @@
 import pytest
 
-from auttention.config import (SPECTROGRAM_PRESETS, AttentionConfig, Seq2seqConfig, SpectrogramConfig,
-                               TrainingConfig, build, expand_preset, load_pipeline_config, model_config,
-                               pipeline_config, to_dict)
+from auttention.config import (
+    SPECTROGRAM_PRESETS,
+    AttentionConfig,
+    Seq2seqConfig,
+    SpectrogramConfig,
+    TrainingConfig,
+    build,
+    expand_preset,
+    load_pipeline_config,
+    model_config,
+    pipeline_config,
+    to_dict,
+)
 from auttention.errors import UserError
 
 

@@ -82,7 +82,7 @@ def test_test_labels_never_move_k():
 def test_k_follows_the_validation_score_not_devel_alone():
     """Under validation swap, k is chosen by the swap score of the averaged held-out predictions (devel's and
     train's), which can disagree with devel's rho; each member's contribution is to that score."""
-    from auttention.scoring import fold_score
+    from auttention.validation import fold_score
 
     rng = np.random.default_rng(2)
     truth = _truth(rng)

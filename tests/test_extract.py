@@ -113,10 +113,10 @@ def _in_a_task():
 def test_node_copy_is_made_once_per_node_and_mapped(ray_two_cpus, corpus, tmp_path):
     """Two tasks at once on this node: one Arrow copy of the cache, made under the lock, read-only views
     of it in both; the labels are the corpus' (joined by file name), not those at extraction."""
+    import ray
+
     from search.extract import ensure_spectrograms
     from search.sources import NODE_COPY, spectrogram_sources
-
-    import ray
 
     copies = ray_two_cpus
     folders = ensure_spectrograms(corpus, [SETTINGS], tmp_path / "cache")

@@ -15,7 +15,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import TINY_SPACE
 
 EXE = str(Path(sys.executable).parent / "auttention-search")

@@ -6,8 +6,19 @@ import pytest
 import tensorflow as tf
 
 from auttention.config import MODEL_CONFIGS, AttentionConfig, Seq2seqConfig
-from auttention.models import (BahdanauDecoder, FrameMask, LuongAttention, _decoder_stack, attention_weights,
-                               build_autoencoder, decoder_inputs, feature_size, frame_weights, full_lengths, targets)
+from auttention.models import (
+    BahdanauDecoder,
+    FrameMask,
+    LuongAttention,
+    _decoder_stack,
+    attention_weights,
+    build_autoencoder,
+    decoder_inputs,
+    feature_size,
+    frame_weights,
+    full_lengths,
+    targets,
+)
 
 T, F, N = 12, 8, 16
 

@@ -15,9 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-
-from conftest import TINY_SPACE
-from conftest import free_port
+from conftest import TINY_SPACE, free_port
 from test_cluster import LOCAL, _get, _token
 
 pytestmark = pytest.mark.slow

@@ -10,12 +10,13 @@ import pandas as pd
 import pytest
 import yaml
 from click.testing import CliRunner
+from conftest import write_tone_corpus
 
 from auttention.config import ScoringConfig
 from auttention.corpus import fingerprint, read_corpus
+from auttention.evaluation import evaluate
 from auttention.features import feature_frame
-from auttention.scoring import evaluate, fit_predict
-from conftest import write_tone_corpus
+from auttention.svr import fit_predict
 from search.cli import main
 
 pytestmark = pytest.mark.timeout(600)
@@ -119,7 +120,7 @@ def test_test_partition_cannot_move_the_choice_and_the_final_model_is_refit_on_t
     perturbed.loc[test, cols] = (rng.normal(size=(int(test.sum()), len(cols))) * 100).astype(np.float32)
     perturbed.loc[test, "label"] = rng.permutation(perturbed.loc[test, "label"].to_numpy())
     ev2 = evaluate(perturbed, cfg)
-    assert ev2.c == ev.c and ev2.devel_rho == ev.devel_rho and ev2.rho_per_c == ev.rho_per_c
+    assert ev2.c == ev.c and ev2.devel_rho == ev.devel_rho and ev2.score_per_c == ev.score_per_c
     assert ev2.devel.equals(ev.devel)
     # the test predictions are those of a scaler + SVR fit on train+devel with the chosen C ...
     fit = frame[~test].sort_values("file_name")

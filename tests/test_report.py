@@ -16,11 +16,8 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
-import yaml
-from PIL import Image
-
 from conftest import TINY_SPACE, chromium_path
-
+from PIL import Image
 
 pytestmark = pytest.mark.timeout(1200)
 

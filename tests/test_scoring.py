@@ -4,8 +4,18 @@ import pytest
 
 from auttention.config import ScoringConfig
 from auttention.errors import UserError
+from auttention.evaluation import evaluate
 from auttention.features import feature_frame, fuse
-from auttention.scoring import evaluate, postprocess, score_predictions, select_c, spearman
+from auttention.metric import spearman
+from auttention.predictions import score_predictions
+from auttention.svr import postprocess
+from auttention.validation import FIT_ONLY, cross_validate
+
+
+def devel_choice(x_train, y_train, x_devel, y_devel, cfg):
+    """C chosen on devel (scoring.validation devel): the SVR fit on train for the grid, devel held out."""
+    folds = np.r_[np.full(len(y_train), FIT_ONLY), np.zeros(len(y_devel), int)]
+    return cross_validate(np.vstack([x_train, x_devel]), np.concatenate([y_train, y_devel]), folds, cfg)
 
 
 def test_spearman_hand_computed_and_constant():
@@ -28,21 +38,21 @@ def _frame(seed=0, n=30, name="a"):
     return feature_frame(names, parts, y, x, name)
 
 
-def test_select_c_matches_manual_grid():
+def test_devel_choice_matches_manual_grid():
     from sklearn.preprocessing import MinMaxScaler
     from sklearn.svm import LinearSVR
     frame = _frame()
     cfg = ScoringConfig(complexities=[1e-3, 1.0])
     tr, dv = frame[frame.partition == "train"], frame[frame.partition == "devel"]
     cols = [c for c in frame.columns if c.startswith("a_")]
-    chosen = select_c(tr[cols].to_numpy(), tr.label.to_numpy(), dv[cols].to_numpy(), dv.label.to_numpy(), cfg)
+    chosen = devel_choice(tr[cols].to_numpy(), tr.label.to_numpy(), dv[cols].to_numpy(), dv.label.to_numpy(), cfg)
     for c in cfg.complexities:
         scaler = MinMaxScaler().fit(tr[cols])
         svr = LinearSVR(C=c, random_state=0, max_iter=10000).fit(scaler.transform(tr[cols]), tr.label)
         pred = np.clip(np.round(svr.predict(scaler.transform(dv[cols]))), 1, 9)
-        assert chosen.rho_per_c[c] == pytest.approx(spearman(dv.label, pred))
-    assert chosen.c == max(chosen.rho_per_c, key=chosen.rho_per_c.get)
-    assert chosen.rho > 0.5
+        assert chosen.score_per_c[c] == pytest.approx(spearman(dv.label, pred))
+    assert chosen.c == max(chosen.score_per_c, key=chosen.score_per_c.get)
+    assert chosen.score > 0.5
 
 
 def test_evaluate_refits_on_train_and_devel():
@@ -106,7 +116,7 @@ def _per_c_reference(x_train, y_train, x_devel, y_devel, cfg):
             warnings.simplefilter("ignore", ConvergenceWarning)
             svr = LinearSVR(C=c, random_state=0, max_iter=cfg.max_iter).fit(scaler.transform(x_train), y_train)
         rhos[c] = spearman(y_devel, postprocess(svr.predict(scaler.transform(x_devel)), cfg))
-    best = max(rhos, key=rhos.get)  # the first of the best on ties, as select_c
+    best = max(rhos, key=rhos.get)  # the first of the best on ties, as the devel choice
     return best, rhos[best]
 
 
@@ -137,14 +147,14 @@ def _latent_features(n, d, seed=0):
 
 
 @pytest.mark.parametrize("data", ["tones", "latent"])
-def test_select_c_same_choice_as_per_c_liblinear(tmp_path, data):
+def test_devel_choice_same_choice_as_per_c_liblinear(tmp_path, data):
     # tones: 40 clips x 96 spectrogram functionals (fewer clips than features); latent: 400 x 32 (n >> d)
     sets = _tone_functionals(tmp_path / "corpus", 40) if data == "tones" else _latent_features(400, 32)
     cfg = ScoringConfig()
     c, rho = _per_c_reference(*sets, cfg)
-    chosen = select_c(*sets, cfg)
+    chosen = devel_choice(*sets, cfg)
     assert chosen.c == c
-    assert chosen.rho == pytest.approx(rho, abs=0.01)
+    assert chosen.score == pytest.approx(rho, abs=0.01)
     assert rho > 0.2  # the features carry the label: the comparison is not between two zeros
 
 
@@ -171,7 +181,7 @@ def test_evaluate_gives_intervals_resampling_speakers_where_known():
 
 
 def test_format_rho_ci():
-    from auttention.scoring import RHO_UNDEFINED, format_rho_ci
+    from auttention.formatting import RHO_UNDEFINED, format_rho_ci
 
     assert format_rho_ci(0.5771, (0.409, 0.7249)) == "0.577 [0.41, 0.72]"
     assert format_rho_ci(-0.05, [-0.21, 0.1]) == "-0.050 [-0.21, 0.10]"
@@ -188,7 +198,7 @@ def _spoken(seed=0, n=60, speakers=(12, 6, 6)):
 
 
 def test_validation_folds_are_speaker_disjoint_balanced_and_deterministic():
-    from auttention.scoring import FIT_ONLY, validation_folds
+    from auttention.validation import FIT_ONLY, validation_folds
 
     frame = _spoken()
     fit = frame[frame.partition != "test"]
@@ -210,7 +220,7 @@ def test_validation_folds_are_speaker_disjoint_balanced_and_deterministic():
 
 
 def test_swap_scores_both_directions_and_chooses_c_by_their_mean():
-    from auttention.scoring import fit_predict
+    from auttention.svr import fit_predict
 
     frame = _spoken()
     cfg = ScoringConfig(validation="swap", complexities=[1e-3, 1e-1, 1.0])
@@ -220,8 +230,8 @@ def test_swap_scores_both_directions_and_chooses_c_by_their_mean():
     for c in cfg.complexities:
         forward = spearman(dv.label, fit_predict(tr[cols].to_numpy(), tr.label.to_numpy(), dv[cols].to_numpy(), c, cfg))
         backward = spearman(tr.label, fit_predict(dv[cols].to_numpy(), dv.label.to_numpy(), tr[cols].to_numpy(), c, cfg))
-        assert ev.rho_per_c[c] == pytest.approx((forward + backward) / 2, abs=1e-9)
-    assert ev.c == max(ev.rho_per_c, key=ev.rho_per_c.get) and ev.score == ev.rho_per_c[ev.c]
+        assert ev.score_per_c[c] == pytest.approx((forward + backward) / 2, abs=1e-9)
+    assert ev.c == max(ev.score_per_c, key=ev.score_per_c.get) and ev.score == ev.score_per_c[ev.c]
     # devel as the paper scores it at that C, test from the refit on train+devel
     assert ev.devel_rho == pytest.approx(spearman(dv.label, fit_predict(tr[cols].to_numpy(), tr.label.to_numpy(),
                                                                         dv[cols].to_numpy(), ev.c, cfg)))
@@ -235,10 +245,10 @@ def test_speaker_folds_hold_each_clip_out_once_and_devel_is_the_default_unchange
     ev = evaluate(frame, ScoringConfig(validation="speaker_folds", folds=3))
     assert len(ev.held_out) == (frame.partition != "test").sum() and ev.held_out["file_name"].is_unique
     assert ev.label == "3-fold" and np.isfinite(ev.score) and ev.score_ci[0] <= ev.score <= ev.score_ci[1]
-    plain = evaluate(frame, ScoringConfig())  # devel: the score is devel's rho, C as select_c chooses it
+    plain = evaluate(frame, ScoringConfig())  # devel: the score is devel's rho, C as the devel choice chooses it
     cols = [c for c in frame.columns if c.startswith("a_")]
     tr, dv = (frame[frame.partition == p].sort_values("file_name") for p in ("train", "devel"))
-    chosen = select_c(tr[cols].to_numpy(), tr.label.to_numpy(), dv[cols].to_numpy(), dv.label.to_numpy(), ScoringConfig())
-    assert plain.score == plain.devel_rho == chosen.rho and plain.c == chosen.c and plain.score_ci == plain.devel_ci
+    chosen = devel_choice(tr[cols].to_numpy(), tr.label.to_numpy(), dv[cols].to_numpy(), dv.label.to_numpy(), ScoringConfig())
+    assert plain.score == plain.devel_rho == chosen.score and plain.c == chosen.c and plain.score_ci == plain.devel_ci
     with pytest.raises(UserError, match="speaker_folds needs every clip's speaker"):
         evaluate(_frame(), ScoringConfig(validation="speaker_folds"))

@@ -203,6 +203,7 @@ def test_time_budget_leaves_no_running_optuna_trial(tiny):
     import copy
 
     from conftest import TINY_SPACE
+
     from search.runner import run_search
 
     root, corpus_dir, _ = tiny
@@ -352,6 +353,7 @@ def test_diverging_trial_errors_and_the_search_goes_on(tiny):
     import copy
 
     from conftest import TINY_SPACE
+
     from search.runner import run_search
 
     root, corpus_dir, _ = tiny
@@ -388,8 +390,9 @@ def test_damaged_test_clip_is_one_line(tiny):
     export's evaluation with one line naming the folder to delete, not a Ray traceback."""
     import copy
 
-    from auttention.errors import UserError
     from conftest import TINY_SPACE
+
+    from auttention.errors import UserError
     from search.runner import run_search
 
     root, corpus_dir, _ = tiny

@@ -90,9 +90,8 @@ def test_train_max_pads_whole_clips_and_chunks_long_ones(tone_corpus, tmp_path):
     """Whole clips by default: rows as long as the longest *training* clip (a longer test clip does not
     decide it), padded with the floor and their real frames recorded; clips past max_seconds become whole
     chunks (the last flush with the clip's end), named in one warning line."""
-    from conftest import captured_log
-
     import soundfile as sf
+    from conftest import captured_log
 
     rng = np.random.default_rng(0)
     sf.write(tone_corpus / "wav" / "test_0001.wav", 0.1 * rng.standard_normal(16000 * 3).astype(np.float32), 16000)

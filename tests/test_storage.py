@@ -139,9 +139,9 @@ def test_search_with_corpus_runs_and_cache_in_a_bucket_resumes(s3, tiny, tmp_pat
     assert not (Path("runs") / "bucketed").exists()
     assert "corpus: 30 clips" in out.stdout
 
-    import pandas as pd
-
     import io
+
+    import pandas as pd
 
     body = _client(s3).get_object(Bucket=BUCKET, Key="runs/bucketed/trials.csv")["Body"].read()
     trials = pd.read_csv(io.BytesIO(body))
