@@ -215,7 +215,7 @@ def compute_functionals(corpus: pd.DataFrame, sample_rate: int = 16000, jobs: in
     than one 25 ms frame is zero-padded to one frame, as the spectrograms are."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from .corpus import BadAudio, load_audio
+    from .audio import BadAudio, load_audio
 
     frame_len = int(round(_FRAME_S * sample_rate))
 

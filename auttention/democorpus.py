@@ -367,9 +367,7 @@ def _render_all(clips: list[Clip], wav_dir: Path, sample_rate: int, jobs: int) -
     # Plain subprocesses rather than multiprocessing: nothing forks the caller (which may hold
     # TensorFlow or Ray threads) and nothing re-imports the caller's __main__. Which worker
     # renders a clip does not matter: a clip depends only on its own parameters.
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
-                                                      env.get("PYTHONPATH")]))
+    env = _package_env()
     workers = []
     try:
         for w in range(jobs):
@@ -390,6 +388,14 @@ def _render_all(clips: list[Clip], wav_dir: Path, sample_rate: int, jobs: int) -
                 proc.kill()
                 proc.wait()
             log.close()
+
+
+def _package_env() -> dict[str, str]:
+    """The environment of a helper process that imports this package: this checkout's on its path."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
+                                                      env.get("PYTHONPATH")]))
+    return env
 
 
 def _worker_main() -> None:
@@ -582,95 +588,13 @@ def _voice_pools() -> tuple[tuple[str, ...], tuple[str, ...]]:
     return males, females
 
 
-# The server: a lean Python process (ctypes only, so forking it is cheap) that initialises eSpeak
-# NG once and answers each request from a child forked off that pristine state. Requests are
-# JSON lines on stdin; each answer on stdout is struct "<iI" (status, length) plus the payload:
-# int16 samples at 22050 Hz (status 0) or a UTF-8 error message (status 1).
-_SERVER = r'''
-import ctypes, json, os, struct, sys
-import espeakng_loader
-
-out = sys.stdout.buffer
-def answer(status, payload):
-    out.write(struct.pack("<iI", status, len(payload)) + payload)
-    out.flush()
-
-lib = ctypes.CDLL(espeakng_loader.get_library_path())
-lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
-lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
-lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
-lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
-                             ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
-AUDIO_OUTPUT_SYNCHRONOUS, INITIALIZE_DONT_EXIT = 2, 0x8000
-POS_CHARACTER, CHARS_UTF8, SSML = 1, 1, 0x10
-rate = lib.espeak_Initialize(AUDIO_OUTPUT_SYNCHRONOUS, 0, espeakng_loader.get_data_path().encode(),
-                             INITIALIZE_DONT_EXIT)
-if rate <= 0:
-    answer(1, b"espeak_Initialize failed")
-    sys.exit(1)
-lib.espeak_SetVoiceByName(b"de")  # load the German dictionary once, before forking
-seed_fn = getattr(lib, "espeak_ng_SetRandSeed", None)
-chunks = []
-CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
-def collect(wav, n, events):
-    if wav and n > 0:
-        chunks.append(ctypes.string_at(wav, 2 * n))
-    return 0
-callback = CALLBACK(collect)
-lib.espeak_SetSynthCallback(callback)
-answer(0, struct.pack("<i", rate))
-
-def synthesise(req):
-    if seed_fn is not None:
-        seed_fn(ctypes.c_long(req["seed"]))
-    if lib.espeak_SetVoiceByName(req["voice"].encode()) != 0:
-        raise RuntimeError("unknown eSpeak NG voice " + req["voice"])
-    for key, value in req["params"]:
-        lib.espeak_SetParameter(key, value, 0)
-    text = req["text"].encode() + b"\0"
-    err = lib.espeak_Synth(text, len(text), 0, POS_CHARACTER, 0, CHARS_UTF8 | SSML, None, None)
-    if err != 0 or lib.espeak_Synchronize() != 0:
-        raise RuntimeError("espeak_Synth failed with code %d" % err)
-    return b"".join(chunks)
-
-for line in sys.stdin.buffer:
-    req = json.loads(line)
-    if not hasattr(os, "fork"):  # no pristine state to start from: output depends on history
-        try:
-            chunks.clear()
-            answer(0, synthesise(req))
-        except Exception as exc:
-            answer(1, str(exc).encode())
-        continue
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(r)
-        try:
-            data = struct.pack("<i", 0) + synthesise(req)
-        except BaseException as exc:
-            data = struct.pack("<i", 1) + str(exc).encode()
-        view = memoryview(data)
-        while view:
-            view = view[os.write(w, view):]
-        os._exit(0)
-    os.close(w)
-    with os.fdopen(r, "rb") as pipe:
-        data = pipe.read()
-    _, status = os.waitpid(pid, 0)
-    if status != 0 or len(data) < 4:
-        answer(1, b"synthesis child died with status %d" % status)
-    else:
-        answer(struct.unpack("<i", data[:4])[0], data[4:])
-'''
-
-
 class _EspeakServer:
     """Client of the eSpeak NG server process: call it with SSML text to get int16 samples at 22050 Hz."""
 
     def __enter__(self) -> "_EspeakServer":
-        self._proc = subprocess.Popen([sys.executable, "-c", _SERVER], stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE)
+        # auttention/espeak.py: a lean process of its own (ctypes only), so that forking it is cheap
+        self._proc = subprocess.Popen([sys.executable, "-m", "auttention.espeak"], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, env=_package_env())
         rate = struct.unpack("<i", self._read())[0]
         if rate != ESPEAK_RATE:
             self.__exit__()

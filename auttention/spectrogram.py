@@ -220,7 +220,7 @@ def chunk_hop(cfg: SpectrogramConfig, frames: int) -> int:
 
 def clip_frames(path: str, cfg: SpectrogramConfig) -> int:
     """The clip's frame count before fixing its length, from the audio header alone."""
-    from .corpus import audio_length
+    from .audio import audio_length
 
     return n_frames(audio_length(path, cfg.sample_rate), cfg)
 
@@ -266,7 +266,7 @@ def clip_spectrogram(path: str, cfg: SpectrogramConfig, frames: int) -> tuple[np
     otherwise streams the clip, so a long recording costs no more memory than the frames kept.
     Raises BadAudio for a clip that cannot be decoded or holds NaN/Inf samples.
     """
-    from .corpus import audio_length, iter_audio, load_audio
+    from .audio import audio_length, iter_audio, load_audio
 
     seconds = crop_seconds(cfg)
     if seconds is not None:
@@ -320,7 +320,7 @@ def spectrogram_table(rows: pd.DataFrame, cfg: SpectrogramConfig, frames: int):
     Extraction never stops at a bad clip: the caller applies the --on-bad-audio policy to all of
     them at once (see bad_clips), so a user learns every bad file in one go.
     """
-    from .corpus import BadAudio
+    from .audio import BadAudio
 
     _keep_freed_memory()
     parts, lengths, totals, owners, chunks = [], [], [], [], []

@@ -332,8 +332,9 @@ def main() -> None:
     from threadpoolctl import threadpool_limits
 
     from auttention import spectrogram as spectro
+    from auttention.audio import audio_length, load_audio
     from auttention.config import SPECTROGRAM_PRESETS, SpectrogramConfig
-    from auttention.corpus import audio_length, load_audio, read_corpus
+    from auttention.corpus import read_corpus
 
     load_start = loadavg()
     corpus = read_corpus(corpus_folder(args.data))

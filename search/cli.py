@@ -39,11 +39,10 @@ from auttention.errors import UserError
 from auttention.evaluation import evaluate_features
 from auttention.extraction import extract_corpus
 from auttention.features import fuse_folders
-from auttention.formatting import table, versus_line
-from auttention.record import FUNCTIONALS, FUSION
-from auttention.formatting import format_rho_ci
+from auttention.formatting import format_rho_ci, table, versus_line
 from auttention.log import setup as setup_logging
 from auttention.pipeline import model_features, train_from_folder
+from auttention.record import FUNCTIONALS, FUSION
 from search.sources import AUTO, DELIVERIES, OBJECT_STORE_SHARE
 
 log = logging.getLogger("search.cli")  # by name: run as `python -m search.cli`, __name__ is __main__

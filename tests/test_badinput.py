@@ -20,8 +20,9 @@ from click.testing import CliRunner
 from conftest import TINY_SPACE, captured_log, write_tone_corpus
 
 from auttention import spectrogram as spectro
+from auttention.audio import BadAudio
 from auttention.config import SpectrogramConfig
-from auttention.corpus import BadAudio, BadAudioPolicy, fingerprint, read_corpus
+from auttention.corpus import BadAudioPolicy, fingerprint, read_corpus
 from auttention.extraction import ProcessPool, extract
 from search.cli import main
 

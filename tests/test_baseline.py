@@ -109,8 +109,9 @@ def test_functionals_are_kept_by_provenance(tone_corpus, tmp_path, log_lines):
     saying why, for another corpus; bad audio under 'fail' leaves no folder; labels joined by file name."""
     from conftest import write_tone_corpus
 
+    from auttention.audio import BadAudio
     from auttention.baseline import SETTINGS, functionals
-    from auttention.corpus import BadAudio, fingerprint, read_corpus
+    from auttention.corpus import fingerprint, read_corpus
 
     corpus = read_corpus(tone_corpus)
     folder = tmp_path / "kept"

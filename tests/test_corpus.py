@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from auttention.corpus import load_audio, read_corpus, read_labels
+from auttention.audio import load_audio
+from auttention.corpus import read_corpus, read_labels
 from auttention.errors import UserError
 
 

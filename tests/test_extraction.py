@@ -10,8 +10,9 @@ import pytest
 from conftest import write_tone_corpus
 
 from auttention import spectrogram as spectro
+from auttention.audio import BadAudio
 from auttention.config import SpectrogramConfig
-from auttention.corpus import BadAudio, BadAudioPolicy, fingerprint, read_corpus
+from auttention.corpus import BadAudioPolicy, fingerprint, read_corpus
 from auttention.extraction import ProcessPool, extract, screen
 
 CFG = SpectrogramConfig(n_fft=256, hop_length=128, n_mels=16, frames=20)

@@ -123,8 +123,9 @@ def _per_c_reference(x_train, y_train, x_devel, y_devel, cfg):
 def _tone_functionals(root, n_per_part):
     """Real audio features of a tone corpus whose pitch cue is blurred: per mel band, the mean, spread
     and 10th / 90th percentiles of the clip's dB spectrogram over time."""
+    from auttention.audio import load_audio
     from auttention.config import SpectrogramConfig
-    from auttention.corpus import load_audio, read_corpus
+    from auttention.corpus import read_corpus
     from auttention.spectrogram import mel_spectrogram
     from tests.conftest import write_tone_corpus
 

@@ -126,7 +126,7 @@ def test_train_max_pads_whole_clips_and_chunks_long_ones(tone_corpus, tmp_path):
 
 
 def spectro_audio(corpus, name, cfg):
-    from auttention.corpus import load_audio
+    from auttention.audio import load_audio
 
     return load_audio(corpus.set_index("file_name").path[name], cfg.sample_rate)
 
