@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test install clean
+.PHONY: demo test check install clean
 
 $(BIN)/.installed: setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,14 @@ install: $(BIN)/.installed
 demo: install
 	$(BIN)/auttention-search run spaces/demo.yaml --name demo-$$(date +%Y%m%d-%H%M%S)
 
-test: install
+test: install check
 	$(BIN)/python -m pytest -q --durations=15 tests
+
+# the mechanical checks (ruff.toml, mypy.ini): lint, format, types
+check: install
+	$(BIN)/ruff check auttention search
+	$(BIN)/ruff format --check auttention search
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) runs *.egg-info

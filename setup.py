@@ -43,8 +43,10 @@ setup(
         # `mlflow` 3.0-3.17 caps pyarrow below our pin
         "mlflow": ["mlflow-skinny>=3.4,<4"],
         # flask, sqlalchemy and alembic let mlflow-skinny's `mlflow server` run in tests
+        # ruff (lint, format) and mypy: the checks `make test` runs over auttention/ and search/ first
         "test": ["pytest>=7.4,<10", "pytest-timeout>=2.2,<3", "moto[server]>=5,<6",
-                 "mlflow-skinny>=3.4,<4", "flask>=3,<4", "sqlalchemy>=2,<3", "alembic>=1.13,<2"],
+                 "mlflow-skinny>=3.4,<4", "flask>=3,<4", "sqlalchemy>=2,<3", "alembic>=1.13,<2",
+                 "ruff>=0.17,<0.18", "mypy>=2.4,<3", "types-PyYAML>=6,<7"],
     },
     entry_points={"console_scripts": ["auttention-search=search.cli:main"]},
     # no "License ::" classifier: setuptools >= 77 wants the SPDX expression above instead

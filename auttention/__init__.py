@@ -4,6 +4,9 @@ corpus -> spectrograms -> autoencoders -> features -> fusion -> SVR scoring.
 This package never imports ray or the search layer.
 """
 
+import os
+import sys
+
 __version__ = "0.1.0"
 
 # TensorFlow's C++ log lines (start-up chatter, and e.g. oneDNN's "supports DT_INT64 only on platforms with
@@ -18,8 +21,6 @@ def import_tensorflow_quietly() -> None:
     TF_CPP_MIN_LOG_LEVEL does not silence the lines absl prints before it is initialised, so
     stderr is pointed at /dev/null for the import only. An import error still raises as usual.
     """
-    import os
-    import sys
 
     if "tensorflow" in sys.modules:
         return
@@ -28,6 +29,7 @@ def import_tensorflow_quietly() -> None:
         saved = os.dup(2)
     except OSError:
         import tensorflow  # noqa: F401
+
         return
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:

@@ -37,7 +37,7 @@ def load_audio(path: str | os.PathLike, sample_rate: int, max_seconds: float | N
     """
     with _open(path) as f:
         native = f.samplerate
-        frames = f.frames if max_seconds is None else min(f.frames, int(math.ceil(max_seconds * native)))
+        frames = f.frames if max_seconds is None else min(f.frames, math.ceil(max_seconds * native))
         audio = _read(f, path, frames)
     if audio.size == 0:
         raise BadAudio(path, "the audio is empty (0 samples)")
@@ -98,7 +98,7 @@ def iter_audio(path: str | os.PathLike, sample_rate: int, block: int = 1 << 18) 
 
 def resampled_length(n_samples: int, native_rate: int, sample_rate: int) -> int:
     """Samples after resampling n_samples from native_rate to sample_rate."""
-    return int(round(n_samples * sample_rate / native_rate))
+    return round(n_samples * sample_rate / native_rate)
 
 
 def audio_length(path: str | os.PathLike, sample_rate: int, max_seconds: float | None = None) -> int:
@@ -106,7 +106,7 @@ def audio_length(path: str | os.PathLike, sample_rate: int, max_seconds: float |
     info = _info(path)
     frames = info.frames
     if max_seconds is not None:
-        frames = min(frames, int(math.ceil(max_seconds * info.samplerate)))
+        frames = min(frames, math.ceil(max_seconds * info.samplerate))
     return frames if info.samplerate == sample_rate else resampled_length(frames, info.samplerate, sample_rate)
 
 
@@ -126,8 +126,10 @@ def audio_problem(path: str | os.PathLike) -> str | None:
     match = re.search(r"^data\s*:\s*(\d+) \(should be (\d+)\)", info.extra_info, re.MULTILINE)
     # 0xFFFFFFFF and 0x7FFFFFFF are what streaming recorders write when they do not know the length
     if match and int(match.group(2)) < int(match.group(1)) < 0x7FFFFFFF:
-        return (f"truncated (the header announces {int(match.group(1))} bytes of audio, "
-                f"the file holds {int(match.group(2))})")
+        return (
+            f"truncated (the header announces {int(match.group(1))} bytes of audio, "
+            f"the file holds {int(match.group(2))})"
+        )
     return None
 
 
@@ -184,4 +186,3 @@ def _decode_reason(exc: BaseException, path: str | os.PathLike) -> str:
         # libsndfile says 'not a regular file' of a regular file whose stream it cannot parse (e.g. bad MP3)
         return "cannot decode audio (format not recognised; convert it to WAV, FLAC or OGG)"
     return f"cannot decode audio ({text}; the file is damaged, truncated or in an unsupported encoding)"
-

@@ -8,16 +8,25 @@ feature set (see bench/demo_baseline.py). Frames are 25 ms long with a 10 ms hop
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from .corpus import BadAudioPolicy
+from . import storage
+from .audio import BadAudio, load_audio
+from .corpus import BadAudioPolicy, fingerprint
+from .features import KEYS, SPEAKER
+from .io import json_text
 from .record import FUNCTIONALS
 
 if TYPE_CHECKING:
@@ -29,10 +38,10 @@ N_MFCC = 20
 _STATS = ("mean", "std", "p10", "p50", "p90")
 _FRAME_S, _HOP_S, _PITCH_FRAME_S = 0.025, 0.010, 0.040
 _F0_MIN, _F0_MAX = 60.0, 400.0  # Hz, the lag range searched for periodicity
-_VOICED_R = 0.5                 # normalised autocorrelation above which a frame counts as voiced
-_QUIET_DB = 25.0                # frames this far below the loud (95th percentile) level are pauses
-_OCTAVE_COST = 0.05             # per octave of lag: among near-equal peaks prefer the shortest period
-_SLOPE_HZ = (50.0, 5000.0)      # the band the spectral slope is fit over (capped at Nyquist)
+_VOICED_R = 0.5  # normalised autocorrelation above which a frame counts as voiced
+_QUIET_DB = 25.0  # frames this far below the loud (95th percentile) level are pauses
+_OCTAVE_COST = 0.05  # per octave of lag: among near-equal peaks prefer the shortest period
+_SLOPE_HZ = (50.0, 5000.0)  # the band the spectral slope is fit over (capped at Nyquist)
 
 
 def mfcc_functional_names() -> list[str]:
@@ -70,7 +79,7 @@ def mfcc_functionals(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     x = _as_float_mono(audio)
     if sample_rate <= 0:
         raise ValueError(f"sample_rate must be positive, got {sample_rate}")
-    win, hop = int(round(_FRAME_S * sample_rate)), int(round(_HOP_S * sample_rate))
+    win, hop = round(_FRAME_S * sample_rate), round(_HOP_S * sample_rate)
     if len(x) < win:
         raise ValueError(f"audio has {len(x)} samples, fewer than one {win}-sample frame")
     n_fft = 1 << (win - 1).bit_length()
@@ -81,14 +90,20 @@ def mfcc_functionals(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     width = min(9, mfcc.shape[1] - (1 - mfcc.shape[1] % 2))  # delta needs an odd width <= frames
     delta = librosa.feature.delta(mfcc, width=width) if width >= 3 else np.zeros_like(mfcc)
     frames = librosa.util.frame(x, frame_length=win, hop_length=hop)
-    rms_db = 20 * np.log10(np.sqrt(np.mean(frames ** 2, axis=0)) + 1e-6)
+    rms_db = 20 * np.log10(np.sqrt(np.mean(frames**2, axis=0)) + 1e-6)
     loud_db = np.percentile(rms_db, 95)
     quiet = rms_db < loud_db - _QUIET_DB
     voicing, voiced = _voicing(x, sample_rate, hop, loud_db)
     n = min(power.shape[1], len(quiet))  # the STFT's frames span n_fft >= win samples: as many or fewer
-    parts = [_functionals(mfcc), _functionals(delta), _functionals(rms_db[None, :]), [np.mean(quiet)], voicing,
-             _spectral_shape(power[:, :n], sample_rate, n_fft, ~quiet[:n]),
-             _timing(len(x) / sample_rate, voiced, quiet, _HOP_S)]
+    parts: list[Any] = [
+        _functionals(mfcc),
+        _functionals(delta),
+        _functionals(rms_db[None, :]),
+        [np.mean(quiet)],
+        voicing,
+        _spectral_shape(power[:, :n], sample_rate, n_fft, ~quiet[:n]),
+        _timing(len(x) / sample_rate, voiced, quiet, _HOP_S),
+    ]
     return np.concatenate([np.ravel(p) for p in parts]).astype(np.float32)
 
 
@@ -120,10 +135,17 @@ def _timing(duration_s: float, voiced: np.ndarray, quiet: np.ndarray, hop_s: flo
     """Duration, voiced stretches per second and their mean length, pauses per second and their mean length
     (see mfcc_functionals); voiced and quiet: per frame, `hop_s` apart."""
     loud = np.flatnonzero(~quiet)
-    inner = quiet[loud[0]:loud[-1] + 1] if len(loud) else quiet[:0]  # leading and trailing silence are no pauses
+    inner = quiet[loud[0] : loud[-1] + 1] if len(loud) else quiet[:0]  # leading and trailing silence are no pauses
     stretches, pauses = _runs(voiced), _runs(inner)
-    return np.array([duration_s, len(stretches) / duration_s, np.mean(stretches) * hop_s if stretches else 0.0,
-                     len(pauses) / duration_s, np.mean(pauses) * hop_s if pauses else 0.0])
+    return np.array(
+        [
+            duration_s,
+            len(stretches) / duration_s,
+            np.mean(stretches) * hop_s if stretches else 0.0,
+            len(pauses) / duration_s,
+            np.mean(pauses) * hop_s if pauses else 0.0,
+        ]
+    )
 
 
 def _as_float_mono(audio: np.ndarray) -> np.ndarray:
@@ -151,7 +173,7 @@ def _voicing(x: np.ndarray, sample_rate: int, hop: int, loud_db: float) -> tuple
     each 40 ms frame is voiced."""
     import librosa
 
-    length = int(round(_PITCH_FRAME_S * sample_rate))
+    length = round(_PITCH_FRAME_S * sample_rate)
     lag_lo, lag_hi = int(sample_rate / _F0_MAX), int(np.ceil(sample_rate / _F0_MIN))
     if len(x) < length or lag_hi >= length:
         return np.zeros(6), np.zeros(0, bool)
@@ -169,7 +191,7 @@ def _voicing(x: np.ndarray, sample_rate: int, hop: int, loud_db: float) -> tuple
     lags = np.arange(lag_lo, lag_hi + 1)
     best = lag_lo + np.argmax(acf[:, lag_lo:] - _OCTAVE_COST * np.log2(lags / lag_lo), axis=1)
     strength = np.clip(acf[np.arange(len(acf)), best], 0.0, 1.0)
-    level = 20 * np.log10(np.sqrt(np.mean(frames ** 2, axis=1)) + 1e-6)
+    level = 20 * np.log10(np.sqrt(np.mean(frames**2, axis=1)) + 1e-6)
     loud = level > loud_db - _QUIET_DB
     if not loud.any():
         return np.zeros(6), np.zeros(len(loud), bool)
@@ -190,34 +212,35 @@ TABLE = "functionals.parquet"
 def functionals_settings(sample_rate: int) -> dict[str, Any]:
     """Everything the functionals' values depend on besides the audio (a folder made with other settings is
     made again, never reused)."""
-    return {"features": "MFCC, energy, voicing, spectral shape and timing functionals (auttention.baseline)",
-            "version": 2,
-            "sample_rate": int(sample_rate), "n_mfcc": N_MFCC, "frame_s": _FRAME_S, "hop_s": _HOP_S,
-            "pitch_frame_s": _PITCH_FRAME_S, "f0_hz": [_F0_MIN, _F0_MAX], "slope_hz": list(_SLOPE_HZ)}
+    return {
+        "features": "MFCC, energy, voicing, spectral shape and timing functionals (auttention.baseline)",
+        "version": 2,
+        "sample_rate": int(sample_rate),
+        "n_mfcc": N_MFCC,
+        "frame_s": _FRAME_S,
+        "hop_s": _HOP_S,
+        "pitch_frame_s": _PITCH_FRAME_S,
+        "f0_hz": [_F0_MIN, _F0_MAX],
+        "slope_hz": list(_SLOPE_HZ),
+    }
 
 
-def functionals_folder(cache: "str | os.PathLike | Location", corpus_id: str, sample_rate: int) -> "Location":
+def functionals_folder(cache: str | os.PathLike | Location, corpus_id: str, sample_rate: int) -> Location:
     """Where `run` caches a corpus' functionals: CACHE/functionals/FINGERPRINT/SETTINGS-HASH (beside the
     spectrograms, which are cached the same way)."""
-    import hashlib
-    import json
-
-    from . import storage
 
     digest = hashlib.sha256(json.dumps(functionals_settings(sample_rate), sort_keys=True).encode()).hexdigest()[:16]
     return storage.as_location(cache, "--cache") / FUNCTIONALS / corpus_id / digest
 
 
-def compute_functionals(corpus: pd.DataFrame, sample_rate: int = 16000, jobs: int | None = None
-                        ) -> tuple[pd.DataFrame, dict[str, str]]:
+def compute_functionals(
+    corpus: pd.DataFrame, sample_rate: int = 16000, jobs: int | None = None
+) -> tuple[pd.DataFrame, dict[str, str]]:
     """The functionals of every clip of `corpus` (rows: file_name, path): (a table of file_name and the
     functionals columns, {file_name: why} of the clips whose audio could not be decoded). A clip shorter
     than one 25 ms frame is zero-padded to one frame, as the spectrograms are."""
-    from concurrent.futures import ThreadPoolExecutor
 
-    from .audio import BadAudio, load_audio
-
-    frame_len = int(round(_FRAME_S * sample_rate))
+    frame_len = round(_FRAME_S * sample_rate)
 
     def one(path: str) -> np.ndarray | str:
         try:
@@ -237,9 +260,15 @@ def compute_functionals(corpus: pd.DataFrame, sample_rate: int = 16000, jobs: in
     return table, bad
 
 
-def functionals(corpus: pd.DataFrame, folder: "str | os.PathLike | Location | None" = None, *,
-                sample_rate: int = 16000, jobs: int | None = None, policy: BadAudioPolicy | None = None,
-                corpus_id: str | None = None) -> pd.DataFrame:
+def functionals(
+    corpus: pd.DataFrame,
+    folder: str | os.PathLike | Location | None = None,
+    *,
+    sample_rate: int = 16000,
+    jobs: int | None = None,
+    policy: BadAudioPolicy | None = None,
+    corpus_id: str | None = None,
+) -> pd.DataFrame:
     """The functionals feature set of a corpus (a read_corpus frame): keys (file_name, partition, label and
     speaker where known, joined by file name from `corpus`) and the functionals columns.
 
@@ -250,11 +279,6 @@ def functionals(corpus: pd.DataFrame, folder: "str | os.PathLike | Location | No
     policy : bad audio ('fail' by default: BadAudio naming the clip, nothing written; 'skip': one warning line
         per clip); clips a reused folder left out go through the policy again.
     """
-    import pyarrow.parquet as pq
-
-    from . import storage
-    from .corpus import fingerprint
-    from .features import KEYS, SPEAKER
 
     policy = policy or BadAudioPolicy()
     n_clips = len(corpus)
@@ -262,14 +286,17 @@ def functionals(corpus: pd.DataFrame, folder: "str | os.PathLike | Location | No
     corpus_id = corpus_id or fingerprint(corpus)
     loc = storage.as_location(folder, "--cache") if folder is not None else None
     made = _made(loc)
-    if made and made.get("corpus") == corpus_id and made.get("settings") == settings:
+    if loc is not None and made and made.get("corpus") == corpus_id and made.get("settings") == settings:
         log.info(f"{FUNCTIONALS}: reusing {loc}")
         table = pq.read_table(io.BytesIO((loc / TABLE).read_bytes())).to_pandas()
         kept = policy.apply(corpus, made.get("skipped") or {})  # its bad clips are bad still: the policy says so
     else:
         if made:
-            why = "made from another corpus (or the audio files changed)" if made.get("corpus") != corpus_id \
+            why = (
+                "made from another corpus (or the audio files changed)"
+                if made.get("corpus") != corpus_id
                 else "made with other settings"
+            )
             log.info(f"{FUNCTIONALS}: {loc} was {why}; computing them again")
         started = time.perf_counter()
         clips, bad = policy.screen(corpus)
@@ -278,8 +305,10 @@ def functionals(corpus: pd.DataFrame, folder: "str | os.PathLike | Location | No
         kept = policy.apply(corpus, bad) if failed else clips  # 'fail' raises here, before anything is written
         if loc is not None:
             _write(loc, table, {"corpus": corpus_id, "settings": settings, "skipped": bad})
-        log.info(f"{FUNCTIONALS}: {len(table)} clips in {time.perf_counter() - started:.1f} s"
-                 + (f" -> {loc}" if loc is not None else ""))
+        log.info(
+            f"{FUNCTIONALS}: {len(table)} clips in {time.perf_counter() - started:.1f} s"
+            + (f" -> {loc}" if loc is not None else "")
+        )
     if len(kept) < n_clips:
         policy.warn(f"{FUNCTIONALS}: skipped {n_clips - len(kept)} of {n_clips} clips with bad audio")
     keys = kept[[c for c in [*KEYS, SPEAKER] if c in kept.columns]]
@@ -289,21 +318,15 @@ def functionals(corpus: pd.DataFrame, folder: "str | os.PathLike | Location | No
     return frame
 
 
-def _made(loc: "Location | None") -> dict[str, Any] | None:
+def _made(loc: Location | None) -> dict[str, Any] | None:
     """A functionals folder's settings.json (None: no folder, or not finished)."""
-    import json
 
     marker = loc / SETTINGS if loc is not None else None
     return json.loads(marker.read_text()) if marker is not None and marker.is_file() else None
 
 
-def _write(loc: "Location", table: pd.DataFrame, made: dict[str, Any]) -> None:
+def _write(loc: Location, table: pd.DataFrame, made: dict[str, Any]) -> None:
     """The folder `loc`, atomically: the table, then settings.json (the marker) last."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from . import storage
-    from .io import json_text
 
     buffer = io.BytesIO()
     pq.write_table(pa.Table.from_pandas(table, preserve_index=False), buffer)
@@ -313,8 +336,16 @@ def _write(loc: "Location", table: pd.DataFrame, made: dict[str, Any]) -> None:
         (tmp / SETTINGS).write_text(json_text(made))
 
 
-def evaluate_baseline(corpus: pd.DataFrame, cfg, *, sample_rate: int = 16000, jobs: int | None = None,
-                      policy: BadAudioPolicy | None = None, folder=None, corpus_id: str | None = None):
+def evaluate_baseline(
+    corpus: pd.DataFrame,
+    cfg,
+    *,
+    sample_rate: int = 16000,
+    jobs: int | None = None,
+    policy: BadAudioPolicy | None = None,
+    folder=None,
+    corpus_id: str | None = None,
+):
     """The functionals of every clip of a corpus (a read_corpus frame; see `functionals`, which keeps them in
     `folder` where given), scored by the paper's protocol.
 
@@ -326,5 +357,6 @@ def evaluate_baseline(corpus: pd.DataFrame, cfg, *, sample_rate: int = 16000, jo
     """
     from .evaluation import evaluate
 
-    return evaluate(functionals(corpus, folder, sample_rate=sample_rate, jobs=jobs, policy=policy,
-                                corpus_id=corpus_id), cfg)
+    return evaluate(
+        functionals(corpus, folder, sample_rate=sample_rate, jobs=jobs, policy=policy, corpus_id=corpus_id), cfg
+    )

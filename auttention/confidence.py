@@ -21,8 +21,14 @@ LEVEL = 0.95
 _BLOCK = 1 << 21  # elements of a (resamples, clips) block: bounds memory at ~16 MB per array
 
 
-def rho_interval(y: np.ndarray, pred: np.ndarray, groups: np.ndarray | None = None, n_boot: int = N_BOOT,
-                 seed: int = 0, level: float = LEVEL) -> tuple[float, float]:
+def rho_interval(
+    y: np.ndarray,
+    pred: np.ndarray,
+    groups: np.ndarray | None = None,
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+    level: float = LEVEL,
+) -> tuple[float, float]:
     """Percentile bootstrap interval of Spearman's rho between `y` and `pred`.
 
     Parameters
@@ -49,8 +55,15 @@ def rho_interval(y: np.ndarray, pred: np.ndarray, groups: np.ndarray | None = No
     return _percentiles(rhos, level)
 
 
-def difference_interval(y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, groups: np.ndarray | None = None,
-                        n_boot: int = N_BOOT, seed: int = 0, level: float = LEVEL) -> tuple[float, float, float]:
+def difference_interval(
+    y: np.ndarray,
+    pred_a: np.ndarray,
+    pred_b: np.ndarray,
+    groups: np.ndarray | None = None,
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+    level: float = LEVEL,
+) -> tuple[float, float, float]:
     """The paired difference rho(y, pred_a) - rho(y, pred_b) and its percentile bootstrap interval.
 
     Both rhos are computed on the same resamples (same clips, same speakers), so what the two
@@ -58,14 +71,23 @@ def difference_interval(y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, g
     `rho_interval`; returns (diff, lo, hi), diff on the data as given (NaN if either rho is undefined).
     """
     ones = np.ones((1, len(np.asarray(y))))
-    point = _weighted_spearman(np.asarray(y, float), np.asarray(pred_a, float), ones)[0] \
+    point = (
+        _weighted_spearman(np.asarray(y, float), np.asarray(pred_a, float), ones)[0]
         - _weighted_spearman(np.asarray(y, float), np.asarray(pred_b, float), ones)[0]
+    )
     rho_a, rho_b = _bootstrap(y, [pred_a, pred_b], groups, n_boot, seed)
     return (float(point), *_percentiles(rho_a - rho_b, level))
 
 
-def mean_rho_interval(y: np.ndarray, pred: np.ndarray, folds: np.ndarray, groups: np.ndarray | None = None,
-                      n_boot: int = N_BOOT, seed: int = 0, level: float = LEVEL) -> tuple[float, float]:
+def mean_rho_interval(
+    y: np.ndarray,
+    pred: np.ndarray,
+    folds: np.ndarray,
+    groups: np.ndarray | None = None,
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+    level: float = LEVEL,
+) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean over folds of Spearman's rho (a cross-validated score:
     each fold's held-out predictions against its labels).
 
@@ -76,9 +98,16 @@ def mean_rho_interval(y: np.ndarray, pred: np.ndarray, folds: np.ndarray, groups
     return _percentiles(_fold_bootstrap(y, [pred], folds, groups, n_boot, seed)[0], level)
 
 
-def mean_difference_interval(y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, folds: np.ndarray,
-                             groups: np.ndarray | None = None, n_boot: int = N_BOOT, seed: int = 0,
-                             level: float = LEVEL) -> tuple[float, float]:
+def mean_difference_interval(
+    y: np.ndarray,
+    pred_a: np.ndarray,
+    pred_b: np.ndarray,
+    folds: np.ndarray,
+    groups: np.ndarray | None = None,
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+    level: float = LEVEL,
+) -> tuple[float, float]:
     """Percentile bootstrap interval of the paired difference of two cross-validated scores (the mean over
     folds of rho(y, pred_a) minus that of rho(y, pred_b)), both on the same stratified resamples (see
     `mean_rho_interval`)."""
@@ -93,8 +122,15 @@ def _fold_bootstrap(y, preds: list, folds, groups, n_boot: int, seed: int) -> li
     per_fold = []
     for k, fold in enumerate(np.unique(folds)):
         rows = folds == fold
-        per_fold.append(_bootstrap(y[rows], [p[rows] for p in preds],
-                                   None if groups is None else np.asarray(groups)[rows], n_boot, seed + k))
+        per_fold.append(
+            _bootstrap(
+                y[rows],
+                [p[rows] for p in preds],
+                None if groups is None else np.asarray(groups)[rows],
+                n_boot,
+                seed + k,
+            )
+        )
     return [np.mean([fold_rhos[i] for fold_rhos in per_fold], axis=0) for i in range(len(preds))]
 
 
@@ -117,19 +153,21 @@ def _bootstrap(y, preds: list, groups, n_boot: int, seed: int) -> list[np.ndarra
     preds = [np.asarray(p, float) for p in preds]
     n = len(y)
     if any(p.shape != y.shape for p in preds) or y.ndim != 1 or (groups is not None and len(groups) != n):
-        raise ValueError(f"y, predictions and groups must be 1-d of one length, got {y.shape}, "
-                         f"{[p.shape for p in preds]}, {None if groups is None else np.shape(groups)}")
+        raise ValueError(
+            f"y, predictions and groups must be 1-d of one length, got {y.shape}, "
+            f"{[p.shape for p in preds]}, {None if groups is None else np.shape(groups)}"
+        )
     if n < 2:
         return [np.full(n_boot, math.nan) for _ in preds]
     weights = resamples(n, groups, n_boot, seed)
     out = [np.empty(n_boot) for _ in preds]
     step = max(1, _BLOCK // n)
     for start in range(0, n_boot, step):
-        w = weights[start:start + step].astype(float)
+        w = weights[start : start + step].astype(float)
         y_rank, y_ok = _midranks(y, w)
         for rho, p in zip(out, preds):
             p_rank, p_ok = _midranks(p, w)
-            rho[start:start + step] = np.where(y_ok & p_ok, _weighted_pearson(y_rank, p_rank, w), math.nan)
+            rho[start : start + step] = np.where(y_ok & p_ok, _weighted_pearson(y_rank, p_rank, w), math.nan)
     return out
 
 

@@ -8,19 +8,30 @@ model config class (MODEL_CONFIGS: Seq2seqConfig, AttentionConfig) holding only 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
+import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
 from .errors import UserError
 
 
-def _opt(default: Any = None, *, choices: tuple | None = None, lo: float | None = None,
-         hi: float | None = None, lo_open: bool = False, doc: str = "") -> Any:
+def _opt(
+    default: Any = None,
+    *,
+    choices: tuple | None = None,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+    doc: str = "",
+) -> Any:
     """A dataclass field with validation metadata (allowed choices, numeric bounds)."""
     meta = {"choices": choices, "lo": lo, "hi": hi, "lo_open": lo_open, "doc": doc}
     if isinstance(default, (list, dict)):
@@ -41,32 +52,45 @@ class SpectrogramConfig:
     hop_length: int = _opt(256, lo=1, hi=16384, doc="hop between frames (samples)")
     n_mels: int = _opt(64, lo=8, hi=512, doc="mel bands")
     fmin: float = _opt(0.0, lo=0.0, doc="lowest mel band edge (Hz)")
-    fmax: typing.Optional[float] = _opt(None, lo=0.0, lo_open=True, doc="highest band edge (Hz); null = sample_rate / 2")
+    fmax: float | None = _opt(None, lo=0.0, lo_open=True, doc="highest band edge (Hz); null = sample_rate / 2")
     clip_below: float = _opt(-80.0, lo=-200.0, hi=-1.0, doc="dB below the clip's maximum where values are clipped")
-    frames: typing.Union[int, str] = _opt(
-        "train_max", doc="length of a row: train_max (the longest training clip, capped at max_seconds; shorter "
-                         "clips are padded and masked, longer ones cut into chunks), train_min (every clip cropped "
-                         "to the shortest training clip, the paper) or a number of frames (crop or pad)")
-    crop: str = _opt("start", choices=("start", "center"), doc="which part of a longer clip is kept (train_min, "
-                                                               "a number of frames)")
-    max_seconds: float = _opt(30.0, lo=0.0, lo_open=True, doc="train_max only: rows are at most this long (s); "
-                                                               "a longer clip becomes chunks of this length")
-    chunk_hop_seconds: typing.Optional[float] = _opt(
-        None, lo=0.0, lo_open=True, doc="train_max only: hop between the chunks of a long clip (s); null = max_seconds")
+    frames: int | str = _opt(
+        "train_max",
+        doc="length of a row: train_max (the longest training clip, capped at max_seconds; shorter "
+        "clips are padded and masked, longer ones cut into chunks), train_min (every clip cropped "
+        "to the shortest training clip, the paper) or a number of frames (crop or pad)",
+    )
+    crop: str = _opt(
+        "start", choices=("start", "center"), doc="which part of a longer clip is kept (train_min, a number of frames)"
+    )
+    max_seconds: float = _opt(
+        30.0,
+        lo=0.0,
+        lo_open=True,
+        doc="train_max only: rows are at most this long (s); a longer clip becomes chunks of this length",
+    )
+    chunk_hop_seconds: float | None = _opt(
+        None, lo=0.0, lo_open=True, doc="train_max only: hop between the chunks of a long clip (s); null = max_seconds"
+    )
 
     def __post_init__(self) -> None:
         if self.hop_length > self.n_fft:
-            raise UserError(f"spectrogram.hop_length ({self.hop_length}) is larger than spectrogram.n_fft "
-                            f"({self.n_fft}); use a hop no larger than the window")
+            raise UserError(
+                f"spectrogram.hop_length ({self.hop_length}) is larger than spectrogram.n_fft "
+                f"({self.n_fft}); use a hop no larger than the window"
+            )
         top = self.fmax if self.fmax is not None else self.sample_rate / 2
         if top > self.sample_rate / 2 + 1e-6:
-            raise UserError(f"spectrogram.fmax ({top}) is above the Nyquist frequency "
-                            f"({self.sample_rate / 2}); lower it or raise spectrogram.sample_rate")
+            raise UserError(
+                f"spectrogram.fmax ({top}) is above the Nyquist frequency "
+                f"({self.sample_rate / 2}); lower it or raise spectrogram.sample_rate"
+            )
         if self.fmin >= top:
             raise UserError(f"spectrogram.fmin ({self.fmin}) must be below fmax ({top})")
         if isinstance(self.frames, str) and self.frames not in FRAME_RULES:
-            raise UserError(f"spectrogram.frames must be a positive number of frames, train_max or train_min; "
-                            f"got {self.frames!r}")
+            raise UserError(
+                f"spectrogram.frames must be a positive number of frames, train_max or train_min; got {self.frames!r}"
+            )
         if isinstance(self.frames, int) and self.frames < 1:
             raise UserError(f"spectrogram.frames must be at least 1, got {self.frames}")
 
@@ -77,8 +101,6 @@ class SpectrogramConfig:
 
 def settings_hash(cfg: Any) -> str:
     """A short stable hash of a config object's settings (provenance of what was made with them)."""
-    import hashlib
-    import json
 
     blob = json.dumps(to_dict(cfg), sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
@@ -88,11 +110,31 @@ SPECTROGRAM_PRESETS: dict[str, dict[str, Any]] = {
     # The paper: 22.05 kHz, Hamming, n_fft 1024, hop 256, 80 dB floor, cropped to the shortest
     # (training) clip. It computed 240 bands and resized the image to 120 rows; a 120-band
     # filterbank is the same thing without the image interpolation.
-    "paper": dict(sample_rate=22050, window="hamming", n_fft=1024, hop_length=256, n_mels=120,
-                  fmin=0.0, fmax=None, clip_below=-80.0, frames="train_min", crop="start"),
+    "paper": {
+        "sample_rate": 22050,
+        "window": "hamming",
+        "n_fft": 1024,
+        "hop_length": 256,
+        "n_mels": 120,
+        "fmin": 0.0,
+        "fmax": None,
+        "clip_below": -80.0,
+        "frames": "train_min",
+        "crop": "start",
+    },
     # auDeep's sleepiness recipe: 80 ms Hann windows with 40 ms overlap, 128 bands, 4 s centred.
-    "audeep": dict(sample_rate=16000, window="hann", n_fft=1280, hop_length=640, n_mels=128,
-                   fmin=0.0, fmax=None, clip_below=-60.0, frames=100, crop="center"),
+    "audeep": {
+        "sample_rate": 16000,
+        "window": "hann",
+        "n_fft": 1280,
+        "hop_length": 640,
+        "n_mels": 128,
+        "fmin": 0.0,
+        "fmax": None,
+        "clip_below": -60.0,
+        "frames": 100,
+        "crop": "center",
+    },
 }
 
 # published starting points per config class: `preset: NAME` in a section (see `expand_preset`)
@@ -113,10 +155,13 @@ class ModelConfig:
     units: int = _opt(256, lo=1, hi=4096)
     encoder_bidirectional: bool = _opt(True, doc="encode the frames in both directions (the paper)")
     dropout: float = _opt(0.2, lo=0.0, hi=0.95, doc="dropout on the encoder input")
-    feature: str = _opt("final", choices=FEATURES,
-                        doc="the clip's feature: final (the paper: seq2seq's bottleneck of the final states, "
-                            "attention's final states), mean or mean_std (statistics of the top encoder layer's "
-                            "outputs over the clip's real frames), or final_mean / final_mean_std (both)")
+    feature: str = _opt(
+        "final",
+        choices=FEATURES,
+        doc="the clip's feature: final (the paper: seq2seq's bottleneck of the final states, "
+        "attention's final states), mean or mean_std (statistics of the top encoder layer's "
+        "outputs over the clip's real frames), or final_mean / final_mean_std (both)",
+    )
 
 
 @dataclass(frozen=True)
@@ -124,10 +169,13 @@ class Seq2seqConfig(ModelConfig):
     """The seq2seq autoencoder: a recurrent decoder with teacher forcing, a bottleneck of the final states."""
 
     network: str = field(default="seq2seq", init=False)
-    decoder_bidirectional: bool = _opt(True, doc="seq2seq only; a bidirectional decoder's backward direction "
-                                                   "sees the frames after the one it predicts (the next target "
-                                                   "frame among them), as in the paper: not causal")
-    feature_units: typing.Optional[int] = _opt(None, lo=1, hi=4096, doc="seq2seq bottleneck width; null = units")
+    decoder_bidirectional: bool = _opt(
+        True,
+        doc="seq2seq only; a bidirectional decoder's backward direction "
+        "sees the frames after the one it predicts (the next target "
+        "frame among them), as in the paper: not causal",
+    )
+    feature_units: int | None = _opt(None, lo=1, hi=4096, doc="seq2seq bottleneck width; null = units")
 
 
 @dataclass(frozen=True)
@@ -136,7 +184,7 @@ class AttentionConfig(ModelConfig):
 
     network: str = field(default="attention", init=False)
     attention: str = _opt("bahdanau", choices=("bahdanau", "luong"), doc="attention only")
-    attention_units: typing.Optional[int] = _opt(None, lo=1, hi=4096, doc="attention only; null = units")
+    attention_units: int | None = _opt(None, lo=1, hi=4096, doc="attention only; null = units")
 
 
 MODEL_CONFIGS: dict[str, type[ModelConfig]] = {"seq2seq": Seq2seqConfig, "attention": AttentionConfig}
@@ -149,10 +197,13 @@ class TrainingConfig:
     epochs: int = _opt(10, lo=1, hi=10000)
     batch_size: int = _opt(64, lo=1, hi=65536)
     learning_rate: float = _opt(1e-3, lo=0.0, hi=1.0, lo_open=True)
-    clip_value: typing.Optional[float] = _opt(None, lo=0.0, lo_open=True, doc="clip gradients to [-v, v]; null = off")
+    clip_value: float | None = _opt(None, lo=0.0, lo_open=True, doc="clip gradients to [-v, v]; null = off")
     seed: int = _opt(0, lo=0)
-    fit_on: str = _opt("train", choices=("train", "train+devel", "all"),
-                       doc="partitions the autoencoders learn from (unsupervised; labels never used)")
+    fit_on: str = _opt(
+        "train",
+        choices=("train", "train+devel", "all"),
+        doc="partitions the autoencoders learn from (unsupervised; labels never used)",
+    )
     jit_compile: bool = _opt(True, doc="compile the training step with XLA where it helps (GPU only; slower on CPU)")
 
 
@@ -160,7 +211,7 @@ class TrainingConfig:
 # either or both with the utterance functionals (auttention.baseline); each feature set is also its own branch.
 FUSIONS = ("attention+seq2seq", "attention+seq2seq+functionals", "attention+functionals", "seq2seq+functionals")
 # what C (and a search's every choice) is scored on: the paper's devel; train and devel swapped, averaged;
-# K speaker-disjoint folds over train+devel (auttention/scoring.py `validation_folds`)
+# K speaker-disjoint folds over train+devel (auttention/validation.py `validation_folds`)
 VALIDATIONS = ("devel", "swap", "speaker_folds")
 
 
@@ -169,17 +220,22 @@ class ScoringConfig:
     """The paper's linear SVR: C chosen on devel (or on the validation scoring.validation names),
     predictions rounded and clipped to the label range."""
 
-    fuse: str = _opt("attention+seq2seq", choices=FUSIONS,
-                     doc="the feature sets the fusion branch concatenates (functionals: auttention.baseline's "
-                         "utterance statistics)")
-    validation: str = _opt("devel", choices=VALIDATIONS,
-                           doc="what C, a trial's per-epoch score, the selection and the ensembles are scored on: "
-                               "devel (fit on train; the paper's), swap (train->devel and devel->train, the two "
-                               "rhos averaged) or speaker_folds (scoring.folds speaker-disjoint folds over "
-                               "train+devel, the folds' rhos averaged; needs speakers); test predictions always "
-                               "come from the SVR refit on train+devel")
+    fuse: str = _opt(
+        "attention+seq2seq",
+        choices=FUSIONS,
+        doc="the feature sets the fusion branch concatenates (functionals: auttention.baseline's utterance statistics)",
+    )
+    validation: str = _opt(
+        "devel",
+        choices=VALIDATIONS,
+        doc="what C, a trial's per-epoch score, the selection and the ensembles are scored on: "
+        "devel (fit on train; the paper's), swap (train->devel and devel->train, the two "
+        "rhos averaged) or speaker_folds (scoring.folds speaker-disjoint folds over "
+        "train+devel, the folds' rhos averaged; needs speakers); test predictions always "
+        "come from the SVR refit on train+devel",
+    )
     folds: int = _opt(5, lo=2, doc="the number of speaker-disjoint folds of validation: speaker_folds")
-    complexities: list = _opt([1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0], doc="SVR C grid")
+    complexities: list = _opt([1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0], doc="SVR C grid")  # noqa: RUF009 - _opt makes a default_factory for a list
     round: bool = _opt(True, doc="round predictions to whole labels")
     label_min: float = _opt(1.0, doc="predictions are clipped to [label_min, label_max]")
     label_max: float = _opt(9.0)
@@ -187,8 +243,9 @@ class ScoringConfig:
 
     def __post_init__(self) -> None:
         if not self.complexities or not all(
-                isinstance(c, (int, float)) and not isinstance(c, bool) and c > 0 and math.isfinite(c)
-                for c in self.complexities):
+            isinstance(c, (int, float)) and not isinstance(c, bool) and c > 0 and math.isfinite(c)
+            for c in self.complexities
+        ):
             raise UserError("scoring.complexities must be a non-empty list of positive numbers")
         if self.label_min >= self.label_max:
             raise UserError(f"scoring.label_min ({self.label_min}) must be below scoring.label_max ({self.label_max})")
@@ -210,8 +267,13 @@ class PipelineConfig:
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
 
 
-SECTIONS: dict[str, type] = {"spectrogram": SpectrogramConfig, "seq2seq": Seq2seqConfig,
-                             "attention": AttentionConfig, "training": TrainingConfig, "scoring": ScoringConfig}
+SECTIONS: dict[str, type] = {
+    "spectrogram": SpectrogramConfig,
+    "seq2seq": Seq2seqConfig,
+    "attention": AttentionConfig,
+    "training": TrainingConfig,
+    "scoring": ScoringConfig,
+}
 
 
 def to_dict(cfg: Any) -> Any:
@@ -228,7 +290,7 @@ def check_value(value: Any, annotation: Any, meta: Mapping[str, Any], where: str
     ann = annotation
     origin = typing.get_origin(ann)
     args = typing.get_args(ann)
-    if origin is typing.Union:
+    if origin is typing.Union or origin is types.UnionType:
         if value is None and type(None) in args:
             return None
         errors = []

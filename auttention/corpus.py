@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import hashlib
 import io
 import logging
 import math
 import os
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 import pandas as pd
+import pyarrow.fs as pafs
 
 from . import storage
 from .audio import BadAudio, audio_problem
@@ -56,8 +58,10 @@ def read_corpus(data: str | os.PathLike, labels: str | os.PathLike | None = None
     labels = Path(labels) if labels else data / "lab" / "labels.csv"
     wav_dir = data / "wav"
     if not labels.is_file():
-        raise UserError(f"{labels}: label file not found; a ComParE corpus has lab/labels.csv "
-                        f"(file_name,label), or pass a manifest CSV (file,label,partition)")
+        raise UserError(
+            f"{labels}: label file not found; a ComParE corpus has lab/labels.csv "
+            f"(file_name,label), or pass a manifest CSV (file,label,partition)"
+        )
     if not wav_dir.is_dir():
         raise UserError(f"{wav_dir}: audio folder not found; a ComParE corpus keeps its clips in wav/")
     table = _read_csv(labels, ("file_name", "label"))
@@ -67,12 +71,15 @@ def read_corpus(data: str | os.PathLike, labels: str | os.PathLike | None = None
         rows.append((name, path, _partition_of(name, labels, line), _parse_label(label, labels, line), line))
     corpus = with_speakers(_finish(rows, labels), labels)
     listed = set(corpus["file_name"])
-    unlisted = sorted(p.name for p in wav_dir.iterdir() if p.name not in listed and not p.name.startswith(".")
-                      and p.is_file())
+    unlisted = sorted(
+        p.name for p in wav_dir.iterdir() if p.name not in listed and not p.name.startswith(".") and p.is_file()
+    )
     if unlisted:
         more = f" and {len(unlisted) - 3} more" if len(unlisted) > 3 else ""
-        log.warning(f"warning: {wav_dir}: {len(unlisted)} file(s) have no row in {labels} and are left out: "
-                    f"{', '.join(unlisted[:3])}{more}")
+        log.warning(
+            f"warning: {wav_dir}: {len(unlisted)} file(s) have no row in {labels} and are left out: "
+            f"{', '.join(unlisted[:3])}{more}"
+        )
     return corpus
 
 
@@ -86,9 +93,11 @@ def _partition_of(name: str, labels, line: int) -> str:
     """The partition a ComParE file name starts with (train_, devel_, test_); UserError otherwise."""
     prefix = name.split("_", 1)[0] if "_" in name else ""
     if prefix not in PARTITIONS:
-        raise UserError(f"{labels}, line {line}: file name {name!r} does not start with train_, devel_ "
-                        f"or test_, so its partition is unknown; rename it or use a manifest CSV "
-                        f"with a partition column")
+        raise UserError(
+            f"{labels}, line {line}: file name {name!r} does not start with train_, devel_ "
+            f"or test_, so its partition is unknown; rename it or use a manifest CSV "
+            f"with a partition column"
+        )
     return prefix
 
 
@@ -97,7 +106,6 @@ def fingerprint(corpus: pd.DataFrame) -> str:
     audio file (size and modification time). Labels are left out: relabelling a corpus keeps its
     spectrograms, and labels are joined by file name where they are used. So are speakers: they only
     group the bootstrap and the folds, so adding or fixing a speaker list keeps every cache valid."""
-    import hashlib
 
     remote = _remote_stats([p for p in corpus["path"] if storage.is_remote(p)])
     digest = hashlib.sha256()
@@ -116,7 +124,6 @@ def fingerprint(corpus: pd.DataFrame) -> str:
 
 def _remote_stats(uris: list[str]) -> dict[str, tuple[int, int]]:
     """{uri: (size, mtime in ns)} of audio files on object storage, one listing per folder."""
-    import pyarrow.fs as pafs
 
     out: dict[str, tuple[int, int]] = {}
     for folder in sorted({u.rsplit("/", 1)[0] for u in uris}):
@@ -131,7 +138,6 @@ def _remote_stats(uris: list[str]) -> dict[str, tuple[int, int]]:
 def _read_remote_corpus(data: str) -> pd.DataFrame:
     """read_corpus for object storage: a ComParE prefix (wav/, lab/labels.csv) or a manifest CSV object.
     The clips' paths are URIs; the workers that decode them read them from the bucket."""
-    import io
 
     loc = storage.location(data, "--data")
     storage.check(loc, "--data", write=False)
@@ -147,8 +153,10 @@ def _read_remote_corpus(data: str) -> pd.DataFrame:
         return _manifest_speakers(_finish(rows, data), table, data)
     labels, wav = loc / "lab" / "labels.csv", loc / "wav"
     if not labels.is_file():
-        raise UserError(f"{labels}: label file not found; a ComParE corpus has lab/labels.csv "
-                        f"(file_name,label), or pass a manifest CSV (file,label,partition)")
+        raise UserError(
+            f"{labels}: label file not found; a ComParE corpus has lab/labels.csv "
+            f"(file_name,label), or pass a manifest CSV (file,label,partition)"
+        )
     present = set(wav.files())
     if not present:
         raise UserError(f"{wav}: audio folder not found; a ComParE corpus keeps its clips in wav/")
@@ -165,8 +173,10 @@ def _read_remote_corpus(data: str) -> pd.DataFrame:
     unlisted = sorted(present - set(corpus["file_name"]) - {n for n in present if "/" in n or n.startswith(".")})
     if unlisted:
         more = f" and {len(unlisted) - 3} more" if len(unlisted) > 3 else ""
-        log.warning(f"warning: {wav}: {len(unlisted)} file(s) have no row in {labels} and are left out: "
-                    f"{', '.join(unlisted[:3])}{more}")
+        log.warning(
+            f"warning: {wav}: {len(unlisted)} file(s) have no row in {labels} and are left out: "
+            f"{', '.join(unlisted[:3])}{more}"
+        )
     return corpus
 
 
@@ -176,8 +186,9 @@ def _safe_uri(root: str, name: str, present: set[str], source: str, line: int) -
         raise UserError(f"{source}, line {line}: empty file name")
     parts = name.replace("\\", "/").split("/")
     if name.startswith("/") or ".." in parts or "://" in name:
-        raise UserError(f"{source}, line {line}: file name {name!r} points outside the corpus folder; "
-                        f"use a path relative to {root}")
+        raise UserError(
+            f"{source}, line {line}: file name {name!r} points outside the corpus folder; use a path relative to {root}"
+        )
     if name not in present:
         raise UserError(f"{source}, line {line}: audio file {root}/{name} not found; add it or remove its row")
     return f"{root}/{name}"
@@ -189,10 +200,12 @@ def check_label_range(frame: pd.DataFrame, label_min: float, label_max: float) -
     out = known[(known["label"] < label_min) | (known["label"] > label_max)]
     if len(out):
         source = frame.attrs.get("labels", "labels")
-        raise UserError(f"{source}: {out['file_name'].iloc[0]} has label {out['label'].iloc[0]:g}, outside "
-                        f"scoring.label_min..label_max = {label_min:g}..{label_max:g} ({len(out)} such label(s)); "
-                        f"predictions are clipped to that range, so set scoring.label_min and label_max "
-                        f"to the range of this corpus")
+        raise UserError(
+            f"{source}: {out['file_name'].iloc[0]} has label {out['label'].iloc[0]:g}, outside "
+            f"scoring.label_min..label_max = {label_min:g}..{label_max:g} ({len(out)} such label(s)); "
+            f"predictions are clipped to that range, so set scoring.label_min and label_max "
+            f"to the range of this corpus"
+        )
 
 
 def read_labels(path: str | os.PathLike) -> pd.DataFrame:
@@ -256,21 +269,26 @@ def attach_speakers(corpus: pd.DataFrame, table: pd.DataFrame, name_col: str, so
     if len(twice):
         name = twice[name_col].iloc[0]
         said = sorted(twice.loc[twice[name_col] == name, "speaker"])
-        raise UserError(f"{source}: clip {name} is given two speakers ({said[0]!r} and {said[1]!r}); "
-                        f"keep one row per clip")
+        raise UserError(
+            f"{source}: clip {name} is given two speakers ({said[0]!r} and {said[1]!r}); keep one row per clip"
+        )
     speaker = corpus["file_name"].map(dict(zip(table[name_col], table["speaker"])))
     missing = speaker.isna() | (speaker == "")
     if missing.any():
-        raise UserError(f"{source}: clip {corpus['file_name'][missing].iloc[0]} has no speaker ({int(missing.sum())} "
-                        f"such); give every clip a speaker, or remove the speaker list")
+        raise UserError(
+            f"{source}: clip {corpus['file_name'][missing].iloc[0]} has no speaker ({int(missing.sum())} "
+            f"such); give every clip a speaker, or remove the speaker list"
+        )
     corpus = corpus.assign(speaker=speaker)
     first = corpus.drop_duplicates(["speaker", "partition"])  # the corpus is sorted: the first clip of each
     shared = first[first["speaker"].duplicated(keep=False)]
     if len(shared):
         one, other = shared.iloc[0], shared[shared["speaker"] == shared.iloc[0]["speaker"]].iloc[1]
-        raise UserError(f"{source}: speaker {one['speaker']!r} is in {one['partition']} ({one['file_name']}) and "
-                        f"in {other['partition']} ({other['file_name']}); partitions must not share speakers, "
-                        f"fix the speaker list or the partitions")
+        raise UserError(
+            f"{source}: speaker {one['speaker']!r} is in {one['partition']} ({one['file_name']}) and "
+            f"in {other['partition']} ({other['file_name']}); partitions must not share speakers, "
+            f"fix the speaker list or the partitions"
+        )
     return corpus
 
 
@@ -295,8 +313,10 @@ def _read_csv(path, columns: tuple[str, ...], source: str | None = None) -> pd.D
     table.columns = [c.strip() for c in table.columns]
     missing = [c for c in columns if c not in table.columns]
     if missing:
-        raise UserError(f"{path}: missing column(s) {', '.join(missing)}; expected a header "
-                        f"{','.join(columns)} (found {','.join(table.columns) or 'none'})")
+        raise UserError(
+            f"{path}: missing column(s) {', '.join(missing)}; expected a header "
+            f"{','.join(columns)} (found {','.join(table.columns) or 'none'})"
+        )
     if table.empty:
         raise UserError(f"{path}: has a header but no rows")
     for c in columns:
@@ -309,17 +329,19 @@ _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 def _decode_csv(raw: bytes, source) -> str:
     """A CSV file's text: UTF-16 where a byte-order mark says so, else UTF-8 (a leading BOM dropped)."""
-    fix = "save it as \"CSV UTF-8\" (or \"Unicode text\") and run again"
+    fix = 'save it as "CSV UTF-8" (or "Unicode text") and run again'
     try:
         if raw.startswith(_UTF16_BOMS):
             return raw.decode("utf-16")  # the BOM tells the byte order, and is dropped
         if b"\x00" in raw:  # NUL bytes are valid UTF-8 but never in a CSV's text: UTF-16 without its BOM
-            raise UserError(f"{source}: cannot read it as CSV: its text looks like UTF-16 without a byte-order "
-                            f"mark; {fix}")
+            raise UserError(
+                f"{source}: cannot read it as CSV: its text looks like UTF-16 without a byte-order mark; {fix}"
+            )
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise UserError(f"{source}: cannot read it as CSV: its text is neither UTF-8 nor UTF-16 (byte {exc.start}); "
-                        f"{fix}") from None
+        raise UserError(
+            f"{source}: cannot read it as CSV: its text is neither UTF-8 nor UTF-16 (byte {exc.start}); {fix}"
+        ) from None
 
 
 def _safe_path(root: Path, name: str, source: Path, line: int) -> Path:
@@ -328,19 +350,22 @@ def _safe_path(root: Path, name: str, source: Path, line: int) -> Path:
         raise UserError(f"{source}, line {line}: empty file name")
     candidate = Path(name)
     if candidate.is_absolute() or ".." in candidate.parts:
-        raise UserError(f"{source}, line {line}: file name {name!r} points outside the corpus folder; "
-                        f"use a path relative to {root}")
+        raise UserError(
+            f"{source}, line {line}: file name {name!r} points outside the corpus folder; use a path relative to {root}"
+        )
     if _symlink_loop(root / candidate):
-        raise UserError(f"{source}, line {line}: {root / candidate}: a symlink loop; replace it with the audio "
-                        f"file or remove it")
+        raise UserError(
+            f"{source}, line {line}: {root / candidate}: a symlink loop; replace it with the audio file or remove it"
+        )
     root_real = root.resolve()
     path = (root / candidate).resolve()
     if root_real != path and root_real not in path.parents:
-        raise UserError(f"{source}, line {line}: {name!r} resolves outside the corpus folder "
-                        f"(a symlink out?); copy the file into {root}")
+        raise UserError(
+            f"{source}, line {line}: {name!r} resolves outside the corpus folder "
+            f"(a symlink out?); copy the file into {root}"
+        )
     if not path.is_file():
-        raise UserError(f"{source}, line {line}: audio file {root / candidate} not found; "
-                        f"add it or remove its row")
+        raise UserError(f"{source}, line {line}: audio file {root / candidate} not found; add it or remove its row")
     return path
 
 
@@ -353,7 +378,7 @@ def _symlink_loop(path: Path) -> bool:
     return False
 
 
-def _parse_label(value: str, source: Path, line: int) -> float:
+def _parse_label(value: str, source: object, line: int) -> float:
     if value in UNKNOWN_LABELS:
         return math.nan
     try:
@@ -365,23 +390,27 @@ def _parse_label(value: str, source: Path, line: int) -> float:
     return label
 
 
-def _finish(rows: list, source: Path) -> pd.DataFrame:
+def _finish(rows: list, source: object) -> pd.DataFrame:
     corpus = pd.DataFrame(rows, columns=["file_name", "path", "partition", "label", "line"])
     for column, what in (("file_name", "file name"), ("path", "audio file")):
         # the same file twice (also under two spellings of its path) could sit in train and test at once
         dup = corpus[corpus[column].duplicated(keep=False)]
         if len(dup):
             first, again = dup.iloc[0], dup[dup[column] == dup.iloc[0][column]].iloc[1]
-            raise UserError(f"{source}, line {again['line']}: {what} {str(again[column])!r} is listed more than "
-                            f"once (also on line {first['line']}); keep one row per clip")
+            raise UserError(
+                f"{source}, line {again['line']}: {what} {str(again[column])!r} is listed more than "
+                f"once (also on line {first['line']}); keep one row per clip"
+            )
     corpus = corpus.drop(columns="line")
     for part in ("train", "devel"):
         if not (corpus["partition"] == part).any():
             raise UserError(f"{source}: the {part} partition is empty; the SVR needs labelled train and devel clips")
         unknown = corpus[(corpus["partition"] == part) & corpus["label"].isna()]
         if len(unknown):
-            raise UserError(f"{source}: {part} clip {unknown['file_name'].iloc[0]} has no label "
-                            f"({len(unknown)} such); train and devel clips need numeric labels")
+            raise UserError(
+                f"{source}: {part} clip {unknown['file_name'].iloc[0]} has no label "
+                f"({len(unknown)} such); train and devel clips need numeric labels"
+            )
     corpus["path"] = corpus["path"].map(str)
     corpus = corpus.sort_values("file_name", kind="stable").reset_index(drop=True)
     corpus.attrs["labels"] = str(source)  # named by later checks (check_label_range)
@@ -393,7 +422,7 @@ def check_audio(corpus: pd.DataFrame, jobs: int = 8) -> dict[str, str]:
     paths = list(corpus["path"])
     # file opens, mostly waiting on the disk (a network file system above all); a few dozen per thread
     # task, as one task per file costs more in thread hand-offs than the header read itself
-    chunks = [paths[i:i + 64] for i in range(0, len(paths), 64)]
+    chunks = [paths[i : i + 64] for i in range(0, len(paths), 64)]
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         problems = [why for found in pool.map(lambda chunk: [audio_problem(p) for p in chunk], chunks) for why in found]
     return {name: why for name, why in zip(corpus["file_name"], problems) if why}
@@ -442,8 +471,10 @@ class BadAudioPolicy:
             members = set(corpus.loc[corpus["partition"] == part, "file_name"])
             lost = [n for n in names if n in members]
             if lost and not (kept["partition"] == part).any():
-                raise UserError(f"{paths[lost[0]]}: every {part} clip has bad audio ({len(lost)} skipped; this one: "
-                                f"{bad[lost[0]]}); the {part} partition cannot be empty, fix the files")
+                raise UserError(
+                    f"{paths[lost[0]]}: every {part} clip has bad audio ({len(lost)} skipped; this one: "
+                    f"{bad[lost[0]]}); the {part} partition cannot be empty, fix the files"
+                )
         return kept
 
     def screen(self, corpus: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
@@ -459,8 +490,6 @@ class BadAudioPolicy:
             self.said.add(line)
         log.warning(line)
 
-    def warning_once(self) -> "BadAudioPolicy":
+    def warning_once(self) -> BadAudioPolicy:
         """The same policy, saying each warning line once (several settings decode the same bad clip)."""
         return dataclasses.replace(self, once=True, said=set())
-
-

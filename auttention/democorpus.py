@@ -36,11 +36,16 @@ import struct
 import subprocess
 import sys
 import tempfile
+import typing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 from xml.sax.saxutils import escape
 
+import espeakng_loader
 import numpy as np
+import soundfile
+import soxr
 
 from .errors import UserError
 from .io import atomic_dir
@@ -140,13 +145,49 @@ _SHORT = 40  # characters; a prompt shorter than this gets a second one
 # eSpeak NG variants (espeak-ng-data/voices/!v) that sound like ordinary adult speakers;
 # robotic, whispering, Klatt and novelty variants are left out.
 VOICES_MALE: tuple[str, ...] = (
-    "m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "Andy", "Denis", "Diogo", "Gene", "Henrique",
-    "Hugo", "Lee", "Mario", "Michael", "gustave", "marcelo", "michel", "miguel", "pedro",
-    "robert", "victor", "travis", "norbert",
+    "m1",
+    "m2",
+    "m3",
+    "m4",
+    "m5",
+    "m6",
+    "m7",
+    "m8",
+    "Andy",
+    "Denis",
+    "Diogo",
+    "Gene",
+    "Henrique",
+    "Hugo",
+    "Lee",
+    "Mario",
+    "Michael",
+    "gustave",
+    "marcelo",
+    "michel",
+    "miguel",
+    "pedro",
+    "robert",
+    "victor",
+    "travis",
+    "norbert",
 )
 VOICES_FEMALE: tuple[str, ...] = (
-    "f1", "f2", "f3", "f4", "f5", "Alicia", "Andrea", "Annie", "belinda", "linda", "aunty",
-    "grandma", "steph", "anika", "shelby",
+    "f1",
+    "f2",
+    "f3",
+    "f4",
+    "f5",
+    "Alicia",
+    "Andrea",
+    "Annie",
+    "belinda",
+    "linda",
+    "aunty",
+    "grandma",
+    "steph",
+    "anika",
+    "shelby",
 )
 
 # Effect of the latent sleepiness s (about -1 alert .. +1 very sleepy) on each cue. The
@@ -154,18 +195,18 @@ VOICES_FEMALE: tuple[str, ...] = (
 # part of it. Calibrated with bench/demo_baseline.py (MFCC functionals + linear SVR reach a devel
 # Spearman of about 0.5-0.7 on the default corpus).
 _EFFECT = {
-    "log_rate": -0.18,     # log words-per-minute: about -16 % at s = +1
-    "word_gap": 2.4,       # eSpeak word gap, 10 ms units
-    "pause_prob": 0.11,    # probability of an inserted pause between two words
-    "pause_ms": 180.0,     # mean inserted pause length
-    "pitch": -10.0,        # eSpeak pitch, 0..100 (about -10 % F0)
-    "range": -14.0,        # eSpeak pitch range, 0..100
-    "level_db": -4.0,      # speech level, dB
-    "tilt": -0.25,         # first-difference tilt coefficient (darker when negative)
-    "breath_db": 6.5,      # aspiration noise relative to speech, dB
+    "log_rate": -0.18,  # log words-per-minute: about -16 % at s = +1
+    "word_gap": 2.4,  # eSpeak word gap, 10 ms units
+    "pause_prob": 0.11,  # probability of an inserted pause between two words
+    "pause_ms": 180.0,  # mean inserted pause length
+    "pitch": -10.0,  # eSpeak pitch, 0..100 (about -10 % F0)
+    "range": -14.0,  # eSpeak pitch range, 0..100
+    "level_db": -4.0,  # speech level, dB
+    "tilt": -0.25,  # first-difference tilt coefficient (darker when negative)
+    "breath_db": 6.5,  # aspiration noise relative to speech, dB
 }
-_LATENT_NOISE = 0.30       # s = (KSS - 5) / 4 + N(0, this): the label is a noisy self-report
-_LABEL_NOISE = 0.9         # clip KSS = round(speaker mean + N(0, this))
+_LATENT_NOISE = 0.30  # s = (KSS - 5) / 4 + N(0, this): the label is a noisy self-report
+_LABEL_NOISE = 0.9  # clip KSS = round(speaker mean + N(0, this))
 
 
 @dataclass(frozen=True)
@@ -175,24 +216,24 @@ class Speaker:
     index: int
     name: str
     partition: str
-    voice: str                 # eSpeak NG voice name, e.g. "de+m3"
-    kss_mean: float            # the speaker's mean KSS (1..9)
-    log_rate: float            # log of speaking rate in words per minute
-    word_gap: float            # eSpeak word gap, 10 ms units
-    pause_prob: float          # probability of a pause between words when alert
-    pause_ms: float            # mean inserted pause length when alert, ms
-    pitch: float               # eSpeak base pitch, 0..100
-    pitch_range: float         # eSpeak pitch range, 0..100
-    scale: float               # resampling factor: formants and F0 times this, duration over it
-    tilt: float                # y[n] = x[n] - tilt * x[n-1]; positive = brighter
+    voice: str  # eSpeak NG voice name, e.g. "de+m3"
+    kss_mean: float  # the speaker's mean KSS (1..9)
+    log_rate: float  # log of speaking rate in words per minute
+    word_gap: float  # eSpeak word gap, 10 ms units
+    pause_prob: float  # probability of a pause between words when alert
+    pause_ms: float  # mean inserted pause length when alert, ms
+    pitch: float  # eSpeak base pitch, 0..100
+    pitch_range: float  # eSpeak pitch range, 0..100
+    scale: float  # resampling factor: formants and F0 times this, duration over it
+    tilt: float  # y[n] = x[n] - tilt * x[n-1]; positive = brighter
     resonances: tuple[tuple[float, float, float], ...]  # peaking filters (Hz, dB, Q)
-    breath_db: float           # aspiration noise level relative to speech, dB
-    level_db: float            # speech RMS over active frames, dBFS
-    noise_db: float            # background noise RMS, dBFS
-    noise_colour: float        # one-pole low-pass coefficient of the noise (0 white .. 0.98 brown)
-    hum_db: float              # mains hum RMS, dBFS (-inf: none)
-    hum_hz: float              # mains frequency, Hz
-    dc: float                  # DC offset, full scale = 1
+    breath_db: float  # aspiration noise level relative to speech, dB
+    level_db: float  # speech RMS over active frames, dBFS
+    noise_db: float  # background noise RMS, dBFS
+    noise_colour: float  # one-pole low-pass coefficient of the noise (0 white .. 0.98 brown)
+    hum_db: float  # mains hum RMS, dBFS (-inf: none)
+    hum_hz: float  # mains frequency, Hz
+    dc: float  # DC offset, full scale = 1
 
 
 @dataclass(frozen=True)
@@ -201,14 +242,21 @@ class Clip:
 
     file_name: str
     speaker: Speaker
-    take: int                  # the clip's number within its speaker
-    label: int                 # KSS 1..9
-    sleepiness: float          # latent, about -1..1
+    take: int  # the clip's number within its speaker
+    label: int  # KSS 1..9
+    sleepiness: float  # latent, about -1..1
     seed: int
 
 
-def build_demo_corpus(out: str | os.PathLike, *, n_clips: int = 600, n_speakers: int = 30, seed: int = 0,
-                      jobs: int | None = None, sample_rate: int = 16000) -> Path:
+def build_demo_corpus(
+    out: str | os.PathLike,
+    *,
+    n_clips: int = 600,
+    n_speakers: int = 30,
+    seed: int = 0,
+    jobs: int | None = None,
+    sample_rate: int = 16000,
+) -> Path:
     """Synthesise the demo sleepiness corpus into `out` (a new or empty folder) and return its path.
 
     n_clips: total clips, split about equally over speakers; n_speakers: at least 3 (24 or more
@@ -244,14 +292,15 @@ def build_demo_corpus(out: str | os.PathLike, *, n_clips: int = 600, n_speakers:
 # ----------------------------------------------------------------------------- planning
 
 
-def _draw_speakers(seed: int, n_speakers: int, males: tuple[str, ...] = VOICES_MALE,
-                   females: tuple[str, ...] = VOICES_FEMALE) -> list[Speaker]:
+def _draw_speakers(
+    seed: int, n_speakers: int, males: tuple[str, ...] = VOICES_MALE, females: tuple[str, ...] = VOICES_FEMALE
+) -> list[Speaker]:
     """Draw every speaker's voice, habits, channel and mean KSS, and assign partitions."""
     pool = np.random.default_rng([seed, 0])
     female = pool.random(n_speakers) < 0.5
     voices_f = [str(v) for v in pool.permutation(females)]
     voices_m = [str(v) for v in pool.permutation(males)]
-    drawn = []
+    drawn: list[dict[str, Any]] = []
     for k in range(n_speakers):
         rng = np.random.default_rng([seed, 1, k])
         names = voices_f if female[k] else voices_m
@@ -259,28 +308,39 @@ def _draw_speakers(seed: int, n_speakers: int, males: tuple[str, ...] = VOICES_M
         # each variant once while they last, then variants repeat (with other habits and channel)
         variant = names.pop(0) if names else str(base[rng.integers(len(base))])
         kss_mean = 1.0 + 8.0 * rng.beta(1.4, 1.4)
-        resonances = tuple((float(np.exp(rng.uniform(np.log(250.0), np.log(3500.0)))),
-                            float(rng.normal(0.0, 4.0)), float(rng.uniform(0.7, 2.5))) for _ in range(2))
+        resonances = tuple(
+            (
+                float(np.exp(rng.uniform(np.log(250.0), np.log(3500.0)))),
+                float(rng.normal(0.0, 4.0)),
+                float(rng.uniform(0.7, 2.5)),
+            )
+            for _ in range(2)
+        )
         has_hum = rng.random() < 0.3
-        drawn.append(dict(
-            index=k, name=f"spk{k + 1:03d}", voice=f"de+{variant}", kss_mean=float(kss_mean),
-            log_rate=float(np.log(170.0) + rng.normal(0.0, 0.09)),
-            word_gap=float(rng.uniform(0.0, 2.0)),
-            pause_prob=float(rng.uniform(0.0, 0.08)),
-            pause_ms=float(rng.uniform(120.0, 260.0)),
-            pitch=float(rng.uniform(30.0, 70.0)),
-            pitch_range=float(rng.uniform(30.0, 75.0)),
-            scale=float(rng.uniform(0.93, 1.07)),
-            tilt=float(rng.uniform(-0.35, 0.35)),
-            resonances=resonances,
-            breath_db=float(rng.uniform(-34.0, -20.0)),
-            level_db=float(rng.normal(-24.0, 3.0)),
-            noise_db=float(rng.uniform(-66.0, -44.0)),
-            noise_colour=float(rng.choice([0.0, 0.5, 0.9, 0.98])),
-            hum_db=float(rng.uniform(-62.0, -48.0)) if has_hum else -math.inf,
-            hum_hz=float(rng.choice([50.0, 60.0])),
-            dc=float(rng.uniform(-0.002, 0.002)) if rng.random() < 0.3 else 0.0,
-        ))
+        drawn.append(
+            {
+                "index": k,
+                "name": f"spk{k + 1:03d}",
+                "voice": f"de+{variant}",
+                "kss_mean": float(kss_mean),
+                "log_rate": float(np.log(170.0) + rng.normal(0.0, 0.09)),
+                "word_gap": float(rng.uniform(0.0, 2.0)),
+                "pause_prob": float(rng.uniform(0.0, 0.08)),
+                "pause_ms": float(rng.uniform(120.0, 260.0)),
+                "pitch": float(rng.uniform(30.0, 70.0)),
+                "pitch_range": float(rng.uniform(30.0, 75.0)),
+                "scale": float(rng.uniform(0.93, 1.07)),
+                "tilt": float(rng.uniform(-0.35, 0.35)),
+                "resonances": resonances,
+                "breath_db": float(rng.uniform(-34.0, -20.0)),
+                "level_db": float(rng.normal(-24.0, 3.0)),
+                "noise_db": float(rng.uniform(-66.0, -44.0)),
+                "noise_colour": float(rng.choice([0.0, 0.5, 0.9, 0.98])),
+                "hum_db": float(rng.uniform(-62.0, -48.0)) if has_hum else -math.inf,
+                "hum_hz": float(rng.choice([50.0, 60.0])),
+                "dc": float(rng.uniform(-0.002, 0.002)) if rng.random() < 0.3 else 0.0,
+            }
+        )
     partitions = _assign_partitions(np.random.default_rng([seed, 2]), [d["kss_mean"] for d in drawn])
     return [Speaker(partition=p, **d) for d, p in zip(drawn, partitions)]
 
@@ -294,7 +354,8 @@ def _assign_partitions(rng: np.random.Generator, kss_means: list[float]) -> list
     if n_test < 1:  # only for n = 3
         n_train, n_test = n_train - 1, n_test + 1
     # each partition takes evenly spaced (jittered) ranks of the speakers sorted by mean KSS
-    keys, parts = [], []
+    keys: list[float] = []
+    parts: list[str] = []
     for part, count in zip(PARTITIONS, (n_train, n_devel, n_test)):
         keys.extend((np.arange(count) + rng.random(count)) / count)
         parts.extend([part] * count)
@@ -332,8 +393,9 @@ def _plan_clips(seed: int, speakers: list[Speaker], n_clips: int) -> list[Clip]:
 def _write_tables(folder: Path, clips: list[Clip], seed: int, sample_rate: int) -> None:
     """labels.csv, speakers.csv and README.txt for the rendered clips."""
     labels = ["file_name,label"] + [f"{c.file_name},{c.label}" for c in clips]
-    speakers = ["file_name,speaker,partition"] + [f"{c.file_name},{c.speaker.name},{c.speaker.partition}"
-                                                  for c in clips]
+    speakers = ["file_name,speaker,partition"] + [
+        f"{c.file_name},{c.speaker.name},{c.speaker.partition}" for c in clips
+    ]
     (folder / "lab" / "labels.csv").write_text("\n".join(labels) + "\n", encoding="utf-8")
     (folder / "lab" / "speakers.csv").write_text("\n".join(speakers) + "\n", encoding="utf-8")
     n_clip = {p: sum(c.speaker.partition == p for c in clips) for p in PARTITIONS}
@@ -371,12 +433,13 @@ def _render_all(clips: list[Clip], wav_dir: Path, sample_rate: int, jobs: int) -
     workers = []
     try:
         for w in range(jobs):
-            log = tempfile.TemporaryFile()
-            proc = subprocess.Popen([sys.executable, "-c", "from auttention.democorpus import _worker_main; "
-                                     "_worker_main()"], stdin=subprocess.PIPE, stderr=log, env=env)
+            log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below, with its worker
+            worker = "from auttention.democorpus import _worker_main; _worker_main()"
+            proc = subprocess.Popen([sys.executable, "-c", worker], stdin=subprocess.PIPE, stderr=log, env=env)
             workers.append((proc, log))
-            proc.stdin.write(pickle.dumps((clips[w::jobs], str(wav_dir), sample_rate)))
-            proc.stdin.close()
+            stdin = _piped(proc.stdin)
+            stdin.write(pickle.dumps((clips[w::jobs], str(wav_dir), sample_rate)))
+            stdin.close()
         for proc, log in workers:
             if proc.wait() != 0:
                 log.seek(0)
@@ -393,8 +456,7 @@ def _render_all(clips: list[Clip], wav_dir: Path, sample_rate: int, jobs: int) -
 def _package_env() -> dict[str, str]:
     """The environment of a helper process that imports this package: this checkout's on its path."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
-                                                      env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH")]))
     return env
 
 
@@ -406,17 +468,15 @@ def _worker_main() -> None:
             _write_clip(clip, Path(wav_dir), sample_rate, synth)
 
 
-def _write_clip(clip: Clip, wav_dir: Path, sample_rate: int, synth: "_EspeakServer") -> None:
-    import soundfile
+def _write_clip(clip: Clip, wav_dir: Path, sample_rate: int, synth: _EspeakServer) -> None:
 
     audio = _render_clip(clip, sample_rate, synth)
     pcm = np.clip(np.rint(audio * 32767.0), -32768, 32767).astype(np.int16)
     soundfile.write(wav_dir / clip.file_name, pcm, sample_rate, subtype="PCM_16", format="WAV")
 
 
-def _render_clip(clip: Clip, sample_rate: int, synth: "_EspeakServer") -> np.ndarray:
+def _render_clip(clip: Clip, sample_rate: int, synth: _EspeakServer) -> np.ndarray:
     """The clip's audio as float64 in [-1, 1] at `sample_rate`, 2-5 s long."""
-    import soxr
 
     spk, s = clip.speaker, clip.sleepiness
     rng = np.random.default_rng(clip.seed)
@@ -480,7 +540,7 @@ def _to_ssml(texts: list[str], rng: np.random.Generator, pause_prob: float, paus
         if i + 1 < len(words):
             p = min(0.9, 3 * pause_prob + 0.1) if word[-1] in ",.?!" else pause_prob
             if rng.random() < p:
-                ms = int(round(pause_ms * rng.lognormal(0.0, 0.45)))
+                ms = round(pause_ms * rng.lognormal(0.0, 0.45))
                 parts.append(f'<break time="{max(ms, 40)}ms"/>')
     return "<speak>" + " ".join(parts) + "</speak>"
 
@@ -505,7 +565,7 @@ def _active_bounds(x: np.ndarray, sample_rate: int) -> tuple[int, int]:
 def _active_rms(x: np.ndarray, sample_rate: int) -> float:
     rms, _ = _frame_rms(x, sample_rate)
     loud = rms[rms > rms.max() * 10 ** (-30 / 20)]
-    return float(np.sqrt(np.mean(loud ** 2))) if len(loud) else 0.0
+    return float(np.sqrt(np.mean(loud**2))) if len(loud) else 0.0
 
 
 def _cut(x: np.ndarray, n_max: int, sample_rate: int) -> np.ndarray:
@@ -516,7 +576,7 @@ def _cut(x: np.ndarray, n_max: int, sample_rate: int) -> np.ndarray:
     stop = max(stop, hop)
     y = x[:stop].copy()
     fade = min(len(y), int(0.03 * sample_rate))
-    y[len(y) - fade:] *= np.linspace(1.0, 0.0, fade)
+    y[len(y) - fade :] *= np.linspace(1.0, 0.0, fade)
     return y
 
 
@@ -560,12 +620,12 @@ def _background(n: int, spk: Speaker, rng: np.random.Generator, sample_rate: int
 
     noise = lfilter([1.0 - spk.noise_colour], [1.0, -spk.noise_colour], rng.standard_normal(n))
     level = 10 ** ((spk.noise_db + rng.normal(0.0, 2.0)) / 20)
-    out = noise * (level / max(float(np.sqrt(np.mean(noise ** 2))), 1e-12))
+    out = noise * (level / max(float(np.sqrt(np.mean(noise**2))), 1e-12))
     if np.isfinite(spk.hum_db):
         t = np.arange(n) / sample_rate
         phase = rng.uniform(0, 2 * math.pi)
         hum = sum(np.sin(2 * math.pi * spk.hum_hz * h * t + h * phase) / h for h in (1, 2, 3))
-        out += hum * 10 ** (spk.hum_db / 20) / float(np.sqrt(np.mean(hum ** 2)))
+        out += hum * 10 ** (spk.hum_db / 20) / float(np.sqrt(np.mean(hum**2)))
     return out + spk.dc
 
 
@@ -574,11 +634,6 @@ def _background(n: int, spk: Speaker, rng: np.random.Generator, sample_rate: int
 
 def _voice_pools() -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The male and female variants that this espeakng-loader's data folder has."""
-    try:
-        import espeakng_loader
-    except ImportError:
-        raise UserError("the demo corpus needs eSpeak NG from the espeakng-loader wheel; "
-                        "run: pip install espeakng-loader") from None
     # eSpeak silently falls back to the plain voice for an unknown variant, so check the files
     folder = Path(espeakng_loader.get_data_path()) / "voices" / "!v"
     males = tuple(v for v in VOICES_MALE if (folder / v).is_file())
@@ -588,13 +643,25 @@ def _voice_pools() -> tuple[tuple[str, ...], tuple[str, ...]]:
     return males, females
 
 
+def _piped(stream: IO[bytes] | None) -> IO[bytes]:
+    """A child process's stream opened with subprocess.PIPE (never None then)."""
+    assert stream is not None
+    return stream
+
+
+@typing.final
 class _EspeakServer:
     """Client of the eSpeak NG server process: call it with SSML text to get int16 samples at 22050 Hz."""
 
-    def __enter__(self) -> "_EspeakServer":
+    def __enter__(self) -> _EspeakServer:
         # auttention/espeak.py: a lean process of its own (ctypes only), so that forking it is cheap
-        self._proc = subprocess.Popen([sys.executable, "-m", "auttention.espeak"], stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, env=_package_env())
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "auttention.espeak"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=_package_env(),
+        )
+        self._stdin, self._stdout = _piped(self._proc.stdin), _piped(self._proc.stdout)
         rate = struct.unpack("<i", self._read())[0]
         if rate != ESPEAK_RATE:
             self.__exit__()
@@ -603,7 +670,7 @@ class _EspeakServer:
 
     def __exit__(self, *exc) -> None:
         try:
-            self._proc.stdin.close()  # the server ends when its stdin does
+            self._stdin.close()  # the server ends when its stdin does
         except OSError:
             pass
         try:
@@ -611,14 +678,14 @@ class _EspeakServer:
         except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.wait()
-        self._proc.stdout.close()
+        self._stdout.close()
 
     def _read(self) -> bytes:
-        header = self._proc.stdout.read(8)
+        header = self._stdout.read(8)
         if len(header) < 8:
             raise RuntimeError(f"the eSpeak NG server stopped (exit code {self._proc.poll()})")
         status, size = struct.unpack("<iI", header)
-        payload = self._proc.stdout.read(size)
+        payload = self._stdout.read(size)
         if status != 0:
             raise RuntimeError(f"eSpeak NG: {payload.decode(errors='replace')}")
         return payload
@@ -626,8 +693,8 @@ class _EspeakServer:
     def __call__(self, ssml: str, voice: str, params: dict[int, int], seed: int) -> np.ndarray:
         # params: espeak_PARAMETER -> value (1 rate wpm, 2 volume, 3 pitch, 4 range, 7 word gap)
         request = {"text": ssml, "voice": voice, "params": sorted(params.items()), "seed": seed}
-        self._proc.stdin.write(json.dumps(request).encode() + b"\n")
-        self._proc.stdin.flush()
+        self._stdin.write(json.dumps(request).encode() + b"\n")
+        self._stdin.flush()
         samples = np.frombuffer(self._read(), dtype="<i2")
         if len(samples) == 0:
             raise RuntimeError(f"eSpeak NG returned no audio for voice {voice}")

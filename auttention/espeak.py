@@ -38,11 +38,20 @@ class Synthesiser:
         lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
         lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
         lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
-        lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
-                                     ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
+        lib.espeak_Synth.argtypes = [
+            ctypes.c_char_p,
+            ctypes.c_size_t,
+            ctypes.c_uint,
+            ctypes.c_int,
+            ctypes.c_uint,
+            ctypes.c_uint,
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+        ]
         self.lib = lib
-        self.rate = lib.espeak_Initialize(AUDIO_OUTPUT_SYNCHRONOUS, 0, espeakng_loader.get_data_path().encode(),
-                                          INITIALIZE_DONT_EXIT)
+        self.rate = lib.espeak_Initialize(
+            AUDIO_OUTPUT_SYNCHRONOUS, 0, espeakng_loader.get_data_path().encode(), INITIALIZE_DONT_EXIT
+        )
         if self.rate <= 0:
             return
         lib.espeak_SetVoiceByName(b"de")  # load the German dictionary once, before forking
@@ -68,7 +77,7 @@ class Synthesiser:
         text = req["text"].encode() + b"\0"
         err = lib.espeak_Synth(text, len(text), 0, POS_CHARACTER, 0, CHARS_UTF8 | SSML, None, None)
         if err != 0 or lib.espeak_Synchronize() != 0:
-            raise RuntimeError("espeak_Synth failed with code %d" % err)
+            raise RuntimeError(f"espeak_Synth failed with code {err}")
         return b"".join(self.chunks)
 
 
@@ -80,11 +89,11 @@ def in_child(synthesise: Synthesiser, req: dict[str, Any]) -> tuple[int, bytes]:
         os.close(r)
         try:
             data = struct.pack("<i", 0) + synthesise(req)
-        except BaseException as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever failed goes back to the client as its message
             data = struct.pack("<i", 1) + str(exc).encode()
         view = memoryview(data)
         while view:
-            view = view[os.write(w, view):]
+            view = view[os.write(w, view) :]
         os._exit(0)
     os.close(w)
     with os.fdopen(r, "rb") as pipe:
@@ -109,7 +118,7 @@ def main() -> None:
             try:
                 synthesise.chunks.clear()
                 answer(out, 0, synthesise(req))
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - whatever failed goes back to the client as its message
                 answer(out, 1, str(exc).encode())
             continue
         answer(out, *in_child(synthesise, req))

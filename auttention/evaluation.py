@@ -8,6 +8,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,12 +21,14 @@ from .features import matrix, read_features, speakers
 from .io import write_json
 from .metric import spearman
 from .predictions import write_predictions
+from .record import Predictions, validation_label
 from .svr import fit_predict
-from .validation import FIT_ONLY, cross_validate, fold_score, validation_folds, validation_label
+from .validation import FIT_ONLY, cross_validate, fold_score, validation_folds
 
 
-def held_out_score(held_out: pd.DataFrame, truth: pd.DataFrame, intervals: bool = True
-                   ) -> tuple[float, tuple[float, float] | None]:
+def held_out_score(
+    held_out: pd.DataFrame, truth: pd.DataFrame, intervals: bool = True
+) -> tuple[float, tuple[float, float] | None]:
     """The validation score of held-out predictions (file_name, fold, prediction: an Evaluation's `held_out`,
     or an ensemble's average of them) against `truth` (file_name, label, speaker where known), with its 95%
     bootstrap interval (confidence.mean_rho_interval: folds resampled independently, speakers within them
@@ -67,16 +70,21 @@ class Evaluation:
         """Plain figures for metrics.json (n_train_devel: the clips the SVR predicting test was refit on;
         *_rho_ci: [lo, hi] of the 95% bootstrap interval, null where there is none; score: what C was chosen
         by, scoring.validation's, per C in score_per_c)."""
-        return {"c": self.c, "devel_rho": self.devel_rho, "test_rho": self.test_rho,
-                "devel_rho_ci": interval_json(self.devel_ci), "test_rho_ci": interval_json(self.test_ci),
-                "resampled": self.resampled, "validation": self.validation, "score_name": self.label, "score": self.score,
-                "score_ci": interval_json(self.score_ci),
-                "score_per_c": {f"{c:g}": r for c, r in self.score_per_c.items()},
-                "n_train_devel": int(self.n_train + len(self.devel)), "n_test": int(len(self.test))}
-
-
-
-
+        return {
+            "c": self.c,
+            "devel_rho": self.devel_rho,
+            "test_rho": self.test_rho,
+            "devel_rho_ci": interval_json(self.devel_ci),
+            "test_rho_ci": interval_json(self.test_ci),
+            "resampled": self.resampled,
+            "validation": self.validation,
+            "score_name": self.label,
+            "score": self.score,
+            "score_ci": interval_json(self.score_ci),
+            "score_per_c": {f"{c:g}": r for c, r in self.score_per_c.items()},
+            "n_train_devel": int(self.n_train + len(self.devel)),
+            "n_test": len(self.test),
+        }
 
 
 def compare(a: pd.DataFrame, b: pd.DataFrame, truth: pd.DataFrame) -> dict | None:
@@ -85,16 +93,25 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, truth: pd.DataFrame) -> dict | Non
     bootstrap interval (both rhos on the same resamples: speakers where known, clips otherwise; see
     confidence.difference_interval). {"difference", "ci": [lo, hi] or None, "clips", "resampled"}; None
     where fewer than two such clips have a label."""
-    both = truth.merge(a[["file_name", "prediction"]], on="file_name") \
-        .merge(b[["file_name", "prediction"]], on="file_name", suffixes=("_a", "_b"))
+    both = truth.merge(a[["file_name", "prediction"]], on="file_name").merge(
+        b[["file_name", "prediction"]], on="file_name", suffixes=("_a", "_b")
+    )
     both = both[both["label"].notna()]
     if len(both) < 2:
         return None
     groups = both["speaker"].to_numpy(dtype=object) if "speaker" in both.columns else None
-    diff, lo, hi = difference_interval(both["label"].to_numpy(float), both["prediction_a"].to_numpy(float),
-                                       both["prediction_b"].to_numpy(float), groups)
-    return {"difference": diff, "ci": interval_json((lo, hi)), "clips": int(len(both)),
-            "resampled": "clips" if groups is None else "speakers"}
+    diff, lo, hi = difference_interval(
+        both["label"].to_numpy(float),
+        both["prediction_a"].to_numpy(float),
+        both["prediction_b"].to_numpy(float),
+        groups,
+    )
+    return {
+        "difference": diff,
+        "ci": interval_json((lo, hi)),
+        "clips": len(both),
+        "resampled": "clips" if groups is None else "speakers",
+    }
 
 
 def compare_held_out(a: pd.DataFrame, b: pd.DataFrame, truth: pd.DataFrame) -> dict | None:
@@ -102,8 +119,9 @@ def compare_held_out(a: pd.DataFrame, b: pd.DataFrame, truth: pd.DataFrame) -> d
     prediction) on the clips both hold out with the same fold whose label `truth` knows, with its 95%
     bootstrap interval (confidence.mean_difference_interval: folds resampled independently, speakers within
     them where known). `compare`'s entry; None where fewer than two such clips have a label."""
-    both = truth.merge(a[["file_name", "fold", "prediction"]], on="file_name") \
-        .merge(b[["file_name", "fold", "prediction"]], on=["file_name", "fold"], suffixes=("_a", "_b"))
+    both = truth.merge(a[["file_name", "fold", "prediction"]], on="file_name").merge(
+        b[["file_name", "fold", "prediction"]], on=["file_name", "fold"], suffixes=("_a", "_b")
+    )
     both = both[both["label"].notna()]
     if len(both) < 2:
         return None
@@ -111,8 +129,12 @@ def compare_held_out(a: pd.DataFrame, b: pd.DataFrame, truth: pd.DataFrame) -> d
     pa, pb = both["prediction_a"].to_numpy(float), both["prediction_b"].to_numpy(float)
     groups = both["speaker"].to_numpy(dtype=object) if "speaker" in both.columns else None
     lo, hi = mean_difference_interval(y, pa, pb, folds, groups)
-    return {"difference": fold_score(y, pa, folds) - fold_score(y, pb, folds), "ci": interval_json((lo, hi)),
-            "clips": int(len(both)), "resampled": "clips" if groups is None else "speakers"}
+    return {
+        "difference": fold_score(y, pa, folds) - fold_score(y, pb, folds),
+        "ci": interval_json((lo, hi)),
+        "clips": len(both),
+        "resampled": "clips" if groups is None else "speakers",
+    }
 
 
 def evaluate(features: pd.DataFrame, cfg: ScoringConfig, intervals: bool = True) -> Evaluation:
@@ -136,7 +158,7 @@ def evaluate(features: pd.DataFrame, cfg: ScoringConfig, intervals: bool = True)
     if cfg.validation == "speaker_folds":  # devel as the paper scores it: the SVR fit on train at the chosen C
         devel_pred = fit_predict(x_tr, y_tr, x_dv, chosen.c, cfg)
     else:  # devel is a fold fit on train alone: its held-out predictions are those
-        devel_pred = chosen.predictions[len(y_tr):]
+        devel_pred = chosen.predictions[len(y_tr) :]
     test_pred = np.empty(0)
     if len(x_te):
         test_pred = fit_predict(x_fit, y_fit, x_te, chosen.c, cfg)
@@ -144,12 +166,19 @@ def evaluate(features: pd.DataFrame, cfg: ScoringConfig, intervals: bool = True)
     test_rho = spearman(y_te[known], test_pred[known]) if known.any() else None
     held = folds != FIT_ONLY
     files = np.concatenate([f_tr, f_dv])
-    ev = Evaluation(chosen.c, spearman(y_dv, devel_pred),
-                    pd.DataFrame({"file_name": f_dv, "prediction": devel_pred}),
-                    pd.DataFrame({"file_name": f_te, "prediction": test_pred}), test_rho, chosen.score_per_c,
-                    n_train=len(y_tr), validation=cfg.validation, label=validation_label(cfg), score=chosen.score,
-                    held_out=pd.DataFrame({"file_name": files[held], "fold": folds[held],
-                                           "prediction": chosen.predictions[held]}))
+    ev = Evaluation(
+        chosen.c,
+        spearman(y_dv, devel_pred),
+        pd.DataFrame({"file_name": f_dv, "prediction": devel_pred}),
+        pd.DataFrame({"file_name": f_te, "prediction": test_pred}),
+        test_rho,
+        chosen.score_per_c,
+        n_train=len(y_tr),
+        validation=cfg.validation,
+        label=validation_label(cfg.validation, cfg.folds),
+        score=chosen.score,
+        held_out=pd.DataFrame({"file_name": files[held], "fold": folds[held], "prediction": chosen.predictions[held]}),
+    )
     if intervals:
         ev.resampled = "clips" if g_dv is None else "speakers"
         ev.devel_ci = rho_ci(y_dv, devel_pred, g_dv)
@@ -165,8 +194,9 @@ def evaluate(features: pd.DataFrame, cfg: ScoringConfig, intervals: bool = True)
     return ev
 
 
-def evaluate_features(features_path: str | os.PathLike, labels_path: str | os.PathLike | None,
-                      out: str | os.PathLike, cfg: ScoringConfig) -> Evaluation:
+def evaluate_features(
+    features_path: str | os.PathLike, labels_path: str | os.PathLike | None, out: str | os.PathLike, cfg: ScoringConfig
+) -> Evaluation:
     """The `evaluate` step: a feature folder scored by the paper's protocol, its test predictions written to `out`.
 
     Parameters
@@ -203,3 +233,20 @@ def attach_labels(features: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
     out["label"] = table.loc[out["file_name"]].to_numpy(dtype=float)
     return out
 
+
+def versus(ev: Evaluation, reference: Evaluation, truth: pd.DataFrame) -> dict[str, Any]:
+    """{devel, test: scoring.compare of ev's predictions against the reference's on the same clips; and where
+    scoring.validation is not devel, score: scoring.compare_held_out of their validation scores}."""
+    return versus_entry(Predictions.of(ev), reference, truth)
+
+
+def versus_entry(predictions: Predictions, reference: Evaluation, truth: pd.DataFrame) -> dict[str, Any]:
+    """The paired differences of `predictions` (one model's or an ensemble's) to the `reference` evaluation's on
+    the same clips (see `versus`)."""
+    out: dict[str, Any] = {
+        part: compare(predictions.part(part), getattr(reference, part), truth) for part in ("devel", "test")
+    }
+    if reference.validation != "devel" and predictions.held_out is not None:
+        out["score"] = compare_held_out(predictions.held_out, reference.held_out, truth)
+        out["score_name"] = reference.label
+    return out

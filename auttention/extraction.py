@@ -27,11 +27,13 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 from . import spectrogram as spectro
 from . import storage
 from .config import SpectrogramConfig, to_dict
-from .corpus import BadAudioPolicy, fingerprint
+from .corpus import BadAudioPolicy, fingerprint, read_corpus
+from .io import json_text
 from .storage import Location
 
 log = logging.getLogger(__name__)
@@ -62,7 +64,9 @@ class Executor(Protocol):
     """Turns every clip of a manifest into Parquet parts (spectrogram.spectrogram_table, one part per
     block of rows; a clip with bad audio becomes a row with its reason in `error`) in the folder `parts`."""
 
-    name: str  # how the log line says it: "in 2 processes", "with Ray Data"
+    @property
+    def name(self) -> str:
+        """How the log line says it: "in 2 processes", "with Ray Data"."""
 
     def __call__(self, clips: pd.DataFrame, cfg: SpectrogramConfig, frames: int, parts: Location) -> None: ...
 
@@ -90,8 +94,10 @@ class ProcessPool:
         # about 4 blocks per process (balance), at most 64 clips each (bounded memory per process)
         chunk = max(1, min(64, len(clips) // (jobs * 4) or 1))
         rows = clips[["file_name", "path", "partition", "label"]]
-        tasks = [(rows.iloc[i:i + chunk], cfg, frames, parts / f"part-{i // chunk:05d}.parquet")
-                 for i in range(0, len(rows), chunk)]
+        tasks = [
+            (rows.iloc[i : i + chunk], cfg, frames, parts / f"part-{i // chunk:05d}.parquet")
+            for i in range(0, len(rows), chunk)
+        ]
         if jobs == 1 or len(tasks) <= 1:
             for task in tasks:
                 _write_block(task)
@@ -112,8 +118,13 @@ def differs(folder: str | os.PathLike | Location, corpus_id: str, cfg: Spectrogr
     return None
 
 
-def extract(corpus: pd.DataFrame | Screened, cfg: SpectrogramConfig, out: str | os.PathLike | Location,
-            executor: Executor | None = None, policy: BadAudioPolicy | None = None) -> Location:
+def extract(
+    corpus: pd.DataFrame | Screened,
+    cfg: SpectrogramConfig,
+    out: str | os.PathLike | Location,
+    executor: Executor | None = None,
+    policy: BadAudioPolicy | None = None,
+) -> Location:
     """The spectrogram folder `out` (a path, an s3:// / gs:// URI or a Location) of `corpus` with `cfg`:
     reused when finished and made from this corpus with these settings, else extracted by `executor`
     (default: a ProcessPool on every CPU) and written atomically, settings.json last.
@@ -124,9 +135,6 @@ def extract(corpus: pd.DataFrame | Screened, cfg: SpectrogramConfig, out: str | 
     each, and records them in settings.json; a reused folder that left clips out replays them through the
     policy (so 'fail' fails on it too). Progress lines are logged.
     """
-    import pyarrow.parquet as pq
-
-    from .io import json_text
 
     out = storage.as_location(out, "--out")
     screened = corpus if isinstance(corpus, Screened) else None
@@ -137,7 +145,7 @@ def extract(corpus: pd.DataFrame | Screened, cfg: SpectrogramConfig, out: str | 
         if why is None:
             log.info(f"spectrograms: reusing {out}")
             # clips it left out are bad still: the policy applies to them now as well
-            policy.apply(screened.clips if screened else corpus, spectro.made_from(out).get("skipped") or {})
+            policy.apply(screened.clips if screened else corpus, (spectro.made_from(out) or {}).get("skipped") or {})
             return out
         log.info(f"spectrograms: {out} was {why}; extracting them again")
     screened = screened or screen(corpus, policy)
@@ -153,17 +161,22 @@ def extract(corpus: pd.DataFrame | Screened, cfg: SpectrogramConfig, out: str | 
         # the bad-audio verdicts: two small columns read back, not the spectrograms
         failed = spectro.bad_clips(pq.read_table(parts.path, filesystem=parts.fs, columns=["file_name", "error"]))
         policy.apply(clips, failed)  # 'fail' raises: atomic_folder keeps nothing
-        (tmp / spectro.SETTINGS).write_text(json_text(
-            spectro.settings(cfg, frames, corpus_id, {**screened.skipped, **failed})))
+        (tmp / spectro.SETTINGS).write_text(
+            json_text(spectro.settings(cfg, frames, corpus_id, {**screened.skipped, **failed}))
+        )
     log.info(f"spectrograms: done in {time.perf_counter() - started:.1f} s")
     return out
 
 
-def extract_corpus(data: str | os.PathLike, cfg: SpectrogramConfig, out: str | os.PathLike | Location,
-                   jobs: int | None = None, policy: BadAudioPolicy | None = None) -> spectro.Spectrograms:
+def extract_corpus(
+    data: str | os.PathLike,
+    cfg: SpectrogramConfig,
+    out: str | os.PathLike | Location,
+    jobs: int | None = None,
+    policy: BadAudioPolicy | None = None,
+) -> spectro.Spectrograms:
     """The `extract` step: the corpus at `data` (a ComParE folder or a manifest CSV) read, its spectrograms
     extracted into `out` by a ProcessPool of `jobs` (see `extract`) and read back."""
-    from .corpus import read_corpus
 
     policy = policy or BadAudioPolicy()
     corpus = read_corpus(data)

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from .errors import UserError
+from .io import atomic_path, refuse_non_finite, write_csv
 
 KEYS = ["file_name", "partition", "label"]
 SPEAKER = "speaker"  # an optional key column: each clip's speaker, where the corpus names them
@@ -22,8 +25,14 @@ MADE_FROM = b"auttention.made_from"
 SAME_DATA = ("corpus", "spectrogram")  # what every fused set must share
 
 
-def feature_frame(file_name: Sequence[str], partition: Sequence[str], label: Sequence[float],
-                  features: np.ndarray, name: str, speaker: Sequence[str] | None = None) -> pd.DataFrame:
+def feature_frame(
+    file_name: Sequence[str] | np.ndarray,
+    partition: Sequence[str] | np.ndarray,
+    label: Sequence[float] | np.ndarray,
+    features: np.ndarray,
+    name: str,
+    speaker: Sequence[str] | np.ndarray | None = None,
+) -> pd.DataFrame:
     """A feature set: key columns (and `speaker` where given) plus columns name_0000 ... for the (N, D)
     feature matrix."""
     cols = [f"{name}_{i:04d}" for i in range(features.shape[1])]
@@ -43,10 +52,6 @@ def feature_columns(frame: pd.DataFrame) -> list[str]:
 
 def write_features(frame: pd.DataFrame, out: str | os.PathLike, csv: bool = False) -> Path:
     """Write out/features.parquet (and out/features.csv when asked), atomically."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from .io import atomic_path, write_csv
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -71,20 +76,21 @@ def read_features(folder: str | os.PathLike) -> pd.DataFrame:
         if path.suffix == ".csv":
             frame, made_from = pd.read_csv(path), {}
         else:
-            import pyarrow.parquet as pq
-
             table = pq.read_table(path)
             made_from = json.loads((table.schema.metadata or {}).get(MADE_FROM, b"{}"))
             frame = table.to_pandas()
-    except Exception as exc:  # pyarrow/pandas raise many types for a damaged file
+    except Exception as exc:  # noqa: BLE001 - pyarrow/pandas raise many types for a damaged file: one line
         raise UserError(f"{path}: cannot read features ({str(exc).splitlines()[0]})") from None
     frame.attrs = {"made_from": made_from}
     missing = [k for k in KEYS if k not in frame.columns]
     if missing:
         raise UserError(f"{path}: missing column(s) {', '.join(missing)}; not a feature set of this tool")
     if frame["file_name"].duplicated().any():
-        raise UserError(f"{path}: file name {frame['file_name'][frame['file_name'].duplicated()].iloc[0]!r} "
-                        f"appears twice; re-extract the features")
+        raise UserError(
+            f"{path}: file name {frame['file_name'][frame['file_name'].duplicated()].iloc[0]!r} "
+            f"appears twice; re-extract the features"
+        )
+    refuse_non_finite(path, frame, feature_columns(frame), csv=path.suffix == ".csv")
     return frame
 
 
@@ -103,9 +109,11 @@ def fuse(tables: Sequence[pd.DataFrame], sources: Sequence[str] | None = None) -
         if other != names:
             only_a, only_b = sorted(names - other), sorted(other - names)
             example = (only_a or only_b)[0]
-            raise UserError(f"{source} does not cover the same files as {sources[0]} "
-                            f"({len(only_a)} missing, {len(only_b)} extra, e.g. {example}); "
-                            f"extract both from the same spectrograms")
+            raise UserError(
+                f"{source} does not cover the same files as {sources[0]} "
+                f"({len(only_a)} missing, {len(only_b)} extra, e.g. {example}); "
+                f"extract both from the same spectrograms"
+            )
         indexed = table.set_index("file_name").loc[base.index]
         if not (indexed["partition"] == base["partition"]).all():
             raise UserError(f"{source} assigns some files to other partitions than {sources[0]}")
@@ -115,8 +123,10 @@ def fuse(tables: Sequence[pd.DataFrame], sources: Sequence[str] | None = None) -
         cols = feature_columns(table)
         clash = seen.intersection(cols)
         if clash:
-            raise UserError(f"{source} has feature columns that {sources[0]} also has (e.g. {sorted(clash)[0]}); "
-                            f"fuse features of different networks")
+            raise UserError(
+                f"{source} has feature columns that {sources[0]} also has (e.g. {min(clash)}); "
+                f"fuse features of different networks"
+            )
         seen.update(cols)
         fused = fused.join(indexed[cols])
     fused = fused.reset_index()
@@ -130,8 +140,10 @@ def _same_data(tables: Sequence[pd.DataFrame], sources: Sequence[str]) -> dict:
     for record, source in zip(records[1:], sources[1:]):
         for key in SAME_DATA:
             if key in record and key in records[0] and record[key] != records[0][key]:
-                raise UserError(f"{source} was made from another {key} than {sources[0]} ({record[key]} vs "
-                                f"{records[0][key]}); extract both from the same spectrograms")
+                raise UserError(
+                    f"{source} was made from another {key} than {sources[0]} ({record[key]} vs "
+                    f"{records[0][key]}); extract both from the same spectrograms"
+                )
     merged: dict = {}
     for record in records:
         merged.update(record)

@@ -43,7 +43,7 @@ VALIDATION_TEXT = {  # what each validation's score is, in the words of every ta
 }
 
 
-def format_evaluation(ev: "Evaluation", missing: str = "n/a") -> str:
+def format_evaluation(ev: Evaluation, missing: str = "n/a") -> str:
     """An evaluation's figures as the commands print them on one line (see `format_scores`)."""
     return format_scores(ev.metrics(), missing)
 
@@ -52,8 +52,10 @@ def format_scores(entry: dict, missing: str = "n/a") -> str:
     """The figures of a metrics.json entry (an evaluation's, or an ensemble's with its score_name) on one line:
     the validation score C was chosen by where it is not devel's, then devel and test rho, each with its 95%
     interval: "swap 0.433 [0.13, 0.66], devel 0.282 [-0.26, 0.69], test 0.757 [0.47, 0.88]"."""
-    shown = (f"devel {format_rho_ci(entry.get('devel_rho'), entry.get('devel_rho_ci'))}, "
-             f"test {format_rho_ci(entry.get('test_rho'), entry.get('test_rho_ci'), missing)}")
+    shown = (
+        f"devel {format_rho_ci(entry.get('devel_rho'), entry.get('devel_rho_ci'))}, "
+        f"test {format_rho_ci(entry.get('test_rho'), entry.get('test_rho_ci'), missing)}"
+    )
     name = entry.get("score_name") or "devel"
     if name == "devel" or entry.get("score") is None:
         return shown
@@ -72,6 +74,7 @@ def format_difference(entry: dict | None, missing: str = "n/a") -> str:
 def table(results: dict[str, Evaluation]) -> str:
     """The paper's table: devel and test Spearman per branch with their 95% intervals (test only where
     labels are known), and first the score C was chosen by where scoring.validation is not devel."""
+
     def signed(text: str) -> str:  # a place for the minus sign, so that the decimal points line up
         return text if text.startswith("-") else " " + text
 
@@ -85,11 +88,14 @@ def table(results: dict[str, Evaluation]) -> str:
     nw = max(10, *(len(r[0]) for r in rows))
     widths = [max([len(head)] + [len(r[1][i]) for r in rows]) for i, head in enumerate(heads)]
     lines = [" ".join([f"{'':<{nw}}", *(f"{h:<{w}}" for h, w in zip(heads, widths))]) + "  C"]
-    lines += [" ".join([f"{name:<{nw}}", *(f"{c:<{w}}" for c, w in zip(cells, widths))]) + f"  {c}"
-              for name, cells, c in rows]
+    lines += [
+        " ".join([f"{name:<{nw}}", *(f"{c:<{w}}" for c, w in zip(cells, widths))]) + f"  {c}" for name, cells, c in rows
+    ]
     if labels:
-        lines.append(f"({labels[0]}: {VALIDATION_TEXT[next(ev.validation for ev in results.values() if ev.validation != 'devel')]}; "
-                     f"C chosen by it; devel from the SVR fit on train, test from the SVR refit on train+devel)")
+        lines.append(
+            f"({labels[0]}: {VALIDATION_TEXT[next(ev.validation for ev in results.values() if ev.validation != 'devel')]}; "
+            f"C chosen by it; devel from the SVR fit on train, test from the SVR refit on train+devel)"
+        )
     if any(ev.test_rho is None for ev in results.values()):
         lines.append("(test: labels unknown, e.g. '?' as ComParE ships them)")
     resampled = {ev.resampled for ev in results.values() if ev.resampled}
@@ -101,5 +107,7 @@ def table(results: dict[str, Evaluation]) -> str:
 def versus_line(entry: dict[str, Any], what: str = FUSION) -> str:
     """The paired difference as `pipeline` and `run` print it."""
     scored = f"{entry['score_name']} {format_difference(entry.get('score'))}, " if entry.get("score_name") else ""
-    return (f"{what} vs {FUNCTIONALS} (paired, the same clips): {scored}devel {format_difference(entry.get('devel'))}, "
-            f"test {format_difference(entry.get('test'))}")
+    return (
+        f"{what} vs {FUNCTIONALS} (paired, the same clips): {scored}devel {format_difference(entry.get('devel'))}, "
+        f"test {format_difference(entry.get('test'))}"
+    )

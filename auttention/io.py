@@ -1,4 +1,5 @@
-"""Atomic file writes: every output appears whole or not at all."""
+"""Atomic file writes (every output appears whole or not at all), and the check every table read gets: its
+numbers finite."""
 
 from __future__ import annotations
 
@@ -7,10 +8,15 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
+import numpy as np
+import pandas as pd
 import yaml
+
+from .errors import UserError
 
 
 @contextlib.contextmanager
@@ -18,9 +24,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    tmp = Path(tmp)
+    tmp = Path(name)
     try:
         yield tmp
         os.replace(tmp, path)
@@ -85,8 +91,26 @@ def write_csv(path: str | os.PathLike, frame) -> None:
         frame.to_csv(tmp, index=False)
 
 
+def refuse_non_finite(path: str | os.PathLike, frame, columns: Sequence[str], csv: bool = True) -> None:
+    """One line naming the file, the row (a CSV's line, counting the header as line 1) and the column of the
+    first value in `columns` that is not a finite number; nothing when all are."""
+    if not len(columns) or not len(frame):
+        return
+    values = frame[list(columns)].apply(lambda column: pd.to_numeric(column, errors="coerce")).to_numpy(dtype=float)
+    bad = ~np.isfinite(values)
+    if not bad.any():
+        return
+    row, col = (int(i[0]) for i in np.nonzero(bad))
+    where = f"line {row + 2}" if csv else f"row {row + 1}"
+    name = f" ({frame['file_name'].iloc[row]})" if "file_name" in frame.columns else ""
+    value = frame[columns[col]].iloc[row]
+    shown = "empty or nan" if pd.isna(value) else repr(value) if isinstance(value, str) else str(value)
+    raise UserError(
+        f"{Path(path)}, {where}{name}: {columns[col]} is {shown}, not a finite number; fix or remove that row"
+    )
+
+
 def _json_default(value: Any) -> Any:
-    import numpy as np
 
     if isinstance(value, np.generic):
         return value.item()

@@ -24,8 +24,8 @@ class _Stream(logging.StreamHandler):
         self._name, self._stdout = name, stdout
         self.setFormatter(logging.Formatter("%(message)s"))
 
-    @property  # type: ignore[override]
-    def stream(self):  # noqa: D102 - the stream of the moment, not the one at setup
+    @property
+    def stream(self):
         return getattr(sys, self._name)
 
     @stream.setter

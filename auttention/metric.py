@@ -19,4 +19,3 @@ def spearman(truth: np.ndarray, pred: np.ndarray) -> float:
         return 0.0
     rho = spearmanr(truth, pred).statistic
     return 0.0 if not np.isfinite(rho) else float(rho)
-

@@ -27,14 +27,14 @@ import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
-from .config import ModelConfig
+from .config import AttentionConfig, ModelConfig, Seq2seqConfig
 
 PACKAGE = "auttention"
 
 
 def final_size(cfg: ModelConfig) -> int:
     """Length of the paper's feature (seq2seq: the bottleneck; attention: the top final states)."""
-    if cfg.network == "seq2seq":
+    if isinstance(cfg, Seq2seqConfig):
         return cfg.feature_units or cfg.units
     return cfg.units * (2 if cfg.encoder_bidirectional else 1)
 
@@ -214,8 +214,9 @@ class BahdanauDecoder(layers.Layer):
     The loop over time is a compiled `tf.scan`; W1 h_enc is computed once outside it.
     """
 
-    def __init__(self, cell: str = "gru", units: int = 256, layers: int = 1,
-                 attention_units: int | None = None, **kwargs):
+    def __init__(
+        self, cell: str = "gru", units: int = 256, layers: int = 1, attention_units: int | None = None, **kwargs
+    ):
         super().__init__(**kwargs)
         self.cell_kind = cell
         self.units = int(units)
@@ -263,9 +264,9 @@ class BahdanauDecoder(layers.Layer):
             weights = ops.softmax(scores, axis=-1)  # over encoder time
             context = ops.einsum("bt,btd->bd", weights, enc)
             h = ops.concatenate([context, frame], axis=-1)
-            new_states = []
+            new_states: list = []
             for i, cell in enumerate(self.cells):
-                layer_states = list(states[i * n_state:(i + 1) * n_state])
+                layer_states = list(states[i * n_state : (i + 1) * n_state])
                 h, out_states = cell(h, layer_states, training=training)
                 new_states.extend(out_states if isinstance(out_states, (list, tuple)) else [out_states])
             return tuple(new_states), context, weights
@@ -280,12 +281,16 @@ class BahdanauDecoder(layers.Layer):
 
     def compute_output_shape(self, input_shape):
         enc_shape, dec_shape = input_shape[0], input_shape[1]
-        return ((dec_shape[0], dec_shape[1], self.units + enc_shape[-1]),
-                (dec_shape[0], dec_shape[1], enc_shape[1]))
+        return ((dec_shape[0], dec_shape[1], self.units + enc_shape[-1]), (dec_shape[0], dec_shape[1], enc_shape[1]))
 
     def get_config(self):
-        return {**super().get_config(), "cell": self.cell_kind, "units": self.units,
-                "layers": self.n_layers, "attention_units": self.attention_units}
+        return {
+            **super().get_config(),
+            "cell": self.cell_kind,
+            "units": self.units,
+            "layers": self.n_layers,
+            "attention_units": self.attention_units,
+        }
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -305,8 +310,7 @@ class LuongAttention(layers.Layer):
 
     def build(self, input_shape):
         dec_shape, enc_shape = input_shape[0], input_shape[1]
-        self.kernel = self.add_weight(shape=(dec_shape[-1], enc_shape[-1]), initializer="glorot_uniform",
-                                      name="kernel")
+        self.kernel = self.add_weight(shape=(dec_shape[-1], enc_shape[-1]), initializer="glorot_uniform", name="kernel")
         self.built = True
 
     def call(self, inputs):
@@ -331,7 +335,7 @@ def build_autoencoder(cfg: ModelConfig, n_frames: int, n_mels: int, seed: int = 
     dec_in = DecoderInputs(name="decoder_inputs")(x, lengths)
     enc_out, enc_states = _encoder(cfg, x, mask, seed)
 
-    if cfg.network == "seq2seq":
+    if isinstance(cfg, Seq2seqConfig):
         flat = [s for layer_states in enc_states for s in layer_states]
         final = flat[0] if len(flat) == 1 else layers.Concatenate(name="encoder_states")(flat)
         final = layers.Dense(final_size(cfg), activation="tanh", name="feature")(final)
@@ -341,14 +345,16 @@ def build_autoencoder(cfg: ModelConfig, n_frames: int, n_mels: int, seed: int = 
         dec = _decoder_stack(cfg, dec_in, init, cfg.decoder_bidirectional, mask)
         recon = layers.Dense(n_mels, activation="tanh", name="reconstruction")(dec)
     else:
+        assert isinstance(cfg, AttentionConfig), cfg  # MODEL_CONFIGS has the two
         top = enc_states[-1]
         per_dir = _states_per_direction(cfg)
         hs = top[::per_dir]  # the h state of each direction (LSTM: skip c)
         final = hs[0] if len(hs) == 1 else layers.Concatenate(name="final_states")(hs)
         init = layers.Dense(cfg.units, activation="tanh", name="decoder_init")(final)
         if cfg.attention == "bahdanau":
-            out, _ = BahdanauDecoder(cfg.cell, cfg.units, cfg.layers, cfg.attention_units,
-                                     name="bahdanau_decoder")([enc_out, dec_in, init, mask])
+            out, _ = BahdanauDecoder(cfg.cell, cfg.units, cfg.layers, cfg.attention_units, name="bahdanau_decoder")(
+                [enc_out, dec_in, init, mask]
+            )
         else:
             dec = _decoder_stack(cfg, dec_in, init, False, mask)
             context, _ = LuongAttention(name="luong_attention")([dec, enc_out, mask])
@@ -366,8 +372,9 @@ def build_autoencoder(cfg: ModelConfig, n_frames: int, n_mels: int, seed: int = 
     return autoencoder, encoder
 
 
-def attention_weights(autoencoder: keras.Model, x: np.ndarray, lengths: np.ndarray | None = None,
-                      batch_size: int = 256) -> np.ndarray:
+def attention_weights(
+    autoencoder: keras.Model, x: np.ndarray, lengths: np.ndarray | None = None, batch_size: int = 256
+) -> np.ndarray:
     """Attention weights (N, decoder steps, encoder steps) of an attention autoencoder, inference mode."""
     for name in ("bahdanau_decoder", "luong_attention"):
         try:
@@ -378,6 +385,10 @@ def attention_weights(autoencoder: keras.Model, x: np.ndarray, lengths: np.ndarr
         x = np.asarray(x, dtype=np.float32)
         lengths = full_lengths(x) if lengths is None else np.asarray(lengths, np.int32)
         # Direct calls: an analysis helper, not worth tracing a predict function for.
-        return np.concatenate([np.asarray(probe([x[i:i + batch_size], lengths[i:i + batch_size]], training=False))
-                               for i in range(0, len(x), batch_size)])
+        return np.concatenate(
+            [
+                np.asarray(probe([x[i : i + batch_size], lengths[i : i + batch_size]], training=False))
+                for i in range(0, len(x), batch_size)
+            ]
+        )
     raise ValueError(f"{autoencoder.name} has no attention layer")

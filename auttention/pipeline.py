@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -19,19 +20,25 @@ from .config import ModelConfig, PipelineConfig, ScoringConfig, TrainingConfig, 
 from .corpus import BadAudioPolicy
 from .engine import FUSION, NETWORKS, Engine, Hooks, network_features, provenance
 from .errors import UserError
-from .evaluation import Evaluation, compare, compare_held_out
+from .evaluation import Evaluation, versus
 from .extraction import ProcessPool, extract
 from .features import write_features
-from .io import write_yaml
+from .io import read_json, write_json, write_yaml
 from .predictions import write_predictions
 from .validation import check_validation
 
 log = logging.getLogger(__name__)
 
 
-def train_models(spec: spectro.Spectrograms, models: dict[str, ModelConfig], training: TrainingConfig,
-                 folders: dict[str, Path], scoring: ScoringConfig | None = None,
-                 made_from: dict[str, Any] | None = None, functionals: pd.DataFrame | None = None) -> Engine:
+def train_models(
+    spec: spectro.Spectrograms,
+    models: dict[str, ModelConfig],
+    training: TrainingConfig,
+    folders: dict[str, Path],
+    scoring: ScoringConfig | None = None,
+    made_from: dict[str, Any] | None = None,
+    functionals: pd.DataFrame | None = None,
+) -> Engine:
     """The training of `pipeline` and the `train` step: each network of `models` trained on the training rows
     of `spec` up to training.epochs by the engine, an epoch of each in turn, with a log line per epoch,
     TensorBoard in folders[network]/tensorboard and a checkpoint after every epoch in
@@ -39,13 +46,17 @@ def train_models(spec: spectro.Spectrograms, models: dict[str, ModelConfig], tra
     refused). scoring, made_from, functionals: what the engine's evaluation needs (see Engine)."""
     engine = Engine.resume(models, training, spec, folders, scoring, made_from, functionals)
     try:
-        engine.run(training.epochs, Hooks(trained=lambda name, epoch, loss: log.info(f"{name}: epoch {epoch} loss {loss:.4f}")))
+        engine.run(
+            training.epochs, Hooks(trained=lambda name, epoch, loss: log.info(f"{name}: epoch {epoch} loss {loss:.4f}"))
+        )
     finally:
         engine.close()
     return engine
 
 
-def train_from_folder(spectrograms: str | Path, model_cfg: ModelConfig, train_cfg: TrainingConfig, out: str | Path) -> Engine:
+def train_from_folder(
+    spectrograms: str | Path, model_cfg: ModelConfig, train_cfg: TrainingConfig, out: str | Path
+) -> Engine:
     """The `train` step: one autoencoder trained on the spectrogram folder `spectrograms` into `out`
     (out/checkpoint, out/tensorboard; see `train_models`)."""
     name = model_cfg.network
@@ -66,13 +77,9 @@ def model_features(model: str | Path, spectrograms: str | Path, out: str | Path,
     return features
 
 
-
 def prepare_out(out: Path, made_from: dict[str, Any]) -> None:
     """Trained models in `out` from other spectrograms, or other model or training settings, are moved
     aside (never resumed): a run of other data must not continue them."""
-    import shutil
-
-    from .io import read_json
 
     record = read_json(out / "made_from.json") if (out / "made_from.json").is_file() else None
     stale = [p for p in (*(out / n for n in NETWORKS), out / "features", out / "predictions") if p.exists()]
@@ -83,8 +90,13 @@ def prepare_out(out: Path, made_from: dict[str, Any]) -> None:
     log.info(f"pipeline: {out} held models of other spectrograms or settings; they were removed and are trained again")
 
 
-def run(corpus: pd.DataFrame, cfg: PipelineConfig, out: str | os.PathLike, jobs: int | None = None,
-        policy: BadAudioPolicy | None = None) -> dict[str, Evaluation]:
+def run(
+    corpus: pd.DataFrame,
+    cfg: PipelineConfig,
+    out: str | os.PathLike,
+    jobs: int | None = None,
+    policy: BadAudioPolicy | None = None,
+) -> dict[str, Evaluation]:
     """Run every step into `out`; return the evaluation of every branch: attention, seq2seq, the functionals
     (auttention.baseline: the same clips, the same SVR; kept in out/functionals) and their fusion
     (scoring.fuse), with the paired difference of fusion to the functionals in metrics.json's
@@ -95,7 +107,6 @@ def run(corpus: pd.DataFrame, cfg: PipelineConfig, out: str | os.PathLike, jobs:
     models already in `out` are reused only when they were made from this corpus with these settings
     (and continue from their checkpoints).
     """
-    from .io import write_json
 
     out, policy = Path(out), policy or BadAudioPolicy()
     check_validation(corpus, cfg.scoring)
@@ -110,8 +121,10 @@ def run(corpus: pd.DataFrame, cfg: PipelineConfig, out: str | os.PathLike, jobs:
     spec = spectro.read(folder).with_labels(corpus)
     skipped = f"; skipped {len(spec.skipped)} of {len(corpus)} clips with bad audio" if spec.skipped else ""
     chunks = f" in {len(spec.x)} rows" if len(spec.x) != spec.clips else ""
-    log.info(f"spectrograms: {spec.clips} clips{chunks} x {spec.x.shape[1]} frames x {spec.x.shape[2]} mel bands "
-             f"({time.perf_counter() - started:.1f} s{skipped})")
+    log.info(
+        f"spectrograms: {spec.clips} clips{chunks} x {spec.x.shape[1]} frames x {spec.x.shape[2]} mel bands "
+        f"({time.perf_counter() - started:.1f} s{skipped})"
+    )
     write_yaml(out / "config.yaml", to_dict(cfg))
 
     made_from = provenance(cfg, spec)
@@ -121,8 +134,15 @@ def run(corpus: pd.DataFrame, cfg: PipelineConfig, out: str | os.PathLike, jobs:
     # by the same SVR) and fused where scoring.fuse says so; kept in out/functionals like the spectrograms
     kept = corpus[corpus["file_name"].isin(set(spec.file_name))]
     table = functionals(kept, out / FUNCTIONALS, jobs=jobs, corpus_id=spec.corpus)
-    engine = train_models(spec, {name: getattr(cfg, name) for name in NETWORKS}, cfg.training,
-                          {name: out / name for name in NETWORKS}, cfg.scoring, made_from, table)
+    engine = train_models(
+        spec,
+        {name: getattr(cfg, name) for name in NETWORKS},
+        cfg.training,
+        {name: out / name for name in NETWORKS},
+        cfg.scoring,
+        made_from,
+        table,
+    )
     for name in NETWORKS:
         log.info(f"{name}: trained ({engine.seconds[name]:.1f} s)")
     features, results = engine.evaluate()
@@ -132,27 +152,16 @@ def run(corpus: pd.DataFrame, cfg: PipelineConfig, out: str | os.PathLike, jobs:
         write_predictions(out / "predictions" / f"{name}.devel.csv", ev.devel, cfg.scoring)
         write_predictions(out / "predictions" / f"{name}.test.csv", ev.test, cfg.scoring)
     write_predictions(out / "predictions.test.csv", results[FUSION].test, cfg.scoring)
-    write_json(out / "metrics.json", {**{name: ev.metrics() for name, ev in results.items()},
-                                      VERSUS: versus(results[FUSION], results[FUNCTIONALS], kept),
-                                      "made_from": made_from,
-                                      "wall_seconds": round(time.perf_counter() - started, 1)})
+    write_json(
+        out / "metrics.json",
+        {
+            **{name: ev.metrics() for name, ev in results.items()},
+            VERSUS: versus(results[FUSION], results[FUNCTIONALS], kept),
+            "made_from": made_from,
+            "wall_seconds": round(time.perf_counter() - started, 1),
+        },
+    )
     return results
 
 
 VERSUS = f"{FUSION}_vs_{FUNCTIONALS}"  # metrics.json's entry of the paired difference
-
-
-def versus(ev: Evaluation, reference: Evaluation, truth: pd.DataFrame) -> dict[str, Any]:
-    """{devel, test: scoring.compare of ev's predictions against the reference's on the same clips; and where
-    scoring.validation is not devel, score: scoring.compare_held_out of their validation scores}."""
-    return versus_entry({"devel": ev.devel, "test": ev.test, "held_out": ev.held_out}, reference, truth)
-
-
-def versus_entry(predictions: dict[str, pd.DataFrame], reference: Evaluation, truth: pd.DataFrame) -> dict[str, Any]:
-    """The paired differences of `predictions` ({devel, test, held_out}: one model's or an ensemble's) to the
-    `reference` evaluation's on the same clips (see `versus`)."""
-    out = {part: compare(predictions[part], getattr(reference, part), truth) for part in ("devel", "test")}
-    if reference.validation != "devel" and predictions.get("held_out") is not None:
-        out["score"] = compare_held_out(predictions["held_out"], reference.held_out, truth)
-        out["score_name"] = reference.label
-    return out

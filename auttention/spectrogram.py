@@ -16,19 +16,28 @@ computes the rows (`spectrogram_table`, the one worker function) and reads a fol
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import dataclasses
 import functools
 import json
 import logging
 import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from threadpoolctl import ThreadpoolController
 
+from .audio import BadAudio, audio_length, iter_audio, load_audio
 from .config import SpectrogramConfig, build, to_dict
 from .errors import UserError
+from .storage import as_location
 
 AMIN = 1e-10  # power floor before the log, as librosa.power_to_db
 SETTINGS = "settings.json"
@@ -36,7 +45,7 @@ PARQUET = "parquet"
 STREAM_BLOCK = 1 << 18  # samples per STFT call when a clip is streamed (bounded memory on long clips)
 # how every part is written (pyarrow.parquet.write_table's, and Ray Data's write_parquet's, options):
 # uncompressed, as float spectrograms barely compress and read back faster without it
-PARQUET_OPTIONS = {"compression": "none", "use_dictionary": ["file_name", "partition", "error"]}
+PARQUET_OPTIONS: dict[str, Any] = {"compression": "none", "use_dictionary": ["file_name", "partition", "error"]}
 
 
 # Slaney's mel scale (librosa's default): linear below 1 kHz, logarithmic above
@@ -45,8 +54,8 @@ _MIN_LOG_MEL = _MIN_LOG_HZ / _F_SP
 _LOGSTEP = np.log(6.4) / 27.0
 
 
-def _hz_to_mel(hz: float):
-    hz = np.asarray(hz, dtype=float)
+def _hz_to_mel(frequency: float):
+    hz = np.asarray(frequency, dtype=float)
     return _MIN_LOG_MEL + np.log(hz / _MIN_LOG_HZ) / _LOGSTEP if hz >= _MIN_LOG_HZ else hz / _F_SP
 
 
@@ -72,11 +81,12 @@ def _mel_basis(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: flo
         lower = -ramps[i] / fdiff[i]
         upper = ramps[i + 2] / fdiff[i + 1]
         weights[i] = np.maximum(0, np.minimum(lower, upper))
-    weights *= (2.0 / (mel_f[2:n_mels + 2] - mel_f[:n_mels]))[:, np.newaxis]  # equal area
+    weights *= (2.0 / (mel_f[2 : n_mels + 2] - mel_f[:n_mels]))[:, np.newaxis]  # equal area
     if not np.all((mel_f[:-2] == 0) | (weights.max(axis=1) > 0)):
         logging.getLogger(__name__).warning(
             f"warning: spectrogram: some of the {n_mels} mel bands hold no FFT bin (n_fft {n_fft} at {sample_rate} Hz) "
-            f"and stay empty; lower spectrogram.n_mels or raise spectrogram.n_fft")
+            f"and stay empty; lower spectrogram.n_mels or raise spectrogram.n_fft"
+        )
     return weights
 
 
@@ -120,9 +130,9 @@ def _mel_power(audio: np.ndarray, cfg: SpectrogramConfig) -> np.ndarray:
     """
     import scipy.fft
 
-    frames = np.lib.stride_tricks.sliding_window_view(audio, cfg.n_fft)[::cfg.hop_length]
+    frames = np.lib.stride_tricks.sliding_window_view(audio, cfg.n_fft)[:: cfg.hop_length]
     spectrum = scipy.fft.rfft(frames * _window(cfg.window, cfg.n_fft), axis=1, workers=1)
-    power = spectrum.real ** 2 + spectrum.imag ** 2  # (frames, 1 + n_fft // 2)
+    power = spectrum.real**2 + spectrum.imag**2  # (frames, 1 + n_fft // 2)
     basis = _sparse_mel_basis(cfg.sample_rate, cfg.n_fft, cfg.n_mels, cfg.fmin, cfg.fmax)
     return np.asarray(basis @ power.T, dtype=np.float32)
 
@@ -145,8 +155,9 @@ def _scale(mel: np.ndarray, peak: float, cfg: SpectrogramConfig) -> np.ndarray:
     return np.ascontiguousarray(out.T)
 
 
-def streamed_mel_spectrogram(chunks: Iterable[np.ndarray], cfg: SpectrogramConfig, keep_start: int = 0,
-                             keep_stop: int | None = None) -> tuple[np.ndarray, int]:
+def streamed_mel_spectrogram(
+    chunks: Iterable[np.ndarray], cfg: SpectrogramConfig, keep_start: int = 0, keep_stop: int | None = None
+) -> tuple[np.ndarray, int]:
     """mel_spectrogram of the concatenated `chunks`, but only frames [keep_start, keep_stop) are kept.
 
     Returns those frames (scaled re the maximum of the *whole* clip, as mel_spectrogram does) and the
@@ -165,14 +176,14 @@ def streamed_mel_spectrogram(chunks: Iterable[np.ndarray], cfg: SpectrogramConfi
         count = 0 if len(buf) < n_fft else 1 + (len(buf) - n_fft) // hop
         for first in range(0, count, block):
             b = min(block, count - first)
-            seg = buf[first * hop: first * hop + (b - 1) * hop + n_fft]
+            seg = buf[first * hop : first * hop + (b - 1) * hop + n_fft]
             mel = _mel_power(seg, cfg)
             peak = max(peak, float(mel.max()))
             lo, hi = max(keep_start - done, 0), min(stop - done, b)
             if hi > lo:
                 kept.append(mel[:, lo:hi])
             done += b
-        return buf[count * hop:]
+        return buf[count * hop :]
 
     buf = np.zeros(half, np.float32)  # centred framing: half a window of zeros before the clip
     for chunk in chunks:
@@ -194,7 +205,7 @@ def fix_length(mel: np.ndarray, frames: int, crop: str = "start") -> np.ndarray:
     t = mel.shape[0]
     if t >= frames:
         start = 0 if crop == "start" else (t - frames) // 2
-        return mel[start:start + frames]
+        return mel[start : start + frames]
     before = 0 if crop == "start" else (frames - t) // 2
     return np.pad(mel, ((before, frames - t - before), (0, 0)), constant_values=-1.0)
 
@@ -208,19 +219,18 @@ def crop_seconds(cfg: SpectrogramConfig) -> float | None:
 
 def cap_frames(cfg: SpectrogramConfig) -> int:
     """Frames of spectrogram.max_seconds of audio: the longest row under frames: train_max."""
-    return n_frames(int(round(cfg.max_seconds * cfg.sample_rate)), cfg)
+    return n_frames(round(cfg.max_seconds * cfg.sample_rate), cfg)
 
 
 def chunk_hop(cfg: SpectrogramConfig, frames: int) -> int:
     """Frames between the starts of a long clip's chunks (train_max)."""
     if cfg.chunk_hop_seconds is None:
         return frames
-    return max(1, min(frames, int(round(cfg.chunk_hop_seconds * cfg.sample_rate / cfg.hop_length))))
+    return max(1, min(frames, round(cfg.chunk_hop_seconds * cfg.sample_rate / cfg.hop_length)))
 
 
 def clip_frames(path: str, cfg: SpectrogramConfig) -> int:
     """The clip's frame count before fixing its length, from the audio header alone."""
-    from .audio import audio_length
 
     return n_frames(audio_length(path, cfg.sample_rate), cfg)
 
@@ -251,9 +261,11 @@ def common_frames(corpus: pd.DataFrame, cfg: SpectrogramConfig, warn: Callable[[
         longer = [n for n, c in zip(corpus["file_name"], counts) if c > frames]
         if longer and frames == cap:
             hop = chunk_hop(cfg, frames) * cfg.hop_length / cfg.sample_rate
-            warn(f"warning: {len(longer)} clip(s) are longer than spectrogram.max_seconds = {cfg.max_seconds:g} s "
-                 f"(e.g. {longer[0]}): each is cut into chunks of {cfg.max_seconds:g} s every {hop:g} s, and its "
-                 f"features are the mean over its chunks; raise max_seconds to keep them whole")
+            warn(
+                f"warning: {len(longer)} clip(s) are longer than spectrogram.max_seconds = {cfg.max_seconds:g} s "
+                f"(e.g. {longer[0]}): each is cut into chunks of {cfg.max_seconds:g} s every {hop:g} s, and its "
+                f"features are the mean over its chunks; raise max_seconds to keep them whole"
+            )
     return frames
 
 
@@ -266,7 +278,6 @@ def clip_spectrogram(path: str, cfg: SpectrogramConfig, frames: int) -> tuple[np
     otherwise streams the clip, so a long recording costs no more memory than the frames kept.
     Raises BadAudio for a clip that cannot be decoded or holds NaN/Inf samples.
     """
-    from .audio import audio_length, iter_audio, load_audio
 
     seconds = crop_seconds(cfg)
     if seconds is not None:
@@ -275,7 +286,7 @@ def clip_spectrogram(path: str, cfg: SpectrogramConfig, frames: int) -> tuple[np
     if cfg.frames == "train_max":
         mel, count = streamed_mel_spectrogram(iter_audio(path, cfg.sample_rate, STREAM_BLOCK), cfg)
         starts = chunk_starts(count, frames, chunk_hop(cfg, frames))
-        rows = np.stack([fix_length(mel[s:s + frames], frames, "start") for s in starts])
+        rows = np.stack([fix_length(mel[s : s + frames], frames, "start") for s in starts])
         return rows, np.asarray([min(frames, count - s) for s in starts]), count
     # centre crop: where the kept frames start, from the header (a start crop needs no header read)
     start = 0 if cfg.crop == "start" else max(0, (n_frames(audio_length(path, cfg.sample_rate), cfg) - frames) // 2)
@@ -287,7 +298,6 @@ def clip_spectrogram(path: str, cfg: SpectrogramConfig, frames: int) -> tuple[np
 def _threadpools():
     """One threadpoolctl controller per process: threadpool_limits() scans every loaded library at
     each call (milliseconds per batch of clips in a worker that has pandas, pyarrow and scipy loaded)."""
-    from threadpoolctl import ThreadpoolController
 
     return ThreadpoolController()
 
@@ -300,8 +310,6 @@ def _keep_freed_memory() -> None:
     thresholds, a fresh process hands that memory back after every clip and takes it again as page
     faults: about 1000 per clip, 40% of a worker's extraction time. Elsewhere (not glibc) a no-op.
     """
-    import ctypes
-    import ctypes.util
 
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
@@ -320,7 +328,6 @@ def spectrogram_table(rows: pd.DataFrame, cfg: SpectrogramConfig, frames: int):
     Extraction never stops at a bad clip: the caller applies the --on-bad-audio policy to all of
     them at once (see bad_clips), so a user learns every bad file in one go.
     """
-    from .audio import BadAudio
 
     _keep_freed_memory()
     parts, lengths, totals, owners, chunks = [], [], [], [], []
@@ -352,41 +359,52 @@ def bad_clips(table) -> dict[str, str]:
     return {n: e for n, e in zip(table.column("file_name").to_pylist(), table.column("error").to_pylist()) if e}
 
 
-def to_table(rows: pd.DataFrame, x: np.ndarray, length: np.ndarray, n_frames: np.ndarray, chunk: np.ndarray,
-             errors: list[str | None] | None = None):
+def to_table(
+    rows: pd.DataFrame,
+    x: np.ndarray,
+    length: np.ndarray,
+    n_frames: np.ndarray,
+    chunk: np.ndarray,
+    errors: list[str | None] | None = None,
+):
     """An Arrow table of spectrogram rows: their clip (file_name, partition, label at extraction), chunk
     index, real frames (`length`), the clip's frame count (`n_frames`) and bad-audio reasons."""
-    import pyarrow as pa
 
     n, frames, n_mels = x.shape
     flat = pa.array(np.ascontiguousarray(x, dtype=np.float32).reshape(-1))
-    return pa.table({
-        "file_name": pa.array(rows["file_name"].tolist(), pa.string()),
-        "partition": pa.array(rows["partition"].tolist(), pa.string()),
-        "label": pa.array(rows["label"].to_numpy(dtype=float), pa.float64(), from_pandas=True),
-        "chunk": pa.array(np.asarray(chunk, np.int32), pa.int32()),
-        "length": pa.array(np.asarray(length, np.int32), pa.int32()),
-        "n_frames": pa.array(np.asarray(n_frames, np.int32), pa.int32()),
-        "spectrogram": pa.FixedSizeListArray.from_arrays(flat, frames * n_mels),
-        "error": pa.array(errors if errors is not None else [None] * n, pa.string()),
-    })
+    return pa.table(
+        {
+            "file_name": pa.array(rows["file_name"].tolist(), pa.string()),
+            "partition": pa.array(rows["partition"].tolist(), pa.string()),
+            "label": pa.array(rows["label"].to_numpy(dtype=float), pa.float64(), from_pandas=True),
+            "chunk": pa.array(np.asarray(chunk, np.int32), pa.int32()),
+            "length": pa.array(np.asarray(length, np.int32), pa.int32()),
+            "n_frames": pa.array(np.asarray(n_frames, np.int32), pa.int32()),
+            "spectrogram": pa.FixedSizeListArray.from_arrays(flat, frames * n_mels),
+            "error": pa.array(errors if errors is not None else [None] * n, pa.string()),
+        }
+    )
 
 
 def write_part(table, where) -> None:
     """One Parquet file of a spectrogram folder at `where` (a path, a URI or a storage.Location)."""
-    import pyarrow.parquet as pq
 
     where = _folder(where)
     pq.write_table(table, where.path, filesystem=where.fs, **PARQUET_OPTIONS)
 
 
-def settings(cfg: SpectrogramConfig, frames: int, corpus: str, skipped: dict[str, str] | None = None
-             ) -> dict[str, Any]:
+def settings(cfg: SpectrogramConfig, frames: int, corpus: str, skipped: dict[str, str] | None = None) -> dict[str, Any]:
     """What settings.json records: the spectrogram settings and their hash, the corpus fingerprint
     (see corpus.fingerprint), the shape of one row, and the clips left out for bad audio
     ({file_name: reason}; only ever non-empty under --on-bad-audio skip)."""
-    return {"settings": to_dict(cfg), "settings_hash": cfg.hash(), "corpus": corpus, "frames": frames,
-            "n_mels": cfg.n_mels, "skipped": dict(sorted((skipped or {}).items()))}
+    return {
+        "settings": to_dict(cfg),
+        "settings_hash": cfg.hash(),
+        "corpus": corpus,
+        "frames": frames,
+        "n_mels": cfg.n_mels,
+        "skipped": dict(sorted((skipped or {}).items())),
+    }
 
 
 @dataclass
@@ -403,27 +421,37 @@ class Spectrograms:
     settings: dict[str, Any]
     speaker: np.ndarray | None = None  # each row's speaker where the corpus names them (see with_labels)
 
-    def select(self, partitions: str | Iterable[str]) -> "Spectrograms":
+    def select(self, partitions: str | Iterable[str]) -> Spectrograms:
         """The rows of one or more partitions (e.g. 'train' or ('train', 'devel'))."""
         parts = [partitions] if isinstance(partitions, str) else list(partitions)
-        rows = np.flatnonzero(np.isin(self.partition, parts))
-        if len(rows) and rows[-1] - rows[0] + 1 == len(rows):
+        found = np.flatnonzero(np.isin(self.partition, parts))
+        rows: np.ndarray | slice = found
+        if len(found) and found[-1] - found[0] + 1 == len(found):
             # contiguous (`read` orders the rows so that every fit_on choice is): views, not copies;
             # in a trial, x stays a view of the one copy in the Ray object store
-            rows = slice(int(rows[0]), int(rows[-1]) + 1)
-        return Spectrograms(self.file_name[rows], self.partition[rows], self.label[rows], self.x[rows],
-                            self.length[rows], self.chunk[rows], self.settings,
-                            None if self.speaker is None else self.speaker[rows])
+            rows = slice(int(found[0]), int(found[-1]) + 1)
+        return Spectrograms(
+            self.file_name[rows],
+            self.partition[rows],
+            self.label[rows],
+            self.x[rows],
+            self.length[rows],
+            self.chunk[rows],
+            self.settings,
+            None if self.speaker is None else self.speaker[rows],
+        )
 
-    def with_labels(self, corpus: pd.DataFrame) -> "Spectrograms":
+    def with_labels(self, corpus: pd.DataFrame) -> Spectrograms:
         """The same rows with the labels of `corpus` (file_name, label, and speaker where it has that
         column), joined by file name: labels and speakers are not part of the spectrograms, so
         relabelling a corpus, or giving it a speaker list, reuses them."""
         table = corpus.set_index("file_name")["label"]
         missing = sorted(set(self.file_name) - set(table.index))
         if missing:
-            raise UserError(f"the corpus has no row for {len(missing)} clip(s) of the spectrograms, e.g. "
-                            f"{missing[0]}; extract them again from this corpus")
+            raise UserError(
+                f"the corpus has no row for {len(missing)} clip(s) of the spectrograms, e.g. "
+                f"{missing[0]}; extract them again from this corpus"
+            )
         label = table.reindex(self.file_name).to_numpy(dtype=float)
         speaker = None
         if "speaker" in corpus.columns:
@@ -457,7 +485,6 @@ class Spectrograms:
 
 
 def _folder(folder):
-    from .storage import as_location
 
     return as_location(folder)
 
@@ -484,12 +511,12 @@ def read_table(folder):
     """(settings.json, Arrow table) of a finished spectrogram folder, local or on object storage: its
     rows with good audio, ordered test, devel, train, then by file name and chunk, so that each
     partition, and train + devel, is a contiguous block (`Spectrograms.select` then gives views)."""
-    import pyarrow.parquet as pq
 
     folder = _folder(folder)
     if not is_complete(folder):
-        raise UserError(f"{folder}: no finished spectrograms here; create them with "
-                        f"`auttention-search extract --out {folder}`")
+        raise UserError(
+            f"{folder}: no finished spectrograms here; create them with `auttention-search extract --out {folder}`"
+        )
     try:
         meta = json.loads((folder / SETTINGS).read_text())
         table = pq.read_table((folder / PARQUET).path, filesystem=folder.fs)
@@ -500,12 +527,11 @@ def read_table(folder):
         ranks = np.asarray([rank.get(p, 3) for p in table.column("partition").to_pylist()])
         chunks = table.column("chunk").to_numpy()
         table = table.take(np.lexsort((chunks, names, ranks)))
-    except Exception as exc:  # json/pyarrow raise several types for a damaged file
-        raise UserError(f"{folder}: cannot read the spectrograms ({str(exc).splitlines()[0]}); "
-                        f"delete the folder and extract again") from None
+    except Exception as exc:  # noqa: BLE001 - json/pyarrow raise several types for a damaged file: one line
+        raise UserError(
+            f"{folder}: cannot read the spectrograms ({str(exc).splitlines()[0]}); delete the folder and extract again"
+        ) from None
     if "error" in table.column_names:  # rows of clips with bad audio (skipped) carry no spectrogram
-        import pyarrow.compute as pc
-
         table = table.filter(pc.is_null(table.column("error")))
     return meta, table.combine_chunks()
 
@@ -519,10 +545,15 @@ def from_table(meta: dict[str, Any], table) -> Spectrograms:
     values = values.to_numpy(zero_copy_only=False)
     x = values.astype(np.float32, copy=False).reshape(len(table), frames, n_mels)
     label = table.column("label").to_numpy(zero_copy_only=False).astype(float)
-    return Spectrograms(np.asarray(table.column("file_name").to_pylist(), dtype=object),
-                        np.asarray(table.column("partition").to_pylist(), dtype=object), label, x,
-                        table.column("length").to_numpy().astype(np.int32),
-                        table.column("chunk").to_numpy().astype(np.int32), meta)
+    return Spectrograms(
+        np.asarray(table.column("file_name").to_pylist(), dtype=object),
+        np.asarray(table.column("partition").to_pylist(), dtype=object),
+        label,
+        x,
+        table.column("length").to_numpy().astype(np.int32),
+        table.column("chunk").to_numpy().astype(np.int32),
+        meta,
+    )
 
 
 def read(folder) -> Spectrograms:

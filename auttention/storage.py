@@ -20,11 +20,15 @@ import re
 import shutil
 import tempfile
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+
+import pyarrow.fs as pafs
 
 from .errors import UserError
+from .io import atomic_dir, atomic_path
 
 SCHEMES = ("s3", "gs")
 CONNECT_TIMEOUT_S = 10
@@ -42,11 +46,11 @@ def s3_endpoint() -> str | None:
 
 
 def _s3(attempts: int = 3):
-    import pyarrow.fs as pafs
 
     endpoint = s3_endpoint()
     options: dict[str, Any] = {
-        "connect_timeout": CONNECT_TIMEOUT_S, "request_timeout": REQUEST_TIMEOUT_S,
+        "connect_timeout": CONNECT_TIMEOUT_S,
+        "request_timeout": REQUEST_TIMEOUT_S,
         "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=attempts),
         "region": os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
     }
@@ -69,7 +73,6 @@ class Location:
 
     @property
     def remote(self) -> bool:
-        import pyarrow.fs as pafs
 
         return not isinstance(self.fs, pafs.LocalFileSystem)
 
@@ -80,7 +83,7 @@ class Location:
     def __str__(self) -> str:
         return self.uri
 
-    def __truediv__(self, name: str) -> "Location":
+    def __truediv__(self, name: str) -> Location:
         name = str(name).strip("/")
         if self.remote:
             return Location(f"{self.uri.rstrip('/')}/{name}", f"{self.path.rstrip('/')}/{name}", self.fs)
@@ -101,13 +104,11 @@ class Location:
         return self.fs.get_file_info(self.path)
 
     def is_file(self) -> bool:
-        import pyarrow.fs as pafs
 
         return self._info().type == pafs.FileType.File
 
     def is_dir(self) -> bool:
         """A local folder, or a prefix holding at least one object."""
-        import pyarrow.fs as pafs
 
         if not self.remote:
             return self._info().type == pafs.FileType.Directory
@@ -118,14 +119,16 @@ class Location:
 
     def files(self, limit: int | None = None) -> list[str]:
         """Paths (relative to this folder, '/'-separated) of every file under it."""
-        import pyarrow.fs as pafs
 
         selector = pafs.FileSelector(self.path, recursive=True, allow_not_found=True)
         out = []
         for info in self.fs.get_file_info(selector):
             if info.type == pafs.FileType.File:
-                out.append(posixpath.relpath(info.path, self.path.rstrip("/")) if self.remote
-                           else os.path.relpath(info.path, self.path).replace(os.sep, "/"))
+                out.append(
+                    posixpath.relpath(info.path, self.path.rstrip("/"))
+                    if self.remote
+                    else os.path.relpath(info.path, self.path).replace(os.sep, "/")
+                )
                 if limit and len(out) >= limit:
                     break
         return sorted(out)
@@ -140,8 +143,6 @@ class Location:
     def write_bytes(self, data: bytes) -> None:
         """Write the file whole: a local file by rename, an object in one request."""
         if not self.remote:
-            from .io import atomic_path
-
             with atomic_path(self.path) as tmp:
                 tmp.write_bytes(data)
             return
@@ -157,7 +158,6 @@ class Location:
 
     def delete(self) -> None:
         """Remove the folder (or file) and everything under it; nothing if it is not there."""
-        import pyarrow.fs as pafs
 
         info = self._info()
         if info.type == pafs.FileType.File:
@@ -171,17 +171,16 @@ class Location:
 
     def upload(self, folder: str | os.PathLike) -> None:
         """Copy the local `folder`'s files into this location (overwriting files of the same name)."""
-        import pyarrow.fs as pafs
 
         if not self.remote and Path(self.path).resolve() == Path(folder).resolve():
             return
         self.mkdir()
-        pafs.copy_files(str(folder), self.path, source_filesystem=pafs.LocalFileSystem(),
-                        destination_filesystem=self.fs)
+        pafs.copy_files(
+            str(folder), self.path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=self.fs
+        )
 
     def download(self, folder: str | os.PathLike, skip: tuple[str, ...] = ()) -> None:
         """Copy this location's files into the local `folder`, leaving out those under the `skip` prefixes."""
-        import pyarrow.fs as pafs
 
         local = pafs.LocalFileSystem()
         for name in self.files():
@@ -189,8 +188,9 @@ class Location:
                 continue
             target = Path(folder) / name
             target.parent.mkdir(parents=True, exist_ok=True)
-            pafs.copy_files(f"{self.path.rstrip('/')}/{name}", str(target), source_filesystem=self.fs,
-                            destination_filesystem=local)
+            pafs.copy_files(
+                f"{self.path.rstrip('/')}/{name}", str(target), source_filesystem=self.fs, destination_filesystem=local
+            )
 
 
 @contextlib.contextmanager
@@ -200,8 +200,6 @@ def atomic_folder(loc: Location) -> Iterator[Location]:
     is no rename, what was at `loc` is deleted first, the block writes into `loc` itself (its marker
     file last: see the module's docstring), and a block that fails deletes what it wrote."""
     if not loc.remote:
-        from .io import atomic_dir
-
         with atomic_dir(loc.path) as tmp:
             yield location(tmp)
         return
@@ -215,7 +213,6 @@ def atomic_folder(loc: Location) -> Iterator[Location]:
 
 def of_filesystem(fs, path: str) -> Location:
     """The Location of `path` in the pyarrow filesystem `fs` (e.g. a Tune trial's storage)."""
-    import pyarrow.fs as pafs
 
     if fs is None or isinstance(fs, pafs.LocalFileSystem):
         return location(path)
@@ -226,27 +223,25 @@ def location(uri: str | os.PathLike, flag: str = "path") -> Location:
     """The Location of a local path or an s3:// / gs:// URI; UserError (naming `flag`) for another scheme."""
     text = str(uri)
     if "://" not in text:
-        import pyarrow.fs as pafs
-
         return Location(text, str(Path(text).expanduser().absolute()), pafs.LocalFileSystem())
     scheme, rest = text.split("://", 1)
     scheme = scheme.lower()
     if scheme not in SCHEMES:
-        raise UserError(f"{flag} {text}: unsupported storage scheme {scheme}://; use a local path, "
-                        f"s3://bucket/prefix or gs://bucket/prefix")
+        raise UserError(
+            f"{flag} {text}: unsupported storage scheme {scheme}://; use a local path, "
+            f"s3://bucket/prefix or gs://bucket/prefix"
+        )
     rest = rest.strip("/")
     if not rest:
         raise UserError(f"{flag} {text}: no bucket named; use {scheme}://bucket/prefix")
     if scheme == "s3":
         fs = _s3()
     else:
-        import pyarrow.fs as pafs
-
         fs = pafs.GcsFileSystem()
     return Location(f"{scheme}://{rest}", rest, fs)
 
 
-def as_location(where: "str | os.PathLike | Location", flag: str = "path") -> Location:
+def as_location(where: str | os.PathLike | Location, flag: str = "path") -> Location:
     """`where` as a Location: itself if it is one, else location(where, flag)."""
     return where if isinstance(where, Location) else location(str(where), flag)
 
@@ -257,7 +252,6 @@ def check(loc: Location, flag: str, write: bool = True) -> None:
     nothing (callers check local folders themselves)."""
     if not loc.remote:
         return
-    import pyarrow.fs as pafs
 
     probe = loc / f".auttention-probe-{uuid.uuid4().hex}"
     fs = _s3(attempts=1) if loc.uri.startswith("s3://") else loc.fs
@@ -282,16 +276,47 @@ def _storage_problem(exc: BaseException, loc: Location, where: str) -> str:
     found = re.search(r"AWS Error \w+[^:]*: ?([^.]*)", text) or re.search(r"AWS Error \w+", text)
     if found:  # pyarrow prefixes the request it was making; the service's own words are enough
         text = found.group(0)
-    if "nosuchbucket" in low or "no_such_bucket" in low or "bucket does not exist" in low \
-            or "the specified bucket does not exist" in low:
+    if (
+        "nosuchbucket" in low
+        or "no_such_bucket" in low
+        or "bucket does not exist" in low
+        or "the specified bucket does not exist" in low
+    ):
         return f"bucket {loc.bucket} does not exist at {where}; create it, or name another bucket"
-    if any(k in low for k in ("access_denied", "accessdenied", "invalidaccesskeyid", "invalid_access_key",
-                              "signaturedoesnotmatch", "signature_does_not_match", "forbidden", "403",
-                              "credentials", "unauthorized", "401")):
-        return (f"{where} refused the credentials ({text[:160]}); check AWS_ACCESS_KEY_ID and "
-                f"AWS_SECRET_ACCESS_KEY (or the instance's role)")
-    if any(k in low for k in ("network_connection", "couldn't connect", "could not connect", "connection refused",
-                              "timed out", "timeout", "resolve host", "curl", "unreachable")):
+    if any(
+        k in low
+        for k in (
+            "access_denied",
+            "accessdenied",
+            "invalidaccesskeyid",
+            "invalid_access_key",
+            "signaturedoesnotmatch",
+            "signature_does_not_match",
+            "forbidden",
+            "403",
+            "credentials",
+            "unauthorized",
+            "401",
+        )
+    ):
+        return (
+            f"{where} refused the credentials ({text[:160]}); check AWS_ACCESS_KEY_ID and "
+            f"AWS_SECRET_ACCESS_KEY (or the instance's role)"
+        )
+    if any(
+        k in low
+        for k in (
+            "network_connection",
+            "couldn't connect",
+            "could not connect",
+            "connection refused",
+            "timed out",
+            "timeout",
+            "resolve host",
+            "curl",
+            "unreachable",
+        )
+    ):
         return f"cannot reach {where} ({text[:160]}); check AWS_ENDPOINT_URL and the network"
     return f"cannot write there ({text[:200]})"
 
@@ -312,5 +337,6 @@ def check_writable(folder: Path, flag: str) -> None:
     need = int(os.environ.get("AUTTENTION_MIN_FREE_MB", "200"))
     free = shutil.disk_usage(existing).free // 2**20
     if free < need:
-        raise UserError(f"{folder}: only {free} MiB free on this disk (a search needs {need}); free space or "
-                        f"choose another {flag}")
+        raise UserError(
+            f"{folder}: only {free} MiB free on this disk (a search needs {need}); free space or choose another {flag}"
+        )

@@ -21,7 +21,7 @@ rounds and clips its predictions to the label range.
 from __future__ import annotations
 
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
@@ -32,7 +32,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
 
 from .config import ScoringConfig
 
-_RELAX = 1.6      # over-relaxation (Boyd et al. 2011, 3.4.3; 1.5-1.8 is the usual range)
+_RELAX = 1.6  # over-relaxation (Boyd et al. 2011, 3.4.3; 1.5-1.8 is the usual range)
 _CHECK_EVERY = 10  # iterations between duality-gap checks (each costs one more pass over A)
 # float32 iterates: each iteration reads A twice, and float64 doubled the time (5,564 x 1,024: 9.7 vs
 # 16.3 s) without changing a chosen C; a tighter tol than 1e-5 needs float64 (float32 sums floor the gap)
@@ -63,14 +63,15 @@ class LinearSVRPath(RegressorMixin, BaseEstimator):
         The relative duality gap each C stopped at.
     """
 
-    def __init__(self, complexities: Sequence[float] = (1.0,), epsilon: float = 0.0, tol: float = 1e-5,
-                 max_iter: int = 10000):
+    def __init__(
+        self, complexities: Sequence[float] = (1.0,), epsilon: float = 0.0, tol: float = 1e-5, max_iter: int = 10000
+    ):
         self.complexities = complexities
         self.epsilon = epsilon
         self.tol = tol
         self.max_iter = max_iter
 
-    def fit(self, X, y) -> "LinearSVRPath":
+    def fit(self, X, y) -> LinearSVRPath:
         """Fit every C on X (n_samples, n_features) and y (n_samples,)."""
         X, y = check_X_y(X, y, dtype=(np.float64, np.float32), y_numeric=True)
         cs = np.asarray(self.complexities, dtype=np.float64).ravel()
@@ -86,12 +87,16 @@ class LinearSVRPath(RegressorMixin, BaseEstimator):
         self.duality_gap_ = np.zeros(cs.size)
         state = None
         for k in np.argsort(cs, kind="stable"):  # warm starts need increasing C (the old dual stays feasible)
-            vt, state, self.n_iter_[k], self.duality_gap_[k] = _admm(b, lam, y, cs[k], self.epsilon, self.tol,
-                                                                     self.max_iter, state)
+            vt, state, self.n_iter_[k], self.duality_gap_[k] = _admm(
+                b, lam, y, cs[k], self.epsilon, self.tol, self.max_iter, state
+            )
             coef[k] = basis @ vt
             if self.duality_gap_[k] > self.tol:
-                warnings.warn(f"LinearSVRPath: C={cs[k]:g} stopped at max_iter={self.max_iter} with a relative "
-                              f"duality gap of {self.duality_gap_[k]:.2g} (tol {self.tol:g})", ConvergenceWarning)
+                warnings.warn(
+                    f"LinearSVRPath: C={cs[k]:g} stopped at max_iter={self.max_iter} with a relative "
+                    f"duality gap of {self.duality_gap_[k]:.2g} (tol {self.tol:g})",
+                    ConvergenceWarning,
+                )
         self.coef_path_, self.intercept_path_ = coef[:, :-1], coef[:, -1]
         return self
 

@@ -19,12 +19,13 @@ import json
 import math
 import warnings
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
 
 from .config import ModelConfig, TrainingConfig, build, model_config, to_dict
-from .errors import UserError
+from .errors import TrainingDiverged, UserError
 from .io import atomic_dir
 from .models import build_autoencoder, feature_size, frame_weights, full_lengths, targets
 
@@ -59,21 +60,24 @@ def batches(x: np.ndarray, lengths: np.ndarray, batch_size: int, order: np.ndarr
     whatever Keras makes of whole arrays). A trial holds x as a read-only view of the Ray object
     store, so its data then costs a batch, not another copy of the training set."""
     for start in range(0, len(x), batch_size):
-        rows = slice(start, start + batch_size)
+        rows: slice | np.ndarray = slice(start, start + batch_size)
         if order is not None:
             rows = order[rows]
         yield np.ascontiguousarray(x[rows]), np.ascontiguousarray(lengths[rows], dtype=np.int32)
 
 
-class TrainingDiverged(RuntimeError):
-    """The training loss became NaN or infinite."""
-
-
 class Trainer:
     """One autoencoder being trained epoch by epoch (state: model, optimizer, epoch)."""
 
-    def __init__(self, model_cfg: ModelConfig, train_cfg: TrainingConfig, n_frames: int, n_mels: int,
-                 log_dir: str | Path | None = None, made_from: dict | None = None):
+    def __init__(
+        self,
+        model_cfg: ModelConfig,
+        train_cfg: TrainingConfig,
+        n_frames: int,
+        n_mels: int,
+        log_dir: str | Path | None = None,
+        made_from: dict | None = None,
+    ):
         # made_from: the provenance of its training data (corpus fingerprint, spectrogram settings hash)
         self.made_from = dict(made_from or {})
         self.model_cfg = model_cfg
@@ -83,13 +87,11 @@ class Trainer:
         self.log_dir = Path(log_dir) if log_dir is not None else None
         self.epoch = 0
         self.losses: list[float] = []
-        self._writer = None
+        self._writer: Any = None  # tf.summary writer, made at the first scalar
         # Seeds Python, NumPy, TensorFlow and Keras: initial weights and dropout masks.
         keras.utils.set_random_seed(train_cfg.seed)
-        self.autoencoder, self.encoder = build_autoencoder(model_cfg, self.n_frames, self.n_mels,
-                                                           seed=train_cfg.seed)
-        self.optimizer = keras.optimizers.Adam(learning_rate=train_cfg.learning_rate,
-                                               clipvalue=train_cfg.clip_value)
+        self.autoencoder, self.encoder = build_autoencoder(model_cfg, self.n_frames, self.n_mels, seed=train_cfg.seed)
+        self.optimizer = keras.optimizers.Adam(learning_rate=train_cfg.learning_rate, clipvalue=train_cfg.clip_value)
         jit = use_xla(train_cfg.jit_compile)
         with warnings.catch_warnings():
             # With cuDNN RNN layers on a GPU, Keras turns XLA off (cuDNN ops do not compile)
@@ -127,38 +129,30 @@ class Trainer:
         """
         x, lengths = self._check(x, lengths)
         if not np.isfinite(x).all():
-            raise TrainingDiverged("the training frames contain NaN or Inf values, so the loss would be NaN; "
-                                   "check the spectrogram cache")
+            raise TrainingDiverged(
+                "the training frames contain NaN or Inf values, so the loss would be NaN; check the spectrogram cache"
+            )
         order = np.random.default_rng([self.train_cfg.seed, self.epoch]).permutation(len(x))
         # batch by batch, as fit(x[order], targets(x[order]), shuffle=False) would go (the same
         # numbers); the epoch's loss is the mean of the batches' losses weighted by their sizes,
         # accumulated in float32 as Keras' fit does it
         total = count = np.float32(0.0)
         for xb, lb in batches(x, lengths, self.train_cfg.batch_size, order):
-            batch_loss = np.float32(self.autoencoder.train_on_batch([xb, lb], targets(xb, lb),
-                                                                    sample_weight=frame_weights(xb, lb)))
+            batch_loss = np.float32(
+                self.autoencoder.train_on_batch([xb, lb], targets(xb, lb), sample_weight=frame_weights(xb, lb))
+            )
             total += batch_loss * np.float32(len(xb))
             count += np.float32(len(xb))
         loss = float(total / count)
         if not math.isfinite(loss):
-            raise TrainingDiverged(f"training diverged in epoch {self.epoch + 1}: the loss is {loss}; "
-                                   "lower training.learning_rate or set training.clip_value")
+            raise TrainingDiverged(
+                f"training diverged in epoch {self.epoch + 1}: the loss is {loss}; "
+                "lower training.learning_rate or set training.clip_value"
+            )
         self.epoch += 1
         self.losses.append(loss)
         self._log("loss", loss)
         return loss
-
-    def reconstruction_loss(self, x: np.ndarray, lengths: np.ndarray | None = None) -> float:
-        """Mean reconstruction MSE of the real frames of x without training (inference mode)."""
-        x, lengths = self._check(x, lengths)
-        return float(self.autoencoder.evaluate([x, lengths], targets(x, lengths), sample_weight=frame_weights(x, lengths),
-                                               batch_size=self._eval_batch(None), verbose=0))
-
-    def reconstruct(self, x: np.ndarray, lengths: np.ndarray | None = None, batch_size: int | None = None) -> np.ndarray:
-        """The reconstruction of each reversed clip, (N, frames, mels), inference mode (padding steps: whatever
-        the decoder makes of them)."""
-        x, lengths = self._check(x, lengths)
-        return self._predict(self.autoencoder, x, lengths, batch_size)
 
     def features(self, x: np.ndarray, lengths: np.ndarray | None = None, batch_size: int | None = None) -> np.ndarray:
         """Feature vectors (N, feature_size) float32 of x, inference mode (no dropout)."""
@@ -167,14 +161,20 @@ class Trainer:
         bad = ~np.isfinite(out).all(axis=1)
         if bad.any():
             # non-finite input frames or weights: no SVR could use these features
-            raise TrainingDiverged(f"the features of {int(bad.sum())} of {len(out)} clip(s) are NaN or Inf "
-                                   f"(non-finite spectrogram frames or model weights); check the spectrogram cache")
+            raise TrainingDiverged(
+                f"the features of {int(bad.sum())} of {len(out)} clip(s) are NaN or Inf "
+                f"(non-finite spectrogram frames or model weights); check the spectrogram cache"
+            )
         return out
 
     def _predict(self, model: keras.Model, x: np.ndarray, lengths: np.ndarray, batch_size: int | None) -> np.ndarray:
         """model.predict([x, lengths], batch_size) batch by batch (the same batches, the same numbers), no copy of x."""
-        return np.concatenate([np.asarray(model.predict_on_batch([xb, lb]))
-                               for xb, lb in batches(x, lengths, self._eval_batch(batch_size))])
+        return np.concatenate(
+            [
+                np.asarray(model.predict_on_batch([xb, lb]))
+                for xb, lb in batches(x, lengths, self._eval_batch(batch_size))
+            ]
+        )
 
     def _eval_batch(self, batch_size: int | None) -> int:
         # Inference needs no gradients: larger batches amortise per-step overhead.
@@ -195,9 +195,10 @@ class Trainer:
         if self._writer is None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             self._writer = tf.summary.create_file_writer(str(self.log_dir))
-        with self._writer.as_default():
+        writer = self._writer
+        with writer.as_default():
             tf.summary.scalar(name, value, step=self.epoch)
-        self._writer.flush()
+        writer.flush()
 
     # -- checkpoints ---------------------------------------------------------------------
 
@@ -219,24 +220,41 @@ class Trainer:
             (tmp / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
 
     @classmethod
-    def load(cls, folder: str | Path, log_dir: str | Path | None = None) -> "Trainer":
+    def load(cls, folder: str | Path, log_dir: str | Path | None = None) -> Trainer:
         """Rebuild a Trainer from a checkpoint (a training output folder also works) to continue exactly."""
         folder = checkpoint_folder(folder)
         state = read_state(folder)
-        trainer = cls(state["model_cfg"], state["train_cfg"], state["n_frames"], state["n_mels"], log_dir=log_dir,
-                      made_from=state.get("made_from"))
+        trainer = cls(
+            state["model_cfg"],
+            state["train_cfg"],
+            state["n_frames"],
+            state["n_mels"],
+            log_dir=log_dir,
+            made_from=state.get("made_from"),
+        )
         trainer._restore(folder, state)
         return trainer
 
     @classmethod
-    def resume(cls, folder: str | Path, model_cfg: ModelConfig, train_cfg: TrainingConfig, n_frames: int, n_mels: int,
-               log_dir: str | Path | None = None, made_from: dict | None = None) -> "Trainer":
+    def resume(
+        cls,
+        folder: str | Path,
+        model_cfg: ModelConfig,
+        train_cfg: TrainingConfig,
+        n_frames: int,
+        n_mels: int,
+        log_dir: str | Path | None = None,
+        made_from: dict | None = None,
+    ) -> Trainer:
         """A Trainer continuing the checkpoint in `folder` if there is one, else a new one. A checkpoint written
         for another model, training setup, data shape or data (made_from) is refused; it is rebuilt from the
         new configs, so the settings allowed to change (more epochs, XLA) take effect."""
         folder = Path(folder)
-        state = (_resumable_state(folder, model_cfg, train_cfg, n_frames, n_mels, made_from or {})
-                 if (folder / STATE_FILE).exists() else None)
+        state = (
+            _resumable_state(folder, model_cfg, train_cfg, n_frames, n_mels, made_from or {})
+            if (folder / STATE_FILE).exists()
+            else None
+        )
         trainer = cls(model_cfg, train_cfg, n_frames, n_mels, log_dir=log_dir, made_from=made_from)
         if state is not None:
             trainer._restore(folder, state)
@@ -245,12 +263,17 @@ class Trainer:
     def check_made_from(self, made_from: dict, where: str | Path) -> None:
         """Refuse, in one line, data other than what this model was trained on (another corpus or other
         spectrogram settings): features from it would be silently wrong."""
-        problems = [f"{key} {self.made_from.get(key)} vs {value}" for key, value in made_from.items()
-                    if self.made_from.get(key) != value]
+        problems = [
+            f"{key} {self.made_from.get(key)} vs {value}"
+            for key, value in made_from.items()
+            if self.made_from.get(key) != value
+        ]
         if problems:
-            raise UserError(f"{where}: this model was trained on other data than these spectrograms "
-                            f"({'; '.join(problems)}); train it on these (a new --out) or use the spectrograms "
-                            f"it was trained on")
+            raise UserError(
+                f"{where}: this model was trained on other data than these spectrograms "
+                f"({'; '.join(problems)}); train it on these (a new --out) or use the spectrograms "
+                f"it was trained on"
+            )
 
     def _restore(self, folder: Path, state: dict) -> None:
         """Load weights, dropout seed state, optimizer state and epoch from a checkpoint folder."""
@@ -282,16 +305,21 @@ def read_state(folder: str | Path) -> dict:
             state[key] = int(state[key])
         state["losses"] = [float(v) for v in state.get("losses", [])]
     except FileNotFoundError:
-        raise UserError(f"{folder}: not a model checkpoint (no {STATE_FILE}); "
-                        "point to a training output folder or its checkpoint/ folder") from None
+        raise UserError(
+            f"{folder}: not a model checkpoint (no {STATE_FILE}); "
+            "point to a training output folder or its checkpoint/ folder"
+        ) from None
     except (OSError, ValueError, TypeError, KeyError, AttributeError, UserError) as exc:
-        raise UserError(f"{path}: unreadable checkpoint ({exc.__class__.__name__}: {exc}); "
-                        "delete the folder and train again") from None
+        raise UserError(
+            f"{path}: unreadable checkpoint ({exc.__class__.__name__}: {exc}); delete the folder and train again"
+        ) from None
     return state
 
 
 def _save_variables(path: Path, variables: list) -> None:
-    arrays = {f"v{i:05d}": np.asarray(v.numpy()) for i, v in enumerate(variables)}  # not keras.ops.convert_to_numpy: NumPy 2 warns on its copy of a variable
+    arrays: dict[str, Any] = {
+        f"v{i:05d}": np.asarray(v.numpy()) for i, v in enumerate(variables)
+    }  # not keras.ops.convert_to_numpy: NumPy 2 warns on its copy of a variable
     with open(path, "wb") as f:
         np.savez(f, **arrays)
 
@@ -303,14 +331,17 @@ def _load_variables(path: Path, variables: list) -> None:
     except (OSError, ValueError, KeyError) as exc:
         raise UserError(f"{path}: unreadable checkpoint ({exc}); delete the folder and train again") from None
     if len(arrays) != len(variables) or any(a.shape != tuple(v.shape) for a, v in zip(arrays, variables)):
-        raise UserError(f"{path}: the saved variables do not match the model its configs describe; "
-                        "delete the folder and train again")
+        raise UserError(
+            f"{path}: the saved variables do not match the model its configs describe; "
+            "delete the folder and train again"
+        )
     for v, a in zip(variables, arrays):
         v.assign(a)
 
 
-def _resumable_state(ckpt: Path, model_cfg: ModelConfig, train_cfg: TrainingConfig, n_frames: int,
-                     n_mels: int, made_from: dict) -> dict:
+def _resumable_state(
+    ckpt: Path, model_cfg: ModelConfig, train_cfg: TrainingConfig, n_frames: int, n_mels: int, made_from: dict
+) -> dict:
     """The checkpoint's state; refuses one written for another model, training setup, data shape or data."""
     state = read_state(ckpt)
     problems = []
@@ -326,9 +357,10 @@ def _resumable_state(ckpt: Path, model_cfg: ModelConfig, train_cfg: TrainingConf
     if old != new:
         problems.append("training settings")
     if (state["n_frames"], state["n_mels"]) != (n_frames, n_mels):
-        problems.append(f"data shape ({state['n_frames']}x{state['n_mels']} frames x mels "
-                        f"vs {n_frames}x{n_mels})")
+        problems.append(f"data shape ({state['n_frames']}x{state['n_mels']} frames x mels vs {n_frames}x{n_mels})")
     if problems:
-        raise UserError(f"{ckpt}: the checkpoint's {' and '.join(problems)} differ from this run's; "
-                        "use a new output folder or delete it to start over")
+        raise UserError(
+            f"{ckpt}: the checkpoint's {' and '.join(problems)} differ from this run's; "
+            "use a new output folder or delete it to start over"
+        )
     return state

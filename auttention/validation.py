@@ -18,11 +18,6 @@ from .svr import fit, model, postprocess
 FIT_ONLY = -1  # the fold of a clip every fit uses and none holds out (train under validation: devel)
 
 
-def validation_label(cfg: ScoringConfig) -> str:
-    """The validation's name in every line and table: "devel", "swap" or "5-fold" (speaker_folds)."""
-    return f"{cfg.folds}-fold" if cfg.validation == "speaker_folds" else cfg.validation
-
-
 def validation_folds(partition: np.ndarray, groups: np.ndarray | None, cfg: ScoringConfig) -> np.ndarray:
     """Each train+devel clip's fold under scoring.validation (clips in the order of `partition`, which holds
     "train" or "devel"; `groups` their speakers, or None): every fold k >= 0 is held out in turn and
@@ -39,12 +34,16 @@ def validation_folds(partition: np.ndarray, groups: np.ndarray | None, cfg: Scor
     if cfg.validation == "swap":
         return np.where(partition == "devel", 0, 1)
     if groups is None:
-        raise UserError("scoring.validation: speaker_folds needs every clip's speaker (lab/speakers.csv with "
-                        "file_name,speaker, or a manifest's speaker column); use swap or devel without them")
+        raise UserError(
+            "scoring.validation: speaker_folds needs every clip's speaker (lab/speakers.csv with "
+            "file_name,speaker, or a manifest's speaker column); use swap or devel without them"
+        )
     names, counts = np.unique(np.asarray(groups).astype(str), return_counts=True)
     if len(names) < cfg.folds:
-        raise UserError(f"scoring.folds: {cfg.folds} speaker-disjoint folds need at least {cfg.folds} speakers in "
-                        f"train+devel, and there are {len(names)}; lower scoring.folds or use validation: swap")
+        raise UserError(
+            f"scoring.folds: {cfg.folds} speaker-disjoint folds need at least {cfg.folds} speakers in "
+            f"train+devel, and there are {len(names)}; lower scoring.folds or use validation: swap"
+        )
     sizes = np.zeros(cfg.folds, int)
     fold_of = {}
     for i in sorted(range(len(names)), key=lambda i: (-counts[i], names[i])):
@@ -58,8 +57,9 @@ def check_validation(corpus: pd.DataFrame, cfg: ScoringConfig) -> None:
     """Refuse, in one line and before anything is extracted or trained, a validation the corpus (file_name,
     partition, speaker where known) cannot give: speaker_folds without speakers or with too few."""
     fit = corpus[corpus["partition"].isin(["train", "devel"])]
-    validation_folds(fit["partition"].to_numpy(), fit["speaker"].to_numpy(dtype=object) if "speaker" in fit else None,
-                     cfg)
+    validation_folds(
+        fit["partition"].to_numpy(), fit["speaker"].to_numpy(dtype=object) if "speaker" in fit else None, cfg
+    )
 
 
 def fold_score(y: np.ndarray, pred: np.ndarray, folds: np.ndarray) -> float:
@@ -95,6 +95,6 @@ def cross_validate(x: np.ndarray, y: np.ndarray, folds: np.ndarray, cfg: Scoring
         scores[float(c)] = score
         if best is None or score > best.score or (math.isnan(best.score) and not math.isnan(score)):
             best = Validated(float(c), score, held[:, j])
+    assert best is not None  # ScoringConfig refuses an empty grid
     best.score_per_c = scores
     return best
-

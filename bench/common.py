@@ -99,9 +99,9 @@ def corpus_folder(data: str | None) -> Path:
     """The corpus to benchmark on: --data, or the built-in demo corpus (synthesised once into the cache)."""
     if data:
         return Path(data)
-    from search.prepare import default_cache, demo_corpus
+    from search.prepare import CACHE_ENV, demo_corpus, home_cache
 
-    return demo_corpus(default_cache(), 0, print)
+    return demo_corpus(home_cache(os.environ.get(CACHE_ENV)), 0)
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:

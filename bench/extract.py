@@ -223,11 +223,11 @@ def ray_scaling(corpus, cfg, workers: list[int], repeats: int, tmp: Path) -> dic
 def demo_corpus_of(clips: int) -> Path:
     """The demo corpus with `clips` clips (the generator's size option; 600 is the built-in one)."""
     from auttention.democorpus import build_demo_corpus
-    from search.prepare import default_cache, demo_corpus
+    from search.prepare import CACHE_ENV, demo_corpus, home_cache
 
     if clips == 600:
-        return demo_corpus(default_cache(), 0, print)
-    folder = default_cache() / "demo-corpus" / f"seed0-n{clips}"
+        return demo_corpus(home_cache(os.environ.get(CACHE_ENV)), 0)
+    folder = home_cache(os.environ.get(CACHE_ENV)) / "demo-corpus" / f"seed0-n{clips}"
     if not (folder / "lab" / "labels.csv").is_file():
         print(f"demo corpus: synthesising {clips} clips into {folder} (once) ...", flush=True)
         if folder.exists():

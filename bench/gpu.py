@@ -56,6 +56,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import ROOT, loadavg, table, write_result  # noqa: E402
 
+from auttention.record import FUSION, NETWORKS, EpochReport  # noqa: E402
+
 MIB = 2**20
 SHARE = 0.25
 TRIALS = 4
@@ -222,10 +224,11 @@ def _one_variant(Trainer, TrainingConfig, cfg, b, t, f, x, lengths, xla: bool) -
 # -- 2. four trials on one GPU -----------------------------------------------------------------
 
 def metric_name() -> str:
-    """The fusion metric's name as this checkout spells it (fusion_rho; fused_rho before the rename)."""
-    from search.space import METRICS
+    """The fusion branch's score, the metric the search reports and ranks by (auttention/record.py)."""
+    from auttention.record import FUSION
+    from auttention.record import metric_name as named
 
-    return "fusion_rho" if "fusion_rho" in METRICS else METRICS[0]
+    return named(FUSION)
 
 
 def tiny_space(cpus: float) -> dict:
@@ -299,9 +302,10 @@ def read_results(run_dir: Path) -> list[dict]:
         lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         if lines:
             last = max(lines, key=lambda r: r.get("training_iteration", 0))
-            out.append({"trial": path.parent.name, "epochs": last.get("epoch"),
-                        "fusion_rho": last.get("fusion_rho", last.get("fused_rho")),
-                        "attention_rho": last.get("attention_rho"), "seq2seq_rho": last.get("seq2seq_rho"),
+            report = EpochReport.from_result(last)
+            out.append({"trial": path.parent.name, "epochs": report.epoch,
+                        **{f"{branch}_score": report.scores[branch].score if branch in report.scores else None
+                           for branch in (FUSION, *NETWORKS)},
                         "epoch_seconds": [r.get("epoch_seconds") for r in lines],
                         "time_total_s": last.get("time_total_s")})
     return out
@@ -385,8 +389,9 @@ def report(rows: list[dict], search: dict | None) -> None:
           f"GPU peak in all {search['gpu_peak_total_mib']:,.0f} MiB of {search['memory_total_mib']:,.0f}")
     print(table([[p["pid"], p["title"][:60], p["peak_mib"], p["share_mib"], "yes" if p["within_share"] else "NO"]
                  for p in search["processes"]], ["pid", "process", "peak MiB", "share MiB", "within share"]))
-    print(table([[t["trial"], t["epochs"], t["fusion_rho"], t["attention_rho"], t["seq2seq_rho"], t["time_total_s"]]
-                 for t in search["trials"]], ["trial", "epochs", "fusion rho", "attention rho", "seq2seq rho", "wall s"]))
+    print(table([[t["trial"], t["epochs"], t["fusion_score"], t["attention_score"], t["seq2seq_score"], t["time_total_s"]]
+                 for t in search["trials"]], ["trial", "epochs", "fusion score", "attention score", "seq2seq score",
+                                              "wall s"]))
 
 
 def main() -> None:

@@ -46,7 +46,7 @@ def tiny_space(k: int, epochs: int) -> dict:
     """k identical-sized trials at once (one searched value so that Optuna has something to sample)."""
     cpus = os.cpu_count() or 1
     return {
-        "experiment": {"name": f"bench-memory-{k}", "metric": "fusion_rho", "num_samples": k, "max_concurrent": k,
+        "experiment": {"name": f"bench-memory-{k}", "metric": "fusion_score", "num_samples": k, "max_concurrent": k,
                        "seed": 0, "max_failures": 0},
         "resources": {"cpu": min(1.0, cpus / k), "gpu": 0},
         "spectrogram": {"sample_rate": 16000, "window": "hamming", "n_fft": 1024, "hop_length": 640, "n_mels": 64,
@@ -224,7 +224,7 @@ def main() -> None:
     from auttention.corpus import read_corpus
     from auttention.io import write_yaml
     from search.extract import ensure_spectrograms
-    from search.prepare import default_cache
+    from search.prepare import CACHE_ENV, home_cache
     from search.raysession import start_ray
     from search.runner import run_search
     from search.space import load_space
@@ -238,7 +238,7 @@ def main() -> None:
     settings = load_space(runs / "probe.yaml").spectrogram_settings()
     start_ray(None, dashboard=False)
     try:
-        folders = ensure_spectrograms(read_corpus(data), settings, default_cache(), lambda s: print(f"[cache] {s}"))
+        folders = ensure_spectrograms(read_corpus(data), settings, home_cache(os.environ.get(CACHE_ENV)), lambda s: print(f"[cache] {s}"))
     finally:
         ray.shutdown()
     spec = spectro.read(next(iter(folders.values())))

@@ -199,7 +199,7 @@ def scoring_for(config: Path, validation: str):
 
 
 def truth(frame):
-    """The columns of `frame` that scoring.compare reads as the truth: file_name, label, and speaker where known."""
+    """The columns of `frame` that evaluation.compare reads as the truth: file_name, label, and speaker where known."""
     return frame[[c for c in ("file_name", "label", "speaker") if c in frame.columns]]
 
 
@@ -217,9 +217,8 @@ def functionals_parts(out: Path, data: Path, config: Path, validation: str) -> d
     columns: MFCC, energy and voicing), alone and fused with the pipeline's autoencoder features in `out`,
     C chosen by `validation`: {method: (metrics, paired difference to the full functionals alone)}."""
     from auttention.baseline import FUNCTIONALS, mfcc_functional_names
-    from auttention.evaluation import evaluate
+    from auttention.evaluation import evaluate, versus
     from auttention.features import feature_columns, fuse
-    from auttention.pipeline import versus
 
     scoring = scoring_for(config, validation)
     full = branch_features(out, FUNCTIONALS, data)
@@ -241,9 +240,8 @@ def audeep_fused(outs: list[Path], data: Path, config: Path, validation: str) ->
     """auDeep's recipe on the pipelines in `outs` (configs/demo.yaml at one clip_below each, the first the
     plain one): their fusion features side by side, C chosen by `validation`; (metrics, paired difference
     to the functionals on the same clips)."""
-    from auttention.evaluation import evaluate
+    from auttention.evaluation import evaluate, versus
     from auttention.features import feature_columns
-    from auttention.pipeline import versus
 
     scoring = scoring_for(config, validation)
     sets = [branch_features(out, "fusion", data) for out in outs]
@@ -321,7 +319,7 @@ def main() -> None:
 
     def add(corpus: str, method: str, entry: dict, versus: dict | None = None, **extra) -> None:
         """One row: a metrics.json entry's devel and test rho with their 95% intervals, and where given the
-        paired difference to the functionals baseline on the same clips (scoring.compare's entries)."""
+        paired difference to the functionals baseline on the same clips (evaluation.compare's entries)."""
         row = {"corpus": corpus, "method": method, "devel_rho": entry["devel_rho"], "test_rho": entry.get("test_rho"),
                "devel_ci": entry.get("devel_rho_ci"), "test_ci": entry.get("test_rho_ci"),
                "validation": entry.get("validation", "devel"), "score": entry.get("score", entry["devel_rho"]),

@@ -4,7 +4,7 @@
 
 `before` is what select_c did until this change (and what the paper's code does): for each C a
 MinMaxScaler fit on train and a liblinear LinearSVR(C, random_state=0, max_iter=10000) fit from
-zero. `after` is auttention.scoring.select_c as it is now: one pipeline,
+zero. `after` is select_c as it is now (bench/common.py: auttention.validation.cross_validate on devel): one pipeline,
 make_pipeline(MinMaxScaler(), LinearSVRPath(grid)) (auttention/svr.py). Both get the same data;
 reported are CPU seconds of this process (time.process_time, with --threads BLAS threads: on a
 shared machine CPU time is steadier than wall time, and liblinear is single-threaded anyway), the

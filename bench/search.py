@@ -34,6 +34,7 @@ import copy
 import json
 import logging
 import math
+import os
 import shutil
 import sys
 import tempfile
@@ -80,7 +81,7 @@ def read_results(run_dir: Path) -> list[dict]:
     return out
 
 
-def curve(results: list[dict], t0: float, metric: str = "fusion_rho") -> list[tuple[float, float]]:
+def curve(results: list[dict], t0: float, metric: str = "fusion_score") -> list[tuple[float, float]]:
     """Best-so-far metric at each time (s since t0) it improved, from results with a unix timestamp."""
     points, best = [], -math.inf
     for r in sorted(results, key=lambda r: r["timestamp"]):
@@ -217,7 +218,7 @@ def warm_cache(space: dict, data: str | None) -> None:
 
     from auttention.corpus import read_corpus
     from search.extract import ensure_spectrograms
-    from search.prepare import default_cache
+    from search.prepare import CACHE_ENV, home_cache
     from search.raysession import start_ray
     from search.space import load_space
 
@@ -229,7 +230,7 @@ def warm_cache(space: dict, data: str | None) -> None:
     corpus = read_corpus(corpus_folder(data))
     start_ray(None, dashboard=False)
     try:
-        ensure_spectrograms(corpus, settings, default_cache(), lambda line: print(f"[cache] {line}"))
+        ensure_spectrograms(corpus, settings, home_cache(os.environ.get(CACHE_ENV)), lambda line: print(f"[cache] {line}"))
     finally:
         ray.shutdown()
 

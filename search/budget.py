@@ -17,9 +17,11 @@ import dataclasses
 import logging
 import math
 import time
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from auttention.errors import UserError
+from auttention.record import EpochReport
 
 if TYPE_CHECKING:
     from .space import ExperimentConfig
@@ -34,7 +36,7 @@ def duration(seconds: float) -> str:
     seconds = max(0.0, seconds)
     if seconds < 60:
         return f"{seconds:.0f} s"
-    minutes, secs = divmod(int(round(seconds)), 60)
+    minutes, secs = divmod(round(seconds), 60)
     if minutes < 60:
         return f"{minutes}m {secs:02d}s"
     hours, minutes = divmod(minutes, 60)
@@ -56,13 +58,26 @@ class Plan:
 
 @dataclasses.dataclass
 class Budget:
-    """The search's time budget (total_s None: no budget) and the clock it is spent on."""
+    """The search's time budget (total_s None: no budget) and the clock it is spent on (`clock`: seconds, as
+    time.monotonic counts them); `trials_end` is the clock's reading at which the trials must have ended
+    (set by `for_trials`; search.tuning's BudgetStopper ends them there)."""
 
     total_s: float | None
-    started: float = dataclasses.field(default_factory=time.monotonic)
+    clock: Callable[[], float] = time.monotonic
+    started: float = math.nan
+    trials_end: float | None = None
+    trials_s: float | None = None  # the trials' share (seconds)
+
+    def __post_init__(self) -> None:
+        if math.isnan(self.started):
+            self.started = self.clock()
 
     def elapsed(self) -> float:
-        return time.monotonic() - self.started
+        return self.clock() - self.started
+
+    def trials_over(self) -> bool:
+        """Whether the trials' share of the budget is spent."""
+        return self.trials_end is not None and self.clock() >= self.trials_end
 
     def left(self) -> float:
         return math.inf if self.total_s is None else self.total_s - self.elapsed()
@@ -81,13 +96,20 @@ class Budget:
         trials = self.left() - confirm - self.after_s
         spent = self.elapsed()
         if trials < 1:
-            raise UserError(f"experiment.time_budget {duration(self.total_s)} leaves the trials no time: {duration(spent)} "
-                            f"went to starting Ray, the spectrograms and the baseline, and the confirmation "
-                            f"(experiment.confirm_share) and the export keep {duration(confirm + self.after_s)}; "
-                            f"raise the budget")
-        shares = f"the confirmation {duration(confirm)} (confirm_share {experiment.confirm_share:g}), " if confirm else ""
-        log.info(f"budget: {duration(self.total_s)} in all: {duration(spent)} so far (Ray, spectrograms, baseline); "
-                 f"trials {duration(trials)}; {shares}export and report {duration(self.after_s)}")
+            raise UserError(
+                f"experiment.time_budget {duration(self.total_s)} leaves the trials no time: {duration(spent)} "
+                f"went to starting Ray, the spectrograms and the baseline, and the confirmation "
+                f"(experiment.confirm_share) and the export keep {duration(confirm + self.after_s)}; "
+                f"raise the budget"
+            )
+        shares = (
+            f"the confirmation {duration(confirm)} (confirm_share {experiment.confirm_share:g}), " if confirm else ""
+        )
+        self.trials_end, self.trials_s = self.clock() + trials, trials
+        log.info(
+            f"budget: {duration(self.total_s)} in all: {duration(spent)} so far (Ray, spectrograms, baseline); "
+            f"trials {duration(trials)}; {shares}export and report {duration(self.after_s)}"
+        )
         return trials
 
     def plan(self, candidates: Sequence[Any], experiment: ExperimentConfig, max_epochs: int, slots: int) -> Plan:
@@ -103,23 +125,27 @@ class Budget:
         runs = [run_seconds(c, max_epochs) for c in candidates]
         options = [Plan(top, seeds) for top, seeds in _fallbacks(wanted.top, wanted.seeds)]
         for option in options:
-            estimate = makespan(runs[:option.top], option.seeds, max_epochs, slots)
+            estimate = makespan(runs[: option.top], option.seeds, max_epochs, slots)
             if estimate <= available:
                 chosen = dataclasses.replace(option, estimate_s=estimate)
                 break
         else:
             chosen = Plan(1, 0, makespan(runs[:1], 0, max_epochs, slots))
-        said = (f"budget: the trials ended at {duration(self.elapsed())} of {duration(self.total_s)}; "
-                f"{duration(available)} left for the confirmation (the best trial's {max_epochs} epochs take about "
-                f"{duration(runs[0])}, {slots} run(s) at a time): ")
+        said = (
+            f"budget: the trials ended at {duration(self.elapsed())} of {duration(self.total_s)}; "
+            f"{duration(available)} left for the confirmation (the best trial's {max_epochs} epochs take about "
+            f"{duration(runs[0])}, {slots} run(s) at a time): "
+        )
         if chosen.seeds == 0:
-            said += ("no time for confirmation runs; the best trial's own model is exported")
+            said += "no time for confirmation runs; the best trial's own model is exported"
         elif (chosen.top, chosen.seeds) == (wanted.top, wanted.seeds):
             said += f"the top {chosen.top} with {chosen.seeds} new seed(s) each, about {duration(chosen.estimate_s)}"
         else:
-            said += (f"the top {chosen.top} with {chosen.seeds} new seed(s) each, about {duration(chosen.estimate_s)} "
-                     f"(of confirm_top {experiment.confirm_top} x confirm_seeds {experiment.confirm_seeds}: the "
-                     f"budget leaves time for no more)")
+            said += (
+                f"the top {chosen.top} with {chosen.seeds} new seed(s) each, about {duration(chosen.estimate_s)} "
+                f"(of confirm_top {experiment.confirm_top} x confirm_seeds {experiment.confirm_seeds}: the "
+                f"budget leaves time for no more)"
+            )
         log.info(said)
         return chosen
 
@@ -135,9 +161,9 @@ def _fallbacks(top: int, seeds: int) -> list[tuple[int, int]]:
 def run_seconds(candidate: Any, max_epochs: int) -> float:
     """How long a confirmation run of a candidate's (selection.Candidate) configuration takes: its trial's
     wall time, scaled from the epochs it ran to max_epochs (the start-up of a run is in it once)."""
-    metrics = candidate.result.metrics or {}
-    epochs = max(int(metrics.get("epoch", 0) or 0), 1)
-    total = float(metrics.get("time_total_s", 0.0) or 0.0)
+    report = EpochReport.from_result(candidate.result.metrics)
+    epochs = max(report.epoch, 1)
+    total = report.trial_seconds if math.isfinite(report.trial_seconds) else 0.0
     return total * max(max_epochs, epochs) / epochs
 
 

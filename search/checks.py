@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from auttention import storage
 from auttention.config import ScoringConfig, build
 from auttention.corpus import check_label_range
 from auttention.errors import UserError
@@ -26,9 +27,11 @@ def check_labels(corpus: pd.DataFrame, space: Space) -> None:
     devel = sorted(corpus.loc[(corpus["partition"] == "devel") & corpus["label"].notna(), "label"].unique())
     if len(devel) < 2:
         what = f"every devel label is {devel[0]:g}" if devel else "no devel clip has a known label"
-        raise UserError(f"{corpus.attrs.get('labels', 'labels')}: {what}: Spearman's rho is undefined, nothing to "
-                        f"rank; give devel clips at least two different labels (pipeline and baseline still run "
-                        f"and say 'undefined')")
+        raise UserError(
+            f"{corpus.attrs.get('labels', 'labels')}: {what}: Spearman's rho is undefined, nothing to "
+            f"rank; give devel clips at least two different labels (pipeline and baseline still run "
+            f"and say 'undefined')"
+        )
     fixed = {k: v for k, v in space.fixed.get("scoring", {}).items() if k in ("validation", "folds")}
     check_validation(corpus, build(ScoringConfig, fixed, "scoring"))  # never searched (search/space.py FIXED)
     if any(p.section == "scoring" and p.key in ("label_min", "label_max") for p in space.params):
@@ -44,7 +47,6 @@ def _sees(path: str) -> bool:
 
 def _reaches(uri: str) -> str:
     """'' if this node can write under the object-storage `uri`, else the one line saying why not."""
-    from auttention import storage
 
     try:
         storage.check(storage.location(uri, "--runs"), "--runs")
@@ -67,15 +69,22 @@ def check_shared_runs(run: RunFolder) -> None:
 
     def on_every_node(fn, arg):
         task = ray.remote(num_cpus=0)(fn)
-        return ray.get([task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
-                        .remote(arg) for n in nodes], timeout=120)
+        return ray.get(
+            [
+                task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(arg)
+                for n in nodes
+            ],
+            timeout=120,
+        )
 
     if run.remote:
         problems = on_every_node(_reaches, run.location.uri)
         bad = [(n["NodeManagerAddress"], p) for n, p in zip(nodes, problems) if p]
         if bad:
-            raise UserError(f"node {bad[0][0]}: {bad[0][1]} (give every node the storage credentials and "
-                            f"endpoint: AWS_* variables or an instance role)")
+            raise UserError(
+                f"node {bad[0][0]}: {bad[0][1]} (give every node the storage credentials and "
+                f"endpoint: AWS_* variables or an instance role)"
+            )
         return
     run_dir = run.local
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -87,6 +96,8 @@ def check_shared_runs(run: RunFolder) -> None:
         marker.unlink(missing_ok=True)
     blind = [n["NodeManagerAddress"] for n, ok in zip(nodes, seen) if not ok]
     if blind:
-        raise UserError(f"--runs {run_dir.parent}: not visible from node(s) {', '.join(blind)}; trials save "
-                        f"checkpoints there, so put --runs on storage every node mounts (NFS, EFS, a shared "
-                        f"volume) or on object storage (s3://bucket/runs)")
+        raise UserError(
+            f"--runs {run_dir.parent}: not visible from node(s) {', '.join(blind)}; trials save "
+            f"checkpoints there, so put --runs on storage every node mounts (NFS, EFS, a shared "
+            f"volume) or on object storage (s3://bucket/runs)"
+        )

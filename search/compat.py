@@ -9,8 +9,10 @@ When you move a pin in constraints.txt: check each function here against the new
 from __future__ import annotations
 
 import re
+import sys
+from collections.abc import Callable
 from importlib import metadata
-from typing import Any, Callable
+from typing import Any
 
 from auttention.errors import UserError
 
@@ -44,9 +46,11 @@ def unsupported(versions: dict[str, str | None]) -> str | None:
         if installed is None:
             return f"{package} is not installed; install it with `pip install '{package}>={low},<{high}'`"
         if not _release(low) <= _release(installed) < _release(high):
-            return (f"{package} {installed} is installed, but the search uses {package} internals checked only "
-                    f"with {package}>={low},<{high}: `pip install '{package}>={low},<{high}'` "
-                    f"(constraints.txt pins a tested set)")
+            return (
+                f"{package} {installed} is installed, but the search uses {package} internals checked only "
+                f"with {package}>={low},<{high}: `pip install '{package}>={low},<{high}'` "
+                f"(constraints.txt pins a tested set)"
+            )
     return None
 
 
@@ -70,6 +74,7 @@ def check_versions() -> None:
 
 # --- Ray Tune's OptunaSearch (ray/tune/search/optuna/optuna_search.py, ray 2.60.0) ---
 
+
 def searcher_trials(searcher: Any) -> dict[str, Any]:
     """OptunaSearch's {Tune trial id: optuna.Trial} of the trials it asked for and has not forgotten."""
     return searcher._ot_trials
@@ -87,6 +92,7 @@ def searcher_completed(searcher: Any) -> set[str]:
 
 # --- Optuna (optuna 5.0.0) ---
 
+
 def storage_trial_id(trial: Any) -> int:
     """The storage's id of an optuna.Trial or FrozenTrial (not its number, which is per study)."""
     return trial._trial_id
@@ -99,12 +105,23 @@ def set_user_attr(study: Any, trial: Any, key: str, value: Any) -> None:
 
 # --- Ray Tune's MLflowLoggerCallback (ray/air/integrations/mlflow.py, ray 2.60.0) ---
 
+
 def mlflow_trial_run(callback: Any, trial: Any) -> str:
     """The id of the MLflow run MLflowLoggerCallback started for a Tune trial (its private {trial: run id})."""
     return callback._trial_runs[trial]
 
 
+# --- Ray Tune's Tuner (ray/tune/tuner.py, impl/tuner_internal.py, ray 2.60.0) ---
+
+
+def restored_run_config(tuner: Any) -> Any:
+    """The RunConfig a Tuner.restore'd tuner will run with (TunerInternal._run_config, unpickled from tuner.pkl;
+    its `stop` is what tune.run's controller checks, so a new stopper set here takes effect)."""
+    return tuner._local_tuner._run_config
+
+
 # --- Ray (ray 2.60.0) ---
+
 
 def wrap_function(trainable: Callable) -> type:
     """Tune's class for a function trainable (what tune.Tuner makes of it), to subclass."""
@@ -116,10 +133,7 @@ def wrap_function(trainable: Callable) -> type:
 def reload_ray_config() -> None:
     """Make an imported Ray read its settings from the environment again (it reads them at import); nothing
     where Ray's core is not imported yet (it will read them then)."""
-    import sys
 
     if "ray._raylet" not in sys.modules:
         return
-    from ray._raylet import Config
-
-    Config.initialize("")
+    sys.modules["ray._raylet"].Config.initialize("")

@@ -7,6 +7,7 @@ and reused by every trial and run (`ensure_spectrograms`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 from dataclasses import dataclass
@@ -64,8 +65,11 @@ def ray_data_settings(verbose: bool = False):
     from ray.data import DataContext
 
     ctx = DataContext.get_current()
-    changes = {"op_resource_reservation_enabled": False, "enable_progress_bars": verbose,
-               "print_on_execution_start": verbose}
+    changes = {
+        "op_resource_reservation_enabled": False,
+        "enable_progress_bars": verbose,
+        "print_on_execution_start": verbose,
+    }
     before = {k: getattr(ctx, k) for k in changes}
     # Ray Data's own lines (its plan, a warning that progress bars are off) only with `verbose`
     logs = {name: logging.getLogger(name) for name in ("ray.data", RAY_DATA_PROGRESS_LOGGER)}
@@ -120,17 +124,22 @@ class RayData:
         rows = clips[["file_name", "path", "partition", "label"]].reset_index(drop=True)
         cpus = ray.cluster_resources().get("CPU", 0)
         if not cpus:  # the one case where Ray Data's CPU warning, silenced, meant something
-            logging.getLogger(__name__).warning("warning: the Ray cluster has no CPU; the spectrograms are "
-                                                "extracted once a node with CPUs joins it")
+            logging.getLogger(__name__).warning(
+                "warning: the Ray cluster has no CPU; the spectrograms are extracted once a node with CPUs joins it"
+            )
         slots = max(1, int(cpus))
         chunk = int(np.clip(np.ceil(len(rows) / (BLOCKS_PER_CPU * slots)), MIN_CHUNK, MAX_CHUNK))
         with ray_data_settings(self.verbose):
-            blocks = ray.data.from_pandas([rows.iloc[i:i + chunk] for i in range(0, len(rows), chunk)])
-            made = blocks.map_batches(_batch, fn_kwargs={"settings": to_dict(cfg), "frames": frames},
-                                      batch_size=None, batch_format="pandas", num_cpus=1)
+            blocks = ray.data.from_pandas([rows.iloc[i : i + chunk] for i in range(0, len(rows), chunk)])
+            made = blocks.map_batches(
+                functools.partial(_batch, settings=to_dict(cfg), frames=frames),
+                batch_size=None,
+                batch_format="pandas",
+                num_cpus=1,
+            )
             path, filesystem = _parquet_target(parts)
             # a write pinned to the driver's node (local://) takes no CPU there: a cluster's head often has none
-            pinned = {"ray_remote_args": {"num_cpus": 0}} if path.startswith("local://") else {}
+            pinned: dict[str, Any] = {"ray_remote_args": {"num_cpus": 0}} if path.startswith("local://") else {}
             made.write_parquet(path, filesystem=filesystem, **spectro.PARQUET_OPTIONS, **pinned)
 
 
@@ -139,9 +148,13 @@ def skipped_clips(folder: str | os.PathLike | Location) -> dict[str, str]:
     return (spectro.made_from(folder) or {}).get("skipped") or {}
 
 
-def ensure_spectrograms(corpus: pd.DataFrame | Screened, settings: list[dict[str, Any]],
-                        cache: str | os.PathLike | Location,
-                        policy: BadAudioPolicy | None = None, verbose: bool = False) -> dict[str, Location]:
+def ensure_spectrograms(
+    corpus: pd.DataFrame | Screened,
+    settings: list[dict[str, Any]],
+    cache: str | os.PathLike | Location,
+    policy: BadAudioPolicy | None = None,
+    verbose: bool = False,
+) -> dict[str, Location]:
     """Every setting's spectrogram folder in `cache` (a local folder or object storage: a URI or a
     storage.Location), extracted with Ray Data where not there yet (extraction.extract): {settings hash: folder}.
 

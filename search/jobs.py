@@ -8,12 +8,14 @@ as the cluster sees them.
 
 from __future__ import annotations
 
-import os
+import asyncio
+import shlex
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import overload
 
 from auttention.errors import UserError
 
@@ -28,8 +30,9 @@ SPACE_FILE = "space.yaml"
 
 
 def dashboard_address(address: str | None) -> str:
-    """The dashboard/Jobs API address: --address, else $RAY_API_SERVER_ADDRESS, else 127.0.0.1:8265."""
-    address = address or os.environ.get("RAY_API_SERVER_ADDRESS") or DEFAULT_ADDRESS
+    """The dashboard/Jobs API address: --address (the CLI reads $RAY_API_SERVER_ADDRESS into it), else
+    127.0.0.1:8265."""
+    address = address or DEFAULT_ADDRESS
     if "://" not in address:
         address = f"http://{address}"
     return address.rstrip("/")
@@ -43,15 +46,17 @@ def client(address: str | None):
     url = dashboard_address(address)
     try:
         return JobSubmissionClient(url)
-    except Exception as exc:  # ConnectionError, RuntimeError for a refused token, ValueError for a bad URL
+    except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError (a refused token), ValueError (a URL)
         raise UserError(f"--address {url}: {_reason(exc)}") from None
 
 
 def _reason(exc: Exception) -> str:
     text = str(exc)
     if "401" in text or "403" in text or "uthenticat" in text or "token" in text.lower():
-        return ("the cluster refused our token; on the cluster's head run `ray get-auth-token` and set "
-                "RAY_AUTH_TOKEN to it here (or copy it to ~/.ray/auth_token)")
+        return (
+            "the cluster refused our token; on the cluster's head run `ray get-auth-token` and set "
+            "RAY_AUTH_TOKEN to it here (or copy it to ~/.ray/auth_token)"
+        )
     if "Failed to connect" in text or "Connection" in text or "refused" in text:
         return "no Ray dashboard answers there; start a cluster (cluster/local.sh up) or check the address"
     return text.splitlines()[0] if text else type(exc).__name__
@@ -76,15 +81,40 @@ def stage(space_path: str) -> Path:
     return folder
 
 
-def entrypoint(name: str, runs: str, data: str | None, cache: str | None, num_samples: int | None,
-               time_budget: str | None, resume: bool, on_bad_audio: str, delivery: str = "auto") -> str:
+def entrypoint(
+    name: str,
+    runs: str,
+    data: str | None,
+    cache: str | None,
+    num_samples: int | None,
+    time_budget: str | None,
+    resume: bool,
+    on_bad_audio: str,
+    delivery: str = "auto",
+) -> str:
     """The command the job runs on the head node (inside the shipped working_dir)."""
-    import shlex
 
-    args = ["python", "-m", "search", "run", SPACE_FILE, "--name", name, "--runs", runs, "--on-bad-audio", on_bad_audio,
-            "--delivery", delivery]
-    for flag, value in (("--data", data), ("--cache", cache), ("--num-samples", num_samples),
-                        ("--time-budget", time_budget)):
+    args = [
+        "python",
+        "-m",
+        "search",
+        "run",
+        SPACE_FILE,
+        "--name",
+        name,
+        "--runs",
+        runs,
+        "--on-bad-audio",
+        on_bad_audio,
+        "--delivery",
+        delivery,
+    ]
+    for flag, value in (
+        ("--data", data),
+        ("--cache", cache),
+        ("--num-samples", num_samples),
+        ("--time-budget", time_budget),
+    ):
         if value is not None:
             args += [flag, str(value)]
     if resume:
@@ -92,15 +122,29 @@ def entrypoint(name: str, runs: str, data: str | None, cache: str | None, num_sa
     return " ".join(shlex.quote(a) for a in args)
 
 
+@overload
+def _cluster_path(path: str) -> str: ...
+@overload
+def _cluster_path(path: str | None) -> str | None: ...
 def _cluster_path(path: str | None) -> str | None:
     """A path for the job: absolute (the job runs in a temporary working_dir), from here."""
     return path if path is None or "://" in path else str(Path(path).expanduser().resolve())
 
 
-def submit(space_path: str, *, address: str | None = None, data: str | None = None, name: str | None = None,
-           runs: str = "runs", cache: str | None = None, num_samples: int | None = None,
-           time_budget: str | None = None, resume: bool = False, on_bad_audio: str = "fail",
-           delivery: str = "auto") -> tuple[str, str]:
+def submit(
+    space_path: str,
+    *,
+    address: str | None = None,
+    data: str | None = None,
+    name: str | None = None,
+    runs: str = "runs",
+    cache: str | None = None,
+    num_samples: int | None = None,
+    time_budget: str | None = None,
+    resume: bool = False,
+    on_bad_audio: str = "fail",
+    delivery: str = "auto",
+) -> tuple[str, str]:
     """Submit a search as a Ray job; returns (job id, dashboard URL of the job)."""
     space = override(load_space(space_path), name, num_samples, time_budget)  # a bad space fails here, not there
     name = space.experiment.name
@@ -108,15 +152,29 @@ def submit(space_path: str, *, address: str | None = None, data: str | None = No
     folder = stage(space_path)
     job_id = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
-        command = entrypoint(name, _cluster_path(runs), _cluster_path(data), _cluster_path(cache), num_samples,
-                             time_budget, resume, on_bad_audio, delivery)
+        command = entrypoint(
+            name,
+            _cluster_path(runs),
+            _cluster_path(data),
+            _cluster_path(cache),
+            num_samples,
+            time_budget,
+            resume,
+            on_bad_audio,
+            delivery,
+        )
         runtime_env = {"working_dir": str(folder), "env_vars": dict(QUIET_ENV)}
         metadata = {"tool": TOOL, "experiment": name, "space": Path(space_path).name}
         deadline = time.monotonic() + 120
         while True:
             try:
-                job_id = jobs.submit_job(entrypoint=command, submission_id=job_id, runtime_env=runtime_env,
-                                         entrypoint_num_cpus=0, metadata=metadata)
+                job_id = jobs.submit_job(
+                    entrypoint=command,
+                    submission_id=job_id,
+                    runtime_env=runtime_env,
+                    entrypoint_num_cpus=0,
+                    metadata=metadata,
+                )
                 break
             except RuntimeError as exc:
                 # a cluster that has just started has no job agent yet: Ray asks us to try again
@@ -136,9 +194,16 @@ def list_jobs(address: str | None = None, everything: bool = False) -> list[dict
         metadata = job.metadata or {}
         if not everything and metadata.get("tool") != TOOL:
             continue
-        rows.append({"job": job.submission_id or job.job_id, "status": str(job.status.value),
-                     "experiment": metadata.get("experiment", ""), "start_time": job.start_time or 0,
-                     "end_time": job.end_time, "message": (job.message or "").splitlines()[0] if job.message else ""})
+        rows.append(
+            {
+                "job": job.submission_id or job.job_id,
+                "status": str(job.status.value),
+                "experiment": metadata.get("experiment", ""),
+                "start_time": job.start_time or 0,
+                "end_time": job.end_time,
+                "message": (job.message or "").splitlines()[0] if job.message else "",
+            }
+        )
     return sorted(rows, key=lambda r: r["start_time"], reverse=True)
 
 
@@ -147,8 +212,9 @@ def _known(jobs, address: str | None, job_id: str):
         return jobs.get_job_info(job_id)
     except RuntimeError as exc:
         if "does not exist" in str(exc) or "404" in str(exc):
-            raise UserError(f"job {job_id!r}: no such job on {dashboard_address(address)}; "
-                            f"`auttention-search jobs` lists them") from None
+            raise UserError(
+                f"job {job_id!r}: no such job on {dashboard_address(address)}; `auttention-search jobs` lists them"
+            ) from None
         raise UserError(f"--address {dashboard_address(address)}: {_reason(exc)}") from None
 
 
@@ -161,7 +227,6 @@ def logs(job_id: str, address: str | None = None) -> str:
 
 def follow(job_id: str, address: str | None = None) -> Iterator[str]:
     """The job's output as it comes, until the job ends."""
-    import asyncio
 
     jobs = client(address)
     _known(jobs, address, job_id)

@@ -4,7 +4,8 @@ parameters and the flat configs Tune unflattens (Tune splits on "/"), `section.k
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 PARAM_SEP = "/"  # Tune's unflatten_dict splits a flat config on it
 COLUMN_SEP = "."

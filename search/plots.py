@@ -7,11 +7,14 @@ the CLI start-up time, and most commands never draw.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+
+from auttention.record import EPOCH
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -20,7 +23,7 @@ if TYPE_CHECKING:
 # how each trial status is drawn (and named) in figures and on the page
 STATUS_STYLE = {
     "completed": {"color": "#0072B2", "marker": "o", "label": "completed"},
-    "stopped": {"color": "#E69F00", "marker": "s", "label": "stopped by ASHA"},
+    "stopped": {"color": "#E69F00", "marker": "s", "label": "stopped early (ASHA or the time budget)"},
     "errored": {"color": "#D55E00", "marker": "X", "label": "errored"},
 }
 OTHER_STYLE = {"color": "#777777", "marker": "D", "label": "other"}
@@ -32,6 +35,8 @@ def _matplotlib():
     """matplotlib with the Agg backend (files, no display), imported here on first use rather than with the
     module: importing Matplotlib costs every CLI command start-up time, and only the report draws."""
     import matplotlib
+    import matplotlib.cm
+    import matplotlib.colors
 
     matplotlib.use("Agg")
     return matplotlib
@@ -52,14 +57,25 @@ def _figure(width: float, height: float) -> Figure:
 def _status_legend(ax, counts: dict[str, int], extra: Iterable[Line2D] = ()) -> None:
     from matplotlib.lines import Line2D
 
-    handles = [Line2D([], [], ls="", marker=_style(s)["marker"], color=_style(s)["color"], markersize=7,
-                      label=f"{_style(s)['label']} ({n})") for s, n in counts.items() if n]
+    handles = [
+        Line2D(
+            [],
+            [],
+            ls="",
+            marker=_style(s)["marker"],
+            color=_style(s)["color"],
+            markersize=7,
+            label=f"{_style(s)['label']} ({n})",
+        )
+        for s, n in counts.items()
+        if n
+    ]
     handles += list(extra)
     if handles:
         ax.legend(handles=handles, loc="lower right", fontsize=8, framealpha=0.9)
 
 
-REFERENCE_STYLE = {"color": "#b8860b", "ls": "--", "lw": 1.4}  # the functionals baseline's devel line
+REFERENCE_STYLE: dict[str, Any] = {"color": "#b8860b", "ls": "--", "lw": 1.4}  # the functionals baseline's devel line
 
 
 def _reference(ax, reference: tuple[str, float] | None) -> list[Line2D]:
@@ -75,9 +91,15 @@ def _reference(ax, reference: tuple[str, float] | None) -> list[Line2D]:
     return [Line2D([], [], label=reference[0], **REFERENCE_STYLE)]
 
 
-def plot_best_so_far(points: pd.DataFrame, steps: pd.DataFrame, x_label: str, y_label: str,
-                     integer_x: bool = False, x_from_zero: bool = False,
-                     reference: tuple[str, float] | None = None) -> Figure:
+def plot_best_so_far(
+    points: pd.DataFrame,
+    steps: pd.DataFrame,
+    x_label: str,
+    y_label: str,
+    integer_x: bool = False,
+    x_from_zero: bool = False,
+    reference: tuple[str, float] | None = None,
+) -> Figure:
     """Best-so-far line (steps: x, y in order) and one point per trial (points: x, y, status; y NaN =
     no score, drawn on the bottom edge); a dashed line at `reference` (label, value) where given."""
     from matplotlib.lines import Line2D
@@ -99,12 +121,27 @@ def plot_best_so_far(points: pd.DataFrame, steps: pd.DataFrame, x_label: str, y_
     for status, group in points.groupby("status", sort=False):
         style = _style(status)
         scored = group[group["y"].notna()]
-        ax.scatter(scored["x"], scored["y"], s=size, marker=style["marker"], color=style["color"],
-                   edgecolor="white", linewidth=0.6, zorder=3)
+        ax.scatter(
+            scored["x"],
+            scored["y"],
+            s=size,
+            marker=style["marker"],
+            color=style["color"],
+            edgecolor="white",
+            linewidth=0.6,
+            zorder=3,
+        )
         unscored = group[group["y"].isna()]
         if len(unscored):
-            ax.scatter(unscored["x"], [bottom + pad] * len(unscored), s=size, marker=style["marker"],
-                       color=style["color"], zorder=3, clip_on=False)
+            ax.scatter(
+                unscored["x"],
+                [bottom + pad] * len(unscored),
+                s=size,
+                marker=style["marker"],
+                color=style["color"],
+                zorder=3,
+                clip_on=False,
+            )
     ax.set_ylim(bottom, hi + pad)
     ax.set_xlabel(x_label)
     ax.set_ylabel(y_label)
@@ -135,11 +172,13 @@ def plot_importance(importances: dict[str, dict[str, float]]) -> Figure:
     y = np.arange(n)
     for j, ev in enumerate(evaluators):
         values = [importances[ev].get(p, 0.0) for p in params]
-        bars = ax.barh(y - 0.4 + height * (j + 0.5), values, height=height * 0.92, color=colors[j % len(colors)],
-                       label=ev)
+        bars = ax.barh(
+            y - 0.4 + height * (j + 0.5), values, height=height * 0.92, color=colors[j % len(colors)], label=ev
+        )
         for bar, value in zip(bars, values):
-            ax.text(bar.get_width() + 0.01, bar.get_y() + bar.get_height() / 2, f"{value:.2f}", va="center",
-                    fontsize=7.5)
+            ax.text(
+                bar.get_width() + 0.01, bar.get_y() + bar.get_height() / 2, f"{value:.2f}", va="center", fontsize=7.5
+            )
     ax.set_yticks(y, [_mpl_text(p) for p in params], fontsize=9)
     ax.invert_yaxis()
     ax.set_xlim(0, 1.12)
@@ -170,14 +209,14 @@ def _axis_positions(values: pd.Series, all_values: pd.Series, log: bool) -> tupl
         pos = ((t - lo) / (hi - lo)).to_numpy() if hi > lo else np.where(t.notna(), 0.5, np.nan)
         uniq = sorted(set(nums))
         if len(uniq) <= 6 and all(float(u).is_integer() for u in uniq):
-            ticks = [(((np.log10(u) if use_log else u) - lo) / (hi - lo) if hi > lo else 0.5, f"{u:g}")
-                     for u in uniq]
+            ticks = [(((np.log10(u) if use_log else u) - lo) / (hi - lo) if hi > lo else 0.5, f"{u:g}") for u in uniq]
         else:
-            ticks = [(f, f"{(10 ** (lo + f * (hi - lo)) if use_log else lo + f * (hi - lo)):.3g}")
-                     for f in ((0.0, 0.5, 1.0) if hi > lo else (0.5,))]
+            ticks = [
+                (f, f"{(10 ** (lo + f * (hi - lo)) if use_log else lo + f * (hi - lo)):.3g}")
+                for f in ((0.0, 0.5, 1.0) if hi > lo else (0.5,))
+            ]
         return pos, ticks
-    cats = sorted({str(v) for v in present},
-                  key=lambda s: (0, float(s), s) if _is_float(s) else (1, 0.0, s))
+    cats = sorted({str(v) for v in present}, key=lambda s: (0, float(s), s) if _is_float(s) else (1, 0.0, s))
     where = {c: (i / (len(cats) - 1) if len(cats) > 1 else 0.5) for i, c in enumerate(cats)}
     pos = np.array([where.get(str(v), np.nan) if pd.notna(v) else np.nan for v in values], dtype=float)
     return pos, [(where[c], c) for c in cats]
@@ -191,8 +230,9 @@ def _is_float(text: str) -> bool:
         return False
 
 
-def plot_parallel(trials: pd.DataFrame, params: list[str], best_col: str, y_label: str, log_params: set[str],
-                  top: int = TOP_PARALLEL) -> Figure:
+def plot_parallel(
+    trials: pd.DataFrame, params: list[str], best_col: str, y_label: str, log_params: set[str], top: int = TOP_PARALLEL
+) -> Figure:
     """Parallel coordinates of the `top` trials by best metric: one axis per searched parameter, then
     the metric; lines coloured by the metric, the best trial in black."""
     from matplotlib.lines import Line2D
@@ -219,9 +259,6 @@ def plot_parallel(trials: pd.DataFrame, params: list[str], best_col: str, y_labe
     fig = _figure(max(6.5, 1.3 * n + 1.8), 4.4)
     ax = fig.add_subplot()
     matplotlib = _matplotlib()
-    import matplotlib.cm
-    import matplotlib.colors
-
     cmap = matplotlib.colormaps["viridis"]
     values = rows[best_col].to_numpy(dtype=float)
     vmin, vmax = (float(values.min()), float(values.max())) if len(values) else (0.0, 1.0)
@@ -242,11 +279,19 @@ def plot_parallel(trials: pd.DataFrame, params: list[str], best_col: str, y_labe
     for j, axis_ticks in enumerate(ticks):
         shown = axis_ticks if len(axis_ticks) <= 12 else axis_ticks[:: math.ceil(len(axis_ticks) / 12)]
         for p, text in shown:
-            ax.text(j + 0.05, p, _mpl_text(text), fontsize=9, va="center", ha="left", zorder=4,
-                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
+            ax.text(
+                j + 0.05,
+                p,
+                _mpl_text(text),
+                fontsize=9,
+                va="center",
+                ha="left",
+                zorder=4,
+                bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8},
+            )
         if missing:
             ax.text(j + 0.05, -0.14, "n/a", fontsize=7.5, va="center", ha="left", color="#555555", zorder=4)
-    labels = [c[len("config."):] if c.startswith("config.") else c for c in params] + [f"best {y_label}"]
+    labels = [c.removeprefix("config.") for c in params] + [f"best {y_label}"]
     ax.set_xticks(xs, [_mpl_text(t) for t in labels], rotation=20, ha="right", fontsize=9.5)
     ax.set_yticks([])
     ax.set_xlim(-0.15, n - 1 + 0.6)
@@ -266,8 +311,15 @@ def _mpl_text(text: str) -> str:
     return str(text).replace("$", r"\$")
 
 
-def plot_curves(curves: dict[str, pd.DataFrame], statuses: dict[str, str], metric: str, y_label: str,
-                best_id: str | None, max_epochs: int | None, reference: tuple[str, float] | None = None) -> Figure:
+def plot_curves(
+    curves: dict[str, pd.DataFrame],
+    statuses: dict[str, str],
+    metric: str,
+    y_label: str,
+    best_id: str | None,
+    max_epochs: int | None,
+    reference: tuple[str, float] | None = None,
+) -> Figure:
     """Devel metric per epoch of every trial, coloured by status; where a trial ended is marked; a dashed
     line at `reference` (label, value) where given."""
     from matplotlib.lines import Line2D
@@ -285,15 +337,32 @@ def plot_curves(curves: dict[str, pd.DataFrame], statuses: dict[str, str], metri
             continue
         counts[status] = counts.get(status, 0) + 1
         lw, alpha = (1.0, 0.45) if many else (1.6, 0.8)
-        ax.plot(data["epoch"], data[metric], color=style["color"], lw=lw, alpha=alpha, zorder=2,
-                ls="-" if status == "completed" else "--", marker="o" if len(data) == 1 else None, markersize=4)
+        ax.plot(
+            data[EPOCH],
+            data[metric],
+            color=style["color"],
+            lw=lw,
+            alpha=alpha,
+            zorder=2,
+            ls="-" if status == "completed" else "--",
+            marker="o" if len(data) == 1 else None,
+            markersize=4,
+        )
         if status != "completed":
-            ax.scatter(data["epoch"].iloc[-1:], data[metric].iloc[-1:], marker=style["marker"], s=30 if many else 46,
-                       color=style["color"], edgecolor="white", linewidth=0.6, zorder=5 if status == "errored" else 3)
+            ax.scatter(
+                data[EPOCH].iloc[-1:],
+                data[metric].iloc[-1:],
+                marker=style["marker"],
+                s=30 if many else 46,
+                color=style["color"],
+                edgecolor="white",
+                linewidth=0.6,
+                zorder=5 if status == "errored" else 3,
+            )
     extra = []
     if best_id is not None and best_id in curves and len(curves[best_id][curves[best_id][metric].notna()]):
         data = curves[best_id][curves[best_id][metric].notna()]
-        ax.plot(data["epoch"], data[metric], color="black", lw=2.6, zorder=4)
+        ax.plot(data[EPOCH], data[metric], color="black", lw=2.6, zorder=4)
         extra.append(Line2D([], [], color="black", lw=2.6, label=f"best: trial {best_id}"))
     if max_epochs:
         ax.axvline(max_epochs, color="#888888", ls=":", lw=1.2, zorder=1)
@@ -304,9 +373,17 @@ def plot_curves(curves: dict[str, pd.DataFrame], statuses: dict[str, str], metri
     ax.set_ylabel(y_label)
     ax.grid(alpha=0.3)
     order = {s: counts[s] for s in [*STATUS_STYLE, *counts] if s in counts}
-    handles = [Line2D([], [], color=_style(s)["color"], ls="-" if s == "completed" else "--",
-                      marker=None if s == "completed" else _style(s)["marker"], label=f"{_style(s)['label']} ({n})")
-               for s, n in order.items()]
+    handles = [
+        Line2D(
+            [],
+            [],
+            color=_style(s)["color"],
+            ls="-" if s == "completed" else "--",
+            marker=None if s == "completed" else _style(s)["marker"],
+            label=f"{_style(s)['label']} ({n})",
+        )
+        for s, n in order.items()
+    ]
     ax.legend(handles=handles + extra, loc="best", fontsize=8, framealpha=0.9)
     return fig
 
@@ -319,8 +396,12 @@ def plot_predictions(true: np.ndarray, pred: np.ndarray, lo: float, hi: float, t
     fig = _figure(5.0, 4.3)
     ax = fig.add_subplot()
     true, pred = np.asarray(true, float), np.asarray(pred, float)
-    integral = (np.all(np.mod(true, 1) == 0) and np.all(np.mod(pred, 1) == 0)
-                and float(lo).is_integer() and float(hi).is_integer())
+    integral = (
+        np.all(np.mod(true, 1) == 0)
+        and np.all(np.mod(pred, 1) == 0)
+        and float(lo).is_integer()
+        and float(hi).is_integer()
+    )
     lo = min(lo, float(true.min()), float(pred.min()))
     hi = max(hi, float(true.max()), float(pred.max()))
     if integral and hi - lo <= 30:
@@ -328,17 +409,35 @@ def plot_predictions(true: np.ndarray, pred: np.ndarray, lo: float, hi: float, t
         counts = np.zeros((len(labels), len(labels)), dtype=int)
         for t, p in zip(true.astype(int), pred.astype(int)):
             counts[t - labels[0], p - labels[0]] += 1
-        image = ax.imshow(counts, origin="lower", cmap="Blues", aspect="equal",
-                          extent=(labels[0] - 0.5, labels[-1] + 0.5, labels[0] - 0.5, labels[-1] + 0.5))
+        image = ax.imshow(
+            counts,
+            origin="lower",
+            cmap="Blues",
+            aspect="equal",
+            extent=(labels[0] - 0.5, labels[-1] + 0.5, labels[0] - 0.5, labels[-1] + 0.5),
+        )
         top = counts.max() if counts.size else 0
         if len(labels) <= 15:
             for i, t in enumerate(labels):
                 for j, p in enumerate(labels):
                     if counts[i, j]:
-                        ax.text(p, t, str(counts[i, j]), ha="center", va="center", fontsize=8,
-                                color="white" if counts[i, j] > 0.6 * top else "black")
-        ax.plot([labels[0] - 0.5, labels[-1] + 0.5], [labels[0] - 0.5, labels[-1] + 0.5], color="#D55E00",
-                lw=1, ls="--", alpha=0.7)
+                        ax.text(
+                            float(p),
+                            float(t),
+                            str(counts[i, j]),
+                            ha="center",
+                            va="center",
+                            fontsize=8,
+                            color="white" if counts[i, j] > 0.6 * top else "black",
+                        )
+        ax.plot(
+            [labels[0] - 0.5, labels[-1] + 0.5],
+            [labels[0] - 0.5, labels[-1] + 0.5],
+            color="#D55E00",
+            lw=1,
+            ls="--",
+            alpha=0.7,
+        )
         ax.set_xticks(labels)
         ax.set_yticks(labels)
         bar = fig.colorbar(image, ax=ax, label="clips", fraction=0.046, pad=0.03)
@@ -348,8 +447,14 @@ def plot_predictions(true: np.ndarray, pred: np.ndarray, lo: float, hi: float, t
         rng = np.random.default_rng(0)
         span = max(hi - lo, 1.0)
         jitter = 0.015 * span
-        ax.scatter(true + rng.uniform(-jitter, jitter, len(true)), pred + rng.uniform(-jitter, jitter, len(pred)),
-                   s=14, alpha=0.6, color="#0072B2", edgecolor="none")
+        ax.scatter(
+            true + rng.uniform(-jitter, jitter, len(true)),
+            pred + rng.uniform(-jitter, jitter, len(pred)),
+            s=14,
+            alpha=0.6,
+            color="#0072B2",
+            edgecolor="none",
+        )
         ax.plot([lo, hi], [lo, hi], color="#D55E00", lw=1, ls="--")
         ax.set_xlim(lo - 0.05 * span, hi + 0.05 * span)
         ax.set_ylim(lo - 0.05 * span, hi + 0.05 * span)

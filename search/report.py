@@ -24,11 +24,11 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from auttention.baseline import FUNCTIONALS
 from auttention.formatting import VALIDATION_TEXT, format_difference, format_rho, format_rho_ci
 from auttention.io import atomic_dir
+from auttention.record import FUNCTIONALS, FUSION, SELECTION, metric_branch, recorded_validation
 
-from .export import VERSUS, validation_name
+from .export import VERSUS
 from .plots import (
     STATUS_STYLE,
     TOP_PARALLEL,
@@ -40,7 +40,6 @@ from .plots import (
     save_png,
 )
 from .rundata import RunData, load_run, read_labels, read_predictions
-from .selection import SELECTION
 
 # (anchor, heading) of every section, in page order
 SECTIONS = (
@@ -130,48 +129,87 @@ def section_progress(run: RunData, out: Path) -> str:
     if not len(trials):
         return section("progress", note("No trials in trials.csv."))
     if not trials[run.best_col].notna().any():
-        return section("progress", note("No trial scored an epoch, so there is no progress to plot; the errors "
-                                        "are in the <a href=\"#top\">top trials table</a> and trials.csv."))
+        return section(
+            "progress",
+            note(
+                "No trial scored an epoch, so there is no progress to plot; the errors "
+                'are in the <a href="#top">top trials table</a> and trials.csv.'
+            ),
+        )
     reports = []
-    for tid, frame in run.curves.items():
+    for frame in run.curves.values():
         if "rel_time" in frame:
             good = frame[frame[metric].notna() & frame["rel_time"].notna()]
             reports.append(pd.DataFrame({"x": good["rel_time"], "y": good[metric]}))
     reports = pd.concat(reports, ignore_index=True) if reports else pd.DataFrame(columns=["x", "y"])
     steps_time = reports.sort_values(["x", "y"], kind="stable").reset_index(drop=True)
-    end_times = {tid: float(f["rel_time"].dropna().iloc[-1]) for tid, f in run.curves.items()
-                 if "rel_time" in f and f["rel_time"].notna().any()}
-    points_time = pd.DataFrame({"x": [end_times.get(t, np.nan) for t in trials["trial_id"]],
-                                "y": trials[run.best_col], "status": trials["status"]})
+    end_times = {
+        tid: float(f["rel_time"].dropna().iloc[-1])
+        for tid, f in run.curves.items()
+        if "rel_time" in f and f["rel_time"].notna().any()
+    }
+    points_time = pd.DataFrame(
+        {
+            "x": [end_times.get(t, np.nan) for t in trials["trial_id"]],
+            "y": trials[run.best_col],
+            "status": trials["status"],
+        }
+    )
     untimed = int(points_time["x"].isna().sum())
     points_time = points_time[points_time["x"].notna()]
     figures = []
     if len(points_time):
-        fig = plot_best_so_far(points_time, steps_time, "wall time (s since the first epoch began)", f"best {label}",
-                               x_from_zero=True, reference=reference_line(run))
-        figures.append(figure_html(save_png(fig, out, "progress_time.png"), f"best {label} against wall time",
-                                   "Against wall time: a point where each trial ended, at its best epoch's score."))
+        fig = plot_best_so_far(
+            points_time,
+            steps_time,
+            "wall time (s since the first epoch began)",
+            f"best {label}",
+            x_from_zero=True,
+            reference=reference_line(run),
+        )
+        figures.append(
+            figure_html(
+                save_png(fig, out, "progress_time.png"),
+                f"best {label} against wall time",
+                "Against wall time: a point where each trial ended, at its best epoch's score.",
+            )
+        )
     by_number = trials.sort_values("number")
-    points_number = pd.DataFrame({"x": by_number["number"], "y": by_number[run.best_col],
-                                  "status": by_number["status"]})
+    points_number = pd.DataFrame(
+        {"x": by_number["number"], "y": by_number[run.best_col], "status": by_number["status"]}
+    )
     scored = points_number[points_number["y"].notna()]
-    fig = plot_best_so_far(points_number, scored[["x", "y"]].reset_index(drop=True), "trial number (order started)",
-                           f"best {label}", integer_x=True, reference=reference_line(run))
+    fig = plot_best_so_far(
+        points_number,
+        scored[["x", "y"]].reset_index(drop=True),
+        "trial number (order started)",
+        f"best {label}",
+        integer_x=True,
+        reference=reference_line(run),
+    )
     unscored = int(points_number["y"].isna().sum())
-    figures.append(figure_html(save_png(fig, out, "progress_trial.png"), f"best {label} against trial number",
-                               "Against trial number (the order trials started)"
-                               + (f"; the {unscored} trial(s) without a score sit on the bottom edge." if unscored
-                                  else ".")))
+    figures.append(
+        figure_html(
+            save_png(fig, out, "progress_trial.png"),
+            f"best {label} against trial number",
+            "Against trial number (the order trials started)"
+            + (f"; the {unscored} trial(s) without a score sit on the bottom edge." if unscored else "."),
+        )
+    )
     counts = trials["status"].value_counts()
-    text = (f"The line is the best {esc(label)} found so far; the points are the trials, coloured by how they "
-            f"ended: {int(counts.get('completed', 0))} completed all epochs, {int(counts.get('stopped', 0))} were "
-            f"stopped early by ASHA (their scores come from fewer epochs), {int(counts.get('errored', 0))} errored.")
+    text = (
+        f"The line is the best {esc(label)} found so far; the points are the trials, coloured by how they "
+        f"ended: {int(counts.get('completed', 0))} completed all epochs, {int(counts.get('stopped', 0))} were "
+        f"stopped early by ASHA or the time budget (their scores come from fewer epochs), {int(counts.get('errored', 0))} errored."
+    )
     if untimed:
         text += f" {untimed} trial(s) reported no epoch and have no place on the wall-time axis."
     if reference_line(run):
-        text += (f" The dashed line is the {esc(run.score_name)} ρ of the {FUNCTIONALS} baseline (utterance functionals and the same "
-                 f"SVR) on the same clips: the bar to beat.")
-    return section("progress", f"<p>{text}</p>\n<div class=\"pair\">{''.join(figures)}</div>")
+        text += (
+            f" The dashed line is the {esc(run.score_name)} ρ of the {FUNCTIONALS} baseline (utterance functionals and the same "
+            f"SVR) on the same clips: the bar to beat."
+        )
+    return section("progress", f'<p>{text}</p>\n<div class="pair">{"".join(figures)}</div>')
 
 
 def compute_importances(study) -> tuple[dict[str, dict[str, float]], list[str], int]:
@@ -185,26 +223,59 @@ def compute_importances(study) -> tuple[dict[str, dict[str, float]], list[str], 
     from optuna.trial import TrialState
 
     all_trials = study.get_trials(deepcopy=False)
-    complete = [t for t in all_trials if t.state == TrialState.COMPLETE and t.value is not None
-                and math.isfinite(t.value)]
+    complete = [
+        t for t in all_trials if t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value)
+    ]
     n = len(complete)
     pruned = sum(t.state == TrialState.PRUNED for t in all_trials)
     failed = sum(t.state == TrialState.FAIL for t in all_trials)
-    left_out = f"{pruned} stopped by ASHA (pruned) and {failed} errored trial(s) are left out"
+    left_out = f"{pruned} stopped early (pruned) and {failed} failed or unstarted trial(s) are left out"
     if n < 2:
-        return {}, [f"Importance needs at least 2 trials that completed all epochs; this study has {n}, so there "
-                    f"is no chart ({left_out}: their scores are truncated or missing)."], n
+        return (
+            {},
+            [
+                (
+                    f"Importance needs at least 2 trials that completed all epochs; this study has {n}, so there "
+                    f"is no chart ({left_out}: their scores are truncated or missing)."
+                )
+            ],
+            n,
+        )
     names = set.intersection(*(set(t.params) for t in complete))
     varied = sorted(p for p in names if len({repr(t.params[p]) for t in complete}) > 1)
     if not varied:
-        return {}, [f"No searched parameter took different values among the {n} completed trials, so there "
-                    f"is nothing to attribute the score to."], n
+        return (
+            {},
+            [
+                (
+                    f"No searched parameter took different values among the {n} completed trials, so there "
+                    f"is nothing to attribute the score to."
+                )
+            ],
+            n,
+        )
     if len(varied) == 1:
-        return {}, [f"Only one searched parameter ({varied[0]}) varied among the {n} completed trials; its "
-                    f"importance is trivially 100%, so no chart is drawn."], n
+        return (
+            {},
+            [
+                (
+                    f"Only one searched parameter ({varied[0]}) varied among the {n} completed trials; its "
+                    f"importance is trivially 100%, so no chart is drawn."
+                )
+            ],
+            n,
+        )
     if len({t.value for t in complete}) == 1:
-        return {}, [f"All {n} completed trials scored the same ({complete[0].value:.3f}), so no parameter "
-                    f"explains any difference."], n
+        return (
+            {},
+            [
+                (
+                    f"All {n} completed trials scored the same ({complete[0].value:.3f}), so no parameter "
+                    f"explains any difference."
+                )
+            ],
+            n,
+        )
     evaluators = {"fANOVA": FanovaImportanceEvaluator(seed=0), "PED-ANOVA": PedAnovaImportanceEvaluator()}
     results, notes = {}, []
     for label, evaluator in evaluators.items():
@@ -212,7 +283,7 @@ def compute_importances(study) -> tuple[dict[str, dict[str, float]], list[str], 
             warnings.simplefilter("always")
             try:
                 results[label] = get_param_importances(study, evaluator=evaluator, params=varied)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - optuna's evaluators fail in several ways on few trials
                 notes.append(f"{label} could not be computed: {type(exc).__name__}: {exc}")
                 continue
         for w in caught:
@@ -231,18 +302,25 @@ def section_importance(run: RunData, out: Path) -> str:
     trials = run.study.get_trials(deepcopy=False)
     pruned = sum(t.state == TrialState.PRUNED for t in trials)
     failed = sum(t.state == TrialState.FAIL for t in trials)
-    intro = (f"<p>Optuna's importance evaluators on the persisted study, using only the trials that completed all "
-             f"epochs (COMPLETE): {n} of {len(trials)}. The {pruned} stopped by ASHA (PRUNED: their scores come "
-             f"from fewer epochs) and the {failed} that failed are left out.")
+    intro = (
+        f"<p>Optuna's importance evaluators on the persisted study, using only the trials that completed all "
+        f"epochs (COMPLETE): {n} of {len(trials)}. The {pruned} stopped early by ASHA or the budget (PRUNED: their scores come "
+        f"from fewer epochs) and the {failed} that failed or never reported an epoch are left out."
+    )
     if results:
-        intro += (" fANOVA fits random forests to the scores; PED-ANOVA (Optuna's default) compares the best 10% "
-                  "of the trials with all of them and is stable from about 50 completed trials on.")
+        intro += (
+            " fANOVA fits random forests to the scores; PED-ANOVA (Optuna's default) compares the best 10% "
+            "of the trials with all of them and is stable from about 50 completed trials on."
+        )
     body = intro + "</p>"
     if results:
         fig = plot_importance(results)
-        body += figure_html(save_png(fig, out, "importance.png"), "hyperparameter importance",
-                            f"Importance for {esc(run.label)} of every searched parameter "
-                            f"that varied among the completed trials.", css="medium")
+        body += figure_html(
+            save_png(fig, out, "importance.png"),
+            "hyperparameter importance",
+            f"Importance for {esc(run.label)} of every searched parameter that varied among the completed trials.",
+            css="medium",
+        )
     body += "".join(note(esc(text)) for text in notes)
     return section("importance", body)
 
@@ -255,15 +333,23 @@ def section_parallel(run: RunData, out: Path) -> str:
     if not len(scored):
         return section("parallel", note("No trial has a score to rank by."))
     if not params:
-        return section("parallel", note("Every trial had the same configuration (no searched parameter varies), "
-                                         "so there is nothing to draw across."))
+        return section(
+            "parallel",
+            note(
+                "Every trial had the same configuration (no searched parameter varies), "
+                "so there is nothing to draw across."
+            ),
+        )
     top = min(TOP_PARALLEL, len(scored))
     fig = plot_parallel(trials, params, run.best_col, run.label, run.log_params, top)
-    caption = (f"The top {top} of {len(scored)} scored trials, one line each, coloured by best "
-               f"{esc(run.label)}; parameters searched on a log scale have log axes; "
-               f"“n/a” marks a conditional parameter a trial did not use.")
-    return section("parallel", figure_html(save_png(fig, out, "parallel.png"), "parallel coordinates of the top "
-                                            "trials", caption))
+    caption = (
+        f"The top {top} of {len(scored)} scored trials, one line each, coloured by best "
+        f"{esc(run.label)}; parameters searched on a log scale have log axes; "
+        f"“n/a” marks a conditional parameter a trial did not use."
+    )
+    return section(
+        "parallel", figure_html(save_png(fig, out, "parallel.png"), "parallel coordinates of the top trials", caption)
+    )
 
 
 def section_curves(run: RunData, out: Path) -> str:
@@ -274,10 +360,11 @@ def section_curves(run: RunData, out: Path) -> str:
         return section("curves", note("No trial reported a scored epoch."))
     statuses = dict(zip(run.trials["trial_id"], run.trials["status"]))
     best_id = str(run.best["trial_id"]) if run.best and "trial_id" in run.best else None
-    fig = plot_curves(with_data, statuses, run.metric, run.label, best_id, run.max_epochs,
-                      reference_line(run))
-    caption = (f"{esc(run.label)} after every epoch of the {len(with_data)} trials that scored one; "
-               f"dashed curves ending in a marker are trials stopped early (ASHA) or errored.")
+    fig = plot_curves(with_data, statuses, run.metric, run.label, best_id, run.max_epochs, reference_line(run))
+    caption = (
+        f"{esc(run.label)} after every epoch of the {len(with_data)} trials that scored one; "
+        f"dashed curves ending in a marker are trials stopped early (ASHA or the time budget) or errored."
+    )
     if silent:
         caption += f" {silent} trial(s) reported no epoch and have no curve."
     return section("curves", figure_html(save_png(fig, out, "curves.png"), "learning curves", caption))
@@ -288,7 +375,7 @@ def paper_table(best: dict) -> str:
     fusion; columns devel and test Spearman's rho (with the 95% bootstrap interval where metrics.json has
     one), C."""
     rows, unknown = [], False
-    name = validation_name(best)
+    name = recorded_validation(best)
     validated = name if name != "devel" else ""  # the score C was chosen by, where it is not devel's rho
     for branch in ("attention", "seq2seq", FUNCTIONALS, "fusion"):
         if branch == FUNCTIONALS and not best.get(branch):
@@ -298,35 +385,58 @@ def paper_table(best: dict) -> str:
         unknown |= test is None
         test_cell = format_rho_ci(test, entry.get("test_rho_ci"), missing='<span class="muted">labels unknown</span>')
         devel_cell = format_rho_ci(entry.get("devel_rho"), entry.get("devel_rho_ci"), missing="–")
-        score_cell = (f"<td class=\"num\">{format_rho_ci(entry.get('score'), entry.get('score_ci'), missing='–')}</td>"
-                      if validated else "")
-        rows.append(f"<tr><th scope=\"row\">{branch}</th>{score_cell}<td class=\"num\">{devel_cell}</td>"
-                    f"<td class=\"num\">{test_cell}</td><td class=\"num\">{fmt_value(entry.get('c'))}</td></tr>")
+        score_cell = (
+            f'<td class="num">{format_rho_ci(entry.get("score"), entry.get("score_ci"), missing="–")}</td>'
+            if validated
+            else ""
+        )
+        rows.append(
+            f'<tr><th scope="row">{branch}</th>{score_cell}<td class="num">{devel_cell}</td>'
+            f'<td class="num">{test_cell}</td><td class="num">{fmt_value(entry.get("c"))}</td></tr>'
+        )
     score_head = f"<th>{esc(validated)} ρ</th>" if validated else ""
-    table = (f'<div class="scroll"><table class="paper"><thead><tr><th></th>{score_head}<th>devel ρ</th><th>test ρ</th>'
-             f'<th>C</th></tr></thead><tbody>{"".join(rows)}</tbody></table></div>')
+    table = (
+        f'<div class="scroll"><table class="paper"><thead><tr><th></th>{score_head}<th>devel ρ</th><th>test ρ</th>'
+        f"<th>C</th></tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
+    )
     if validated:
-        table += note(f"{esc(validated)} ρ: {esc(VALIDATION_TEXT.get((best.get('fusion') or {}).get('validation'), ''))}; "
-                      f"C was chosen by it, and so was every choice of the search.")
+        table += note(
+            f"{esc(validated)} ρ: {esc(VALIDATION_TEXT.get(str((best.get('fusion') or {}).get('validation')), ''))}; "
+            f"C was chosen by it, and so was every choice of the search."
+        )
     if unknown:
         table += note("test: labels unknown (e.g. '?' as ComParE ships them), so there is no test ρ.")
     resampled = {(best.get(b) or {}).get("resampled") for b in ("attention", "seq2seq", FUNCTIONALS, "fusion")} - {None}
     if resampled:
-        table += note(f"[lo, hi]: 95% bootstrap interval, {' and '.join(sorted(resampled))} resampled "
-                      f"(docs/QUALITY.md, Intervals).")
+        table += note(
+            f"[lo, hi]: 95% bootstrap interval, {' and '.join(sorted(map(str, resampled)))} resampled "
+            f"(docs/QUALITY.md, Intervals)."
+        )
     return table
 
 
 def section_best(run: RunData, out: Path) -> str:
     """The best trial: the paper's table, its configuration, predicted vs true label."""
     if not run.best:
-        return section("best", note("No best trial was exported (best/metrics.json is missing): no trial scored "
-                                    "an epoch, or the export did not finish."))
+        return section(
+            "best",
+            note(
+                "No best trial was exported (best/metrics.json is missing): no trial scored "
+                "an epoch, or the export did not finish."
+            ),
+        )
     best = run.best
     tid = esc(best.get("trial_id", "?"))
-    body = [f"<p>Trial <code>{tid}</code>, checkpoint of epoch {esc(best.get('epoch', '?'))}, scored again for "
-            f"export; test predictions come from the SVR refit on train+devel.</p>", paper_table(best),
-            ensemble_html(best), versus_html(best), confirmation_html(best)]
+    body = [
+        (
+            f"<p>Trial <code>{tid}</code>, checkpoint of epoch {esc(best.get('epoch', '?'))}, scored again for "
+            f"export; test predictions come from the SVR refit on train+devel.</p>"
+        ),
+        paper_table(best),
+        ensemble_html(best),
+        versus_html(best),
+        confirmation_html(best),
+    ]
     try:
         cfg = yaml.safe_load((run.run_dir / "best" / "config.yaml").read_text()) or {}
     except (OSError, yaml.YAMLError):
@@ -349,13 +459,25 @@ def section_best(run: RunData, out: Path) -> str:
         across = best.get("configurations") or {}
         exported = (across if across.get("k", 1) > 1 else None) or best.get("ensemble") or best.get("fusion") or {}
         rho = exported.get(f"{part}_rho")
-        what = ("configurations' average" if across.get("k", 1) > 1 else
-                "seed ensemble" if best.get("ensemble") else "fusion")
-        title = f"{part}: {len(both)} clips" + (f", {what} ρ = {format_rho(rho)}" if isinstance(rho, (int, float)) else "")
+        what = (
+            "configurations' average"
+            if across.get("k", 1) > 1
+            else "seed ensemble"
+            if best.get("ensemble")
+            else "fusion"
+        )
+        title = f"{part}: {len(both)} clips" + (
+            f", {what} ρ = {format_rho(rho)}" if isinstance(rho, (int, float)) else ""
+        )
         fig = plot_predictions(both["label"].to_numpy(), both["prediction"].to_numpy(), lo, hi, title)
-        figures.append(figure_html(save_png(fig, out, f"best_{part}.png"), f"predicted vs true label on {part}",
-                                   f"{part}: predicted (rounded, clipped) against true label, clips counted per "
-                                   f"cell; the dashed diagonal is a perfect prediction."))
+        figures.append(
+            figure_html(
+                save_png(fig, out, f"best_{part}.png"),
+                f"predicted vs true label on {part}",
+                f"{part}: predicted (rounded, clipped) against true label, clips counted per "
+                f"cell; the dashed diagonal is a perfect prediction.",
+            )
+        )
     body.append("<h3>Predicted vs true</h3>")
     if figures:
         body.append(f'<div class="pair">{"".join(figures)}</div>')
@@ -363,9 +485,11 @@ def section_best(run: RunData, out: Path) -> str:
     config_path = run.run_dir / "best" / "config.yaml"
     if config_path.is_file():
         text = config_path.read_text(errors="replace")
-        body.append(f'<h3>Configuration</h3><p><a href="{rel_link(config_path, run.run_dir)}">best/config.yaml</a> '
-                    f'(rerun it with <code>auttention-search pipeline --data ... --config '
-                    f'{esc(config_path)}</code>)</p><pre class="config">{esc(text)}</pre>')
+        body.append(
+            f'<h3>Configuration</h3><p><a href="{rel_link(config_path, run.run_dir)}">best/config.yaml</a> '
+            f"(rerun it with <code>auttention-search pipeline --data ... --config "
+            f'{esc(config_path)}</code>)</p><pre class="config">{esc(text)}</pre>'
+        )
     return section("best", "\n".join(body))
 
 
@@ -374,13 +498,18 @@ def versus_html(best: dict) -> str:
     versus = best.get(VERSUS)
     if not versus:
         return ""
-    scored = (f"{esc(versus['score_name'])} ρ {esc(format_difference(versus.get('score'), missing='–'))}, "
-              if versus.get("score_name") else "")
-    return (f"<p>Exported predictions against the {FUNCTIONALS} baseline (the table's {FUNCTIONALS} row: utterance "
-            f"functionals and the same SVR), paired on the same clips: {scored}devel ρ "
-            f"{esc(format_difference(versus.get('devel'), missing='–'))}, test ρ "
-            f"{esc(format_difference(versus.get('test'), missing='–'))} (the difference with its 95% bootstrap "
-            f"interval; an interval that holds 0 is no evidence either way).</p>")
+    scored = (
+        f"{esc(versus['score_name'])} ρ {esc(format_difference(versus.get('score'), missing='–'))}, "
+        if versus.get("score_name")
+        else ""
+    )
+    return (
+        f"<p>Exported predictions against the {FUNCTIONALS} baseline (the table's {FUNCTIONALS} row: utterance "
+        f"functionals and the same SVR), paired on the same clips: {scored}devel ρ "
+        f"{esc(format_difference(versus.get('devel'), missing='–'))}, test ρ "
+        f"{esc(format_difference(versus.get('test'), missing='–'))} (the difference with its 95% bootstrap "
+        f"interval; an interval that holds 0 is no evidence either way).</p>"
+    )
 
 
 def ensemble_html(best: dict) -> str:
@@ -388,25 +517,33 @@ def ensemble_html(best: dict) -> str:
     ens = best.get("ensemble")
     if not ens:
         return ""
-    text = (f"<p>This configuration's fusion predictions averaged over its models of seeds "
-            f"{esc(', '.join(map(str, ens.get('seeds', []))))}: devel ρ "
-            f"{format_rho_ci(ens.get('devel_rho'), ens.get('devel_rho_ci'), missing='–')}, test ρ "
-            f"{format_rho_ci(ens.get('test_rho'), ens.get('test_rho_ci'), missing='–')}. The table above is the trial's own "
-            f"model (its predictions: best/single/).</p>")
+    text = (
+        f"<p>This configuration's fusion predictions averaged over its models of seeds "
+        f"{esc(', '.join(map(str, ens.get('seeds', []))))}: devel ρ "
+        f"{format_rho_ci(ens.get('devel_rho'), ens.get('devel_rho_ci'), missing='–')}, test ρ "
+        f"{format_rho_ci(ens.get('test_rho'), ens.get('test_rho_ci'), missing='–')}. The table above is the trial's own "
+        f"model (its predictions: best/single/).</p>"
+    )
     across = best.get("configurations") or {}
     if across.get("k", 1) > 1:
         shares = ", ".join(f"<code>{esc(t)}</code> {d:+.3f}" for t, d in (across.get("contributions") or {}).items())
-        name = validation_name(best)
-        scored = (f"{esc(name)} ρ {format_rho_ci(across.get('score'), across.get('score_ci'), missing='–')}, "
-                  if name != "devel" else "")
-        text += (f"<p>Exported predictions (best/predictions.*.csv): the best {across['k']} configurations averaged, "
-                 f"each over its seeds (k chosen by the average's {esc(name)} ρ, never by test): {scored}devel ρ "
-                 f"{format_rho_ci(across.get('devel_rho'), across.get('devel_rho_ci'), missing='–')}, test ρ "
-                 f"{format_rho_ci(across.get('test_rho'), across.get('test_rho_ci'), missing='–')}. What each member adds to "
-                 f"{esc(name)} ρ (the average's minus the others'): {shares}.</p>")
+        name = recorded_validation(best)
+        scored = (
+            f"{esc(name)} ρ {format_rho_ci(across.get('score'), across.get('score_ci'), missing='–')}, "
+            if name != "devel"
+            else ""
+        )
+        text += (
+            f"<p>Exported predictions (best/predictions.*.csv): the best {across['k']} configurations averaged, "
+            f"each over its seeds (k chosen by the average's {esc(name)} ρ, never by test): {scored}devel ρ "
+            f"{format_rho_ci(across.get('devel_rho'), across.get('devel_rho_ci'), missing='–')}, test ρ "
+            f"{format_rho_ci(across.get('test_rho'), across.get('test_rho_ci'), missing='–')}. What each member adds to "
+            f"{esc(name)} ρ (the average's minus the others'): {shares}.</p>"
+        )
     else:
-        text = text.replace("<p>This configuration's", "<p>Exported predictions (best/predictions.*.csv): this "
-                                                        "configuration's", 1)
+        text = text.replace(
+            "<p>This configuration's", "<p>Exported predictions (best/predictions.*.csv): this configuration's", 1
+        )
     return text
 
 
@@ -416,25 +553,33 @@ def confirmation_html(best: dict) -> str:
     sel, confirmed = best.get("selection") or {}, best.get("confirmation") or []
     if not confirmed:
         return ""
-    how = esc(sel.get("select", "?")) + (f" (last {esc(sel.get('select_last'))})" if sel.get("select") == "mean_last"
-                                           else "")
+    how = esc(sel.get("select", "?")) + (
+        f" (last {esc(sel.get('select_last'))})" if sel.get("select") == "mean_last" else ""
+    )
     rows = []
     for cand in confirmed:
         chosen = cand.get("trial_id") == best.get("trial_id")
         # a run folder written before the rename keeps the selection scores under devel_rho / mean_devel_rho
-        seeds = "; ".join(f"seed {esc(s.get('seed'))}: {fmt(s.get('selection_score', s.get('devel_rho')))} / "
-                          f"{fmt(s.get('test_rho'))}" for s in cand.get("seeds", []))
+        seeds = "; ".join(
+            f"seed {esc(s.get('seed'))}: {fmt(s.get('selection_score', s.get('devel_rho')))} / {fmt(s.get('test_rho'))}"
+            for s in cand.get("seeds", [])
+        )
         mean = cand.get("mean_selection_score", cand.get("mean_devel_rho"))
-        rows.append(f"<tr><td><code>{esc(cand.get('trial_id'))}</code>{' (exported)' if chosen else ''}</td>"
-                    f"<td>{fmt(cand.get('selection_score'))}</td><td>{fmt(mean)}</td>"
-                    f"<td>{fmt(cand.get('mean_test_rho'))}</td><td>{seeds}</td></tr>")
-    return (f"<h3>How it was chosen</h3><p>Trials are ranked by their selection score ({how} of their devel "
-            f"scores); the top {len(confirmed)} were trained again with new seeds, and the one with the best mean "
-            f"selection score over its seeds is exported. Selection score / test rho per seed; test is shown, never "
-            f"used to choose.</p><div class=\"scroll\"><table class=\"trials\"><thead><tr><th>trial</th><th>selection "
-            f"score</th><th>mean selection score over seeds</th><th>mean test over seeds</th><th>seed: selection "
-            f"score / test</th></tr>"
-            f"</thead><tbody>{''.join(rows)}</tbody></table></div>")
+        rows.append(
+            f"<tr><td><code>{esc(cand.get('trial_id'))}</code>{' (exported)' if chosen else ''}</td>"
+            f"<td>{fmt(cand.get('selection_score'))}</td><td>{fmt(mean)}</td>"
+            f"<td>{fmt(cand.get('mean_test_rho'))}</td><td>{seeds}</td></tr>"
+        )
+    scored = esc(best.get("fusion", {}).get("score_name") or "devel")
+    return (
+        f"<h3>How it was chosen</h3><p>Trials are ranked by their selection score ({how} of their "
+        f"{scored} scores); the top {len(confirmed)} were trained again with new seeds, and the one with the best mean "
+        f"selection score over its seeds is exported. Selection score / test rho per seed; test is shown, never "
+        f'used to choose.</p><div class="scroll"><table class="trials"><thead><tr><th>trial</th><th>selection '
+        f"score</th><th>mean selection score over seeds</th><th>mean test over seeds</th><th>seed: selection "
+        f"score / test</th></tr>"
+        f"</thead><tbody>{''.join(rows)}</tbody></table></div>"
+    )
 
 
 def section_top(run: RunData, out: Path, top: int = 10) -> str:
@@ -447,16 +592,28 @@ def section_top(run: RunData, out: Path, top: int = 10) -> str:
     params = run.params
     show_error = ranked["error"].astype(str).str.strip().ne("").any()
     has_selection = SELECTION in trials.columns
-    head = ["#", "trial", "logs", "no.", "status"] + (["selection score"] if has_selection else []) + [
-        f"best epoch {esc(run.label)}", "epochs", "wall&nbsp;s"]
-    head += [esc(c[len("config."):]).replace(".", ".<wbr>") for c in params] + (["error"] if show_error else [])
+    head = (
+        ["#", "trial", "logs", "no.", "status"]
+        + (["selection score"] if has_selection else [])
+        + [f"best epoch {esc(run.label)}", "epochs", "wall&nbsp;s"]
+    )
+    head += [esc(c[len("config.") :]).replace(".", ".<wbr>") for c in params] + (["error"] if show_error else [])
     lines = []
     for rank, (_, row) in enumerate(ranked.iterrows(), start=1):
         folder = row["folder"]
         tb = folder / "tensorboard" if folder is not None and (folder / "tensorboard").is_dir() else folder
-        logs = (f'<a href="{rel_link(tb, run.run_dir)}/">TensorBoard</a>' if tb is not None
-                else '<span class="muted">none</span>')
-        cells = [str(rank), f"<code>{esc(row['trial_id'])}</code>", logs, fmt(row["number"]), status_badge(row["status"])]
+        logs = (
+            f'<a href="{rel_link(tb, run.run_dir)}/">TensorBoard</a>'
+            if tb is not None
+            else '<span class="muted">none</span>'
+        )
+        cells = [
+            str(rank),
+            f"<code>{esc(row['trial_id'])}</code>",
+            logs,
+            fmt(row["number"]),
+            status_badge(row["status"]),
+        ]
         cells += [fmt(row[SELECTION])] if has_selection else []
         cells += [fmt(row[run.best_col]), fmt(row["epochs"]), fmt(row["wall_seconds"], 1)]
         cells += [fmt_value(row[c]) for c in params]
@@ -464,40 +621,53 @@ def section_top(run: RunData, out: Path, top: int = 10) -> str:
             cells.append(f'<span class="error">{esc(row["error"])}</span>')
         lines.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     shown = f"The top {len(ranked)} of {len(trials)}" if len(trials) > len(ranked) else f"All {len(trials)}"
-    table = (f"<p>{shown} trials by {'selection score' if has_selection else 'best ' + esc(run.label)}; “no.” is the order trials started, the "
-             f"columns after “wall s” are the parameters that differ between trials. Every trial is in "
-             f'<a href="../trials.csv">trials.csv</a>.</p>'
-             f'<div class="scroll"><table class="trials"><thead><tr>{"".join(f"<th>{h}</th>" for h in head)}'
-             f'</tr></thead><tbody>{"".join(lines)}</tbody></table></div>')
+    table = (
+        f"<p>{shown} trials by {'selection score' if has_selection else 'best ' + esc(run.label)}; “no.” is the order trials started, the "
+        f"columns after “wall s” are the parameters that differ between trials. Every trial is in "
+        f'<a href="../trials.csv">trials.csv</a>.</p>'
+        f'<div class="scroll"><table class="trials"><thead><tr>{"".join(f"<th>{h}</th>" for h in head)}'
+        f"</tr></thead><tbody>{''.join(lines)}</tbody></table></div>"
+    )
     return section("top", table)
 
 
 def section_files(run: RunData, out: Path) -> str:
     """Links to the run's files, TensorBoard logs and the commands that open them."""
     rd = run.run_dir
-    wanted = [("trials.csv", "every trial: status, best score, epochs, wall time, configuration"),
-              ("space.yaml", "the search space as run"),
-              ("optuna.db", "the Optuna study"),
-              ("best/metrics.json", "the best trial's scores"),
-              ("best/config.yaml", "the best configuration"),
-              ("best/predictions.devel.csv", "devel predictions"),
-              ("best/predictions.test.csv", "test predictions (ComParE format)"),
-              ("best/functionals", "the functionals baseline's predictions, by the same SVR"),
-              ("tune", "Ray Tune's experiment: one folder per trial")]
-    items = [f'<li><a href="{rel_link(rd / p, rd)}{"/" if (rd / p).is_dir() else ""}">{esc(p)}</a> – {esc(w)}</li>'
-             for p, w in wanted if (rd / p).exists()]
+    wanted = [
+        ("trials.csv", "every trial: status, best score, epochs, wall time, configuration"),
+        ("space.yaml", "the search space as run"),
+        ("optuna.db", "the Optuna study"),
+        ("best/metrics.json", "the best trial's scores"),
+        ("best/config.yaml", "the best configuration"),
+        ("best/predictions.devel.csv", "devel predictions"),
+        ("best/predictions.test.csv", "test predictions (ComParE format)"),
+        ("best/functionals", "the functionals baseline's predictions, by the same SVR"),
+        ("tune", "Ray Tune's experiment: one folder per trial"),
+    ]
+    items = [
+        f'<li><a href="{rel_link(rd / p, rd)}{"/" if (rd / p).is_dir() else ""}">{esc(p)}</a> – {esc(w)}</li>'
+        for p, w in wanted
+        if (rd / p).exists()
+    ]
     logs = []
     for _, row in run.trials.sort_values("number").iterrows():
         folder = row["folder"]
         if folder is not None and (folder / "tensorboard").is_dir():
-            logs.append(f'<li><a href="{rel_link(folder / "tensorboard", rd)}/">{esc(row["trial_id"])}</a> '
-                        f'{status_badge(row["status"])}</li>')
+            logs.append(
+                f'<li><a href="{rel_link(folder / "tensorboard", rd)}/">{esc(row["trial_id"])}</a> '
+                f"{status_badge(row['status'])}</li>"
+            )
     tune = rd / "tune"
-    body = [f"<ul>{''.join(items)}</ul>",
+    body = [
+        f"<ul>{''.join(items)}</ul>",
+        (
             f"<p>TensorBoard: <code>tensorboard --logdir {esc(tune)}</code>; the Optuna study: "
-            f"<code>optuna-dashboard sqlite:///{esc((rd / 'optuna.db').resolve())}</code>.</p>"]
+            f"<code>optuna-dashboard sqlite:///{esc((rd / 'optuna.db').resolve())}</code>.</p>"
+        ),
+    ]
     if logs:
-        listing = f"<ul class=\"logs\">{''.join(logs)}</ul>"
+        listing = f'<ul class="logs">{"".join(logs)}</ul>'
         if len(logs) > 24:  # a long list stays folded (native <details>, no script)
             listing = f"<details><summary>{len(logs)} trials, in the order they started</summary>{listing}</details>"
         body.append(f"<h3>TensorBoard logs per trial</h3>{listing}")
@@ -510,24 +680,29 @@ def summary_html(run: RunData) -> str:
     """The line under the title: counts, best score, search time."""
     trials = run.trials
     counts = trials["status"].value_counts()
-    parts = [f"{len(trials)} trial{'s' if len(trials) != 1 else ''}: " + ", ".join(
-        f"{int(counts.get(s, 0))} {STATUS_STYLE[s]['label']}" for s in STATUS_STYLE)]
+    parts = [
+        f"{len(trials)} trial{'s' if len(trials) != 1 else ''}: "
+        + ", ".join(f"{int(counts.get(s, 0))} {STATUS_STYLE[s]['label']}" for s in STATUS_STYLE)
+    ]
     if run.best:
-        branch = {"attention_rho": "attention", "seq2seq_rho": "seq2seq"}.get(run.metric, "fusion")
-        scores = run.best.get(branch) or {}
-        test = scores.get("test_rho")
-        parts.append(f"best {esc(run.label)} {format_rho(scores.get('devel_rho'), missing='–')} "
-                     f"(trial <code>{esc(run.best.get('trial_id', '?'))}</code>; test ρ "
-                     f"{format_rho(test, missing='labels unknown')})")
-    ends = [float(f["timestamp"].max()) for f in run.curves.values()
-            if "timestamp" in f and f["timestamp"].notna().any()]
+        scores = run.best.get(metric_branch(run.metric)) or run.best.get(FUSION) or {}
+        score = scores.get("score", scores.get("devel_rho"))  # a run folder of an earlier version: devel's
+        devel = f"; devel ρ {format_rho(scores.get('devel_rho'), missing='–')}" if run.score_name != "devel" else ""
+        parts.append(
+            f"best {esc(run.label)} {format_rho(score, missing='–')} "
+            f"(trial <code>{esc(run.best.get('trial_id', '?'))}</code>{devel}; test ρ "
+            f"{format_rho(scores.get('test_rho'), missing='labels unknown')})"
+        )
+    ends = [
+        float(f["timestamp"].max()) for f in run.curves.values() if "timestamp" in f and f["timestamp"].notna().any()
+    ]
     if ends and run.origin is not None:
         parts.append(f"search time {_duration(max(ends) - run.origin)}")
-    return "<p class=\"summary\">" + " · ".join(parts) + "</p>"
+    return '<p class="summary">' + " · ".join(parts) + "</p>"
 
 
 def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     if seconds < 120:
         return f"{seconds} s"
     if seconds < 7200:
@@ -541,17 +716,26 @@ def page_html(run: RunData, sections: list[str]) -> str:
     generated = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     title = f"Search report: {run.name}"
     css = page_css()
-    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-            f'<title>{esc(title)}</title>\n<link rel="icon" href="data:,">\n<style>\n{css}\n</style>\n</head>\n'
-            f'<body>\n<main>\n<header>\n<h1>{esc(title)}</h1>\n{summary_html(run)}\n<nav>{nav}</nav>\n</header>\n'
-            + "\n".join(sections)
-            + f'\n<footer>Written by auttention-search report on {esc(generated)} from {esc(run.run_dir)}; '
-              f'metric {esc(run.metric)}.</footer>\n</main>\n</body>\n</html>\n')
+    return (
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f'<title>{esc(title)}</title>\n<link rel="icon" href="data:,">\n<style>\n{css}\n</style>\n</head>\n'
+        f"<body>\n<main>\n<header>\n<h1>{esc(title)}</h1>\n{summary_html(run)}\n<nav>{nav}</nav>\n</header>\n"
+        + "\n".join(sections)
+        + f"\n<footer>Written by auttention-search report on {esc(generated)} from {esc(run.run_dir)}; "
+        f"metric {esc(run.metric)}.</footer>\n</main>\n</body>\n</html>\n"
+    )
 
 
-SECTION_BUILDERS = (section_progress, section_importance, section_parallel, section_curves, section_best,
-                    section_top, section_files)
+SECTION_BUILDERS = (
+    section_progress,
+    section_importance,
+    section_parallel,
+    section_curves,
+    section_best,
+    section_top,
+    section_files,
+)
 
 
 def write_report(run_dir: str | Path) -> Path:

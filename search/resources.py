@@ -25,12 +25,18 @@ def check_resources(space: Space) -> None:
     need = trial_resources(space)
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     if not any(all(n["Resources"].get(k, 0) >= v for k, v in need.items() if v) for n in nodes):
-        have = ", ".join(f"{n['Resources'].get('CPU', 0):g} CPU/{n['Resources'].get('GPU', 0):g} GPU/"
-                         f"{n['Resources'].get('memory', 0) / 2**30:.1f} GiB" for n in nodes)
+        have = ", ".join(
+            f"{n['Resources'].get('CPU', 0):g} CPU/{n['Resources'].get('GPU', 0):g} GPU/"
+            f"{n['Resources'].get('memory', 0) / 2**30:.1f} GiB"
+            for n in nodes
+        )
         asked = f"{need['CPU']:g} CPU, {need['GPU']:g} GPU" + (
-            f", {space.resources.memory_gb:g} GiB" if "memory" in need else "")
-        raise UserError(f"resources: a trial asks for {asked} but no node has that (nodes: {have}); lower "
-                        f"resources.cpu/gpu/memory_gb in the space")
+            f", {space.resources.memory_gb:g} GiB" if "memory" in need else ""
+        )
+        raise UserError(
+            f"resources: a trial asks for {asked} but no node has that (nodes: {have}); lower "
+            f"resources.cpu/gpu/memory_gb in the space"
+        )
 
 
 def configure_tensorflow(cpus: float, gpu_fraction: float) -> None:
@@ -49,7 +55,9 @@ def configure_tensorflow(cpus: float, gpu_fraction: float) -> None:
         try:
             if limit:
                 # a hard cap: fractional trials sharing a GPU cannot starve each other
-                tf.config.set_logical_device_configuration(gpu, [tf.config.LogicalDeviceConfiguration(memory_limit=limit)])
+                tf.config.set_logical_device_configuration(
+                    gpu, [tf.config.LogicalDeviceConfiguration(memory_limit=limit)]
+                )
             else:
                 tf.config.experimental.set_memory_growth(gpu, True)
         except RuntimeError:
@@ -65,9 +73,14 @@ def _gpu_memory_limit_mb(fraction: float) -> int | None:
 
         ids = ray.get_gpu_ids()
         index = str(ids[0]) if ids else "0"
-        total = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits", "-i", index],
-                               capture_output=True, text=True, timeout=20, check=True).stdout.strip()
+        total = subprocess.run(
+            ["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits", "-i", index],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout.strip()
         # leave a margin for the CUDA context, which is not counted in the logical device's limit
         return int(float(total.splitlines()[0]) * fraction * 0.9)
-    except Exception:
+    except (OSError, ValueError, IndexError, subprocess.SubprocessError):  # no nvidia-smi, or not its answer
         return None

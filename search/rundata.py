@@ -5,6 +5,8 @@ Nothing here writes to the run folder; the Optuna study is read from a snapshot 
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import tempfile
@@ -17,8 +19,19 @@ import pandas as pd
 import yaml
 
 from auttention.errors import UserError
+from auttention.record import (
+    EPOCH,
+    FUSION,
+    TRIAL_PREFIX,
+    metric_branch,
+    metric_name,
+    renamed_columns,
+    renamed_metric,
+    validation_label,
+)
 
 from .keys import column_name
+from .runfolder import copy_sqlite
 
 
 @dataclass
@@ -41,9 +54,9 @@ class RunData:
     @property
     def score_name(self) -> str:
         """What the trials' scores are ("devel", "swap", "5-fold": scoring.validation, fixed in a space)."""
-        scoring = self.space.get("scoring") if isinstance(self.space.get("scoring"), dict) else {}
-        validation = str(scoring.get("validation") or "devel")
-        return f"{scoring.get('folds') or 5}-fold" if validation == "speaker_folds" else validation
+        raw = self.space.get("scoring")
+        scoring = raw if isinstance(raw, dict) else {}
+        return validation_label(str(scoring.get("validation") or "devel"), int(scoring.get("folds") or 5))
 
     @property
     def label(self) -> str:
@@ -62,19 +75,32 @@ class RunData:
 
 
 def metric_label(metric: str, score_name: str = "devel") -> str:
-    """How the metric is named on axes and in headings: "fusion devel ρ", or "fusion swap ρ" where the scores
-    are scoring.validation's (`score_name`)."""
-    branch = metric.removesuffix("_rho")
-    return f"{branch} {score_name} ρ" if metric.endswith("_rho") else f"{metric} ({score_name})"
+    """How the metric is named on axes and in headings: "fusion score (devel ρ)", or "fusion score (swap ρ)"
+    where the scores are scoring.validation's (`score_name`)."""
+    return f"{metric_branch(metric)} score ({score_name} ρ)"
+
+
+DAMAGED = "the run folder is damaged; run the search again with --resume (it writes trials.csv and best/ anew)"
 
 
 def read_trials(path: Path, metric: str) -> pd.DataFrame:
-    """trials.csv (an empty frame with the usual columns when it has no rows)."""
+    """trials.csv (an empty frame with the usual columns when it has no rows; an earlier version's column names
+    renamed); a file cut off or with rows of the wrong width is a UserError naming it."""
     columns = ["trial_id", "status", f"best_{metric}", "epochs", "wall_seconds", "node_ids", "error"]
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if text and not text.endswith("\n"):
+        raise UserError(f"{path}: the file ends mid-line (cut off while written?); {DAMAGED}")
+    widths = {len(row) for row in csv.reader(io.StringIO(text))}
+    if len(widths) > 1:
+        raise UserError(f"{path}: its rows have {sorted(widths)} fields, not one width; {DAMAGED}")
     try:
-        table = pd.read_csv(path, dtype={"trial_id": str, "node_ids": str, "error": str}, keep_default_na=True)
+        table = renamed_columns(
+            pd.read_csv(io.StringIO(text), dtype={"trial_id": str, "node_ids": str, "error": str}, keep_default_na=True)
+        )
     except pd.errors.EmptyDataError:
         table = pd.DataFrame(columns=columns)
+    except pd.errors.ParserError as exc:
+        raise UserError(f"{path}: cannot read it as CSV ({str(exc).splitlines()[0]}); {DAMAGED}") from None
     for col in columns:
         if col not in table:
             table[col] = np.nan
@@ -87,7 +113,7 @@ def read_trials(path: Path, metric: str) -> pd.DataFrame:
 
 def trial_folder(tune_dir: Path, trial_id: str) -> Path | None:
     """tune/trial_<id> (or any folder of tune/ named after the id)."""
-    folder = tune_dir / f"trial_{trial_id}"
+    folder = tune_dir / f"{TRIAL_PREFIX}{trial_id}"
     if folder.is_dir():
         return folder
     found = sorted(p for p in tune_dir.glob(f"*{trial_id}*") if p.is_dir()) if tune_dir.is_dir() else []
@@ -96,7 +122,7 @@ def trial_folder(tune_dir: Path, trial_id: str) -> Path | None:
 
 def read_progress(folder: Path | None, metric: str) -> pd.DataFrame:
     """One row per scored epoch from progress.csv (or result.json), sorted by epoch; empty when none."""
-    empty = pd.DataFrame(columns=["epoch", metric, "timestamp"])
+    empty = pd.DataFrame(columns=[EPOCH, metric, "timestamp"])
     if folder is None:
         return empty
     frame = None
@@ -115,14 +141,15 @@ def read_progress(folder: Path | None, metric: str) -> pd.DataFrame:
         except OSError:
             pass
         frame = pd.DataFrame(rows) if rows else None
-    if frame is None or "epoch" not in frame or metric not in frame:
+    frame = renamed_columns(frame) if frame is not None else None
+    if frame is None or EPOCH not in frame or metric not in frame:
         return empty
-    for col in ("epoch", metric, "timestamp", "time_this_iter_s", "time_total_s"):
+    for col in (EPOCH, metric, "timestamp", "time_this_iter_s", "time_total_s"):
         if col in frame:
             frame[col] = pd.to_numeric(frame[col], errors="coerce")
-    frame = frame[frame["epoch"].notna()]
+    frame = frame[frame[EPOCH].notna()]
     # a resumed trial may report an epoch twice: keep the last report of each epoch
-    frame = frame.drop_duplicates("epoch", keep="last").sort_values("epoch", kind="stable")
+    frame = frame.drop_duplicates(EPOCH, keep="last").sort_values(EPOCH, kind="stable")
     return frame.reset_index(drop=True)
 
 
@@ -132,7 +159,7 @@ def wall_origin(curves: dict[str, pd.DataFrame]) -> float | None:
     for frame in curves.values():
         if "timestamp" not in frame or not len(frame):
             continue
-        took = frame["time_this_iter_s"] if "time_this_iter_s" in frame else 0.0
+        took = frame.get("time_this_iter_s", 0.0)
         start = (frame["timestamp"] - pd.Series(took, index=frame.index).fillna(0.0)).dropna()
         starts += list(start) + list(frame["timestamp"].dropna())
     return float(min(starts)) if starts else None
@@ -185,8 +212,6 @@ def load_study_copy(run_dir: Path, name: str):
     try:
         import optuna
 
-        from .runfolder import copy_sqlite
-
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         with tempfile.TemporaryDirectory(prefix="auttention-report-") as tmp:
             copy = Path(tmp) / "optuna.db"
@@ -205,7 +230,7 @@ def load_study_copy(run_dir: Path, name: str):
                 storage.remove_session()
                 storage.engine.dispose()
         return study, ""
-    except Exception as exc:  # a damaged or foreign database: the report goes on without it
+    except Exception as exc:  # noqa: BLE001 - a damaged or foreign database: the report goes on without it
         return None, f"optuna.db could not be read ({type(exc).__name__}: {exc})"
 
 
@@ -230,14 +255,11 @@ def load_run(run_dir: str | Path) -> RunData:
     run_dir = Path(run_dir)
     if not (run_dir / "trials.csv").is_file():
         raise UserError(f"{run_dir}: no trials.csv here; give a run folder a search has finished (runs/NAME)")
-    try:
-        space = yaml.safe_load((run_dir / "space.yaml").read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        space = {}
-    space = space if isinstance(space, dict) else {}
+    space = _read_record(run_dir / "space.yaml", yaml.safe_load, dict) or {}
     experiment = space.get("experiment") or {}
     name = str(experiment.get("name") or run_dir.resolve().name)
-    metric = str(experiment.get("metric") or "fusion_rho")
+    metric = str(experiment.get("metric") or metric_name(FUSION))
+    metric = renamed_metric(metric) or metric  # a run folder of an earlier version: fusion_rho
     trials = read_trials(run_dir / "trials.csv", metric)
     folders = [trial_folder(run_dir / "tune", tid) for tid in trials["trial_id"]]
     trials["folder"] = folders
@@ -250,14 +272,37 @@ def load_run(run_dir: str | Path) -> RunData:
     trials["number"] = trial_numbers(trials, curves, study) if len(trials) else []
     scheduler = space.get("scheduler") or {}
     max_epochs = scheduler.get("max_epochs") if isinstance(scheduler.get("max_epochs"), int) else None
-    try:
-        best = json.loads((run_dir / "best" / "metrics.json").read_text())
-    except (OSError, ValueError):
-        best = None
-    return RunData(run_dir=run_dir, name=name, metric=metric, trials=trials, curves=curves, space=space,
-                   max_epochs=max_epochs, log_params=log_params_of(space, study), study=study, study_note=note,
-                   best=best, origin=origin)
+    best = _read_record(run_dir / "best" / "metrics.json", json.loads, dict)
+    return RunData(
+        run_dir=run_dir,
+        name=name,
+        metric=metric,
+        trials=trials,
+        curves=curves,
+        space=space,
+        max_epochs=max_epochs,
+        log_params=log_params_of(space, study),
+        study=study,
+        study_note=note,
+        best=best,
+        origin=origin,
+    )
 
+
+def _read_record(path: Path, parse: Any, kind: type) -> Any:
+    """A run folder's space.yaml or best/metrics.json parsed (None where it is not there); one that is there
+    but cannot be read as a `kind` is a UserError naming it."""
+    if not path.is_file():
+        return None
+    try:
+        value = parse(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise UserError(
+            f"{path}: cannot be read ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); {DAMAGED}"
+        ) from None
+    if not isinstance(value, kind):
+        raise UserError(f"{path}: not what a search writes there; {DAMAGED}")
+    return value
 
 
 def read_labels(run_dir: Path, part: str) -> pd.DataFrame | None:
@@ -265,7 +310,7 @@ def read_labels(run_dir: Path, part: str) -> pd.DataFrame | None:
     path = run_dir / "best" / "features" / part / "features.parquet"
     try:
         frame = pd.read_parquet(path, columns=["file_name", "label"])
-    except Exception:
+    except Exception:  # noqa: BLE001 - no labels to draw (missing or damaged): the report says so
         return None
     frame["label"] = pd.to_numeric(frame["label"], errors="coerce")
     return frame

@@ -16,19 +16,21 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sqlite3
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from auttention import storage
 from auttention.errors import UserError
+from auttention.record import CHECKPOINT_REPORT
 
 TUNE = "tune"  # Tune's experiment folder inside a run folder
 STUDY = "optuna.db"
 STUDY_SYNC_S = 30.0
-CHECKPOINT_KEEP = ("metrics.json",)  # of a remote checkpoint, what the mirror holds (enough to rank it)
+CHECKPOINT_KEEP = (CHECKPOINT_REPORT,)  # of a remote checkpoint, what the mirror holds (enough to rank it)
 
 
 def _is_checkpoint_weight(name: str) -> bool:
@@ -106,8 +108,11 @@ class RunFolder:
         skip = () if results else (TUNE,)
         self.local.mkdir(parents=True, exist_ok=True)
         for name in self.location.files():
-            if any(name == s or name.startswith(s + "/") for s in skip) or _is_checkpoint_weight(name) \
-                    or Path(name).name.startswith(".auttention-probe-"):
+            if (
+                any(name == s or name.startswith(s + "/") for s in skip)
+                or _is_checkpoint_weight(name)
+                or Path(name).name.startswith(".auttention-probe-")
+            ):
                 continue
             target = self.local / name
             if missing_only and target.exists():
@@ -150,7 +155,6 @@ class RunFolder:
 
 def copy_sqlite(db: Path, copy: Path) -> None:
     """A consistent copy of a SQLite file that a search may be writing (the file is only read)."""
-    import sqlite3
 
     src, dst = sqlite3.connect(f"file:{db.resolve()}?mode=ro", uri=True), sqlite3.connect(copy)
     try:

@@ -21,15 +21,19 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as pads
 
 from auttention import spectrogram as spectro
 from auttention.corpus import joined_columns
 from auttention.errors import UserError
+from auttention.io import atomic_path
 from auttention.storage import Location
 
 log = logging.getLogger(__name__)
@@ -70,7 +74,6 @@ def _labelled(folder: Location, labels: pd.DataFrame) -> spectro.Spectrograms:
 
 def size_bytes(folder: Location) -> int:
     """The spectrograms' size in memory (rows x frames x bands x 4 bytes), from the Parquet footers alone."""
-    import pyarrow.dataset as pads
 
     meta = spectro.made_from(folder) or {}
     rows = pads.dataset((folder / spectro.PARQUET).path, filesystem=folder.fs, format="parquet").count_rows()
@@ -80,8 +83,11 @@ def size_bytes(folder: Location) -> int:
 def _trial_nodes() -> list[dict]:
     import ray
 
-    return [n for n in ray.nodes() if n.get("Alive") and
-            (n["Resources"].get("CPU", 0) > 0 or n["Resources"].get("GPU", 0) > 0)]
+    return [
+        n
+        for n in ray.nodes()
+        if n.get("Alive") and (n["Resources"].get("CPU", 0) > 0 or n["Resources"].get("GPU", 0) > 0)
+    ]
 
 
 def _visible_on_every_node(folder: Location, nodes: list[dict]) -> bool:
@@ -92,8 +98,10 @@ def _visible_on_every_node(folder: Location, nodes: list[dict]) -> bool:
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     probe = ray.remote(num_cpus=0)(spectro.is_complete)
-    refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(folder)
-            for n in nodes]
+    refs = [
+        probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(folder)
+        for n in nodes
+    ]
     return all(ray.get(refs))
 
 
@@ -114,12 +122,15 @@ def spectrogram_sources(folders: dict[str, Location], corpus: pd.DataFrame, deli
     if delivery == NODE_COPY:
         for h, folder in folders.items():
             if not _visible_on_every_node(folder, nodes):
-                raise UserError(f"--cache {folder}: the trials' nodes cannot read this folder, and the "
-                                f"spectrograms ({total / 2**30:.1f} GiB) go to them as node copies of the cache; "
-                                f"give --cache on object storage (s3://...) or a shared folder")
+                raise UserError(
+                    f"--cache {folder}: the trials' nodes cannot read this folder, and the "
+                    f"spectrograms ({total / 2**30:.1f} GiB) go to them as node copies of the cache; "
+                    f"give --cache on object storage (s3://...) or a shared folder"
+                )
             sources[h] = Source(folder, labels)
-        log.info(f"spectrograms: to the trials as one memory-mapped copy of the cache per node "
-                 f"({total / 2**20:,.0f} MiB)")
+        log.info(
+            f"spectrograms: to the trials as one memory-mapped copy of the cache per node ({total / 2**20:,.0f} MiB)"
+        )
         return sources
     read = ray.remote(num_cpus=0, max_retries=3)(_labelled)
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
@@ -128,8 +139,10 @@ def spectrogram_sources(folders: dict[str, Location], corpus: pd.DataFrame, deli
         task = read if folder.remote else read.options(scheduling_strategy=here)
         sources[h] = Source(folder, labels, task.remote(folder, labels))
     ray.wait([s.ref for s in sources.values()], num_returns=len(sources), fetch_local=False)
-    log.info(f"spectrograms: to the trials through Ray's object store, once per node ({total / 2**20:,.0f} MiB; "
-             f"{room / 2**20:,.0f} MiB per node)")
+    log.info(
+        f"spectrograms: to the trials through Ray's object store, once per node ({total / 2**20:,.0f} MiB; "
+        f"{room / 2**20:,.0f} MiB per node)"
+    )
     return sources
 
 
@@ -152,7 +165,6 @@ def node_copy(folder: Location) -> spectro.Spectrograms:
     """The spectrograms of the cache `folder` from this node's copy, made by the first caller on the node
     (the others wait on its lock) and memory-mapped by every caller. The copy is named by the hash of the
     folder's settings.json (its corpus fingerprint, settings and skipped clips): never another folder's."""
-    import pyarrow as pa
 
     meta = spectro.made_from(folder)
     if meta is None:
@@ -170,12 +182,8 @@ def node_copy(folder: Location) -> spectro.Spectrograms:
 
 
 def _write_copy(folder: Location, path: Path) -> None:
-    import pyarrow as pa
-
-    from auttention.io import atomic_path
 
     meta, table = spectro.read_table(folder)
     table = table.replace_schema_metadata({_META: json.dumps(meta).encode()})
-    with atomic_path(path) as tmp:
-        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-            writer.write_table(table)  # one chunk per column (read_table): one batch, mapped without copies
+    with atomic_path(path) as tmp, pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)  # one chunk per column (read_table): one batch, mapped without copies

@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import logging
 import math
 import operator
 import re
 import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from auttention.config import (
     SECTIONS,
@@ -41,13 +43,16 @@ from auttention.config import (
     to_dict,
 )
 from auttention.errors import UserError
+from auttention.record import FUSION, NETWORKS, metric_name, renamed_metric
 
 from .keys import flat_params, param_name
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import optuna
 
-METRICS = ("fusion_rho", "attention_rho", "seq2seq_rho")
+METRICS = tuple(metric_name(branch) for branch in (FUSION, *NETWORKS))
 SELECT = ("mean_last", "last", "best")
 KINDS = ("choice", "uniform", "loguniform", "int")
 MAX_SPECTROGRAM_SETTINGS = 32
@@ -59,7 +64,8 @@ PLANNED: dict[tuple[str, str], str] = {("training", "epochs"): "scheduler.max_ep
 # keys a space fixes and never searches, and why
 FIXED: dict[tuple[str, str], str] = {
     ("scoring", "validation"): "trials scored on different validations cannot be ranked against each other",
-    ("scoring", "folds"): "trials scored on different folds cannot be ranked against each other"}
+    ("scoring", "folds"): "trials scored on different folds cannot be ranked against each other",
+}
 
 
 @dataclass(frozen=True)
@@ -67,30 +73,52 @@ class ExperimentConfig:
     """What the search optimises, how many trials, and for how long."""
 
     name: str = _opt("search", doc="run folder name under --runs")
-    metric: str = _opt("fusion_rho", choices=METRICS, doc="the Spearman's rho a trial reports every epoch "
-                                                          "(devel's, or scoring.validation's score; ASHA "
-                                                          "stops trials on it)")
+    metric: str = _opt(
+        "fusion_score",
+        choices=METRICS,
+        doc="the score a trial reports every epoch and is ranked by: "
+        "the branch's validation score (scoring.validation's "
+        "Spearman rho; ASHA stops trials on it)",
+    )
     num_samples: int = _opt(8, lo=1, hi=100000, doc="trials")
     max_concurrent: int = _opt(2, lo=1, hi=10000, doc="trials at once")
     seed: int = _opt(0, lo=0)
-    time_budget: typing.Optional[typing.Union[int, str]] = _opt(
-        None, doc="the whole search's wall time, from start to report (trials, confirmation, export), e.g. 900, "
-                  "15m, 6h; null = none")
-    confirm_share: float = _opt(0.25, lo=0.0, hi=0.9, doc="of time_budget kept for the confirmation; what it runs is "
-                                                          "planned from the trials' measured times")
+    time_budget: int | str | None = _opt(
+        None,
+        doc="the whole search's wall time, from start to report (trials, confirmation, export), e.g. 900, "
+        "15m, 6h; null = none",
+    )
+    confirm_share: float = _opt(
+        0.25,
+        lo=0.0,
+        hi=0.9,
+        doc="of time_budget kept for the confirmation; what it runs is planned from the trials' measured times",
+    )
     report_every: int = _opt(1, lo=1, doc="score the features every k epochs")
     max_failures: int = _opt(2, lo=0, doc="retries of a failed trial (from its last checkpoint)")
-    select: str = _opt("mean_last", choices=SELECT,
-                       doc="what a trial is ranked by (its selection_score, Optuna's value): the mean of its last "
-                           "select_last scores, its last score, or its best epoch (the most optimistic)")
+    select: str = _opt(
+        "mean_last",
+        choices=SELECT,
+        doc="what a trial is ranked by (its selection_score, Optuna's value): the mean of its last "
+        "select_last scores, its last score, or its best epoch (the most optimistic)",
+    )
     select_last: int = _opt(3, lo=1, doc="scores averaged by select: mean_last")
     confirm_top: int = _opt(3, lo=0, doc="the best trials trained again with new seeds at the end (0: none)")
-    confirm_seeds: int = _opt(2, lo=0, doc="new training seeds per confirmed trial; the exported best has the best "
-                                           "mean selection score over its seeds")
-    ensemble_top: int = _opt(1, lo=1, hi=100, doc="the export averages the best k <= ensemble_top confirmed "
-                                                  "configurations (each over its seeds), k chosen by the validation score "
-                                                  "(scoring.validation; devel rho by default); "
-                                                  "1: the chosen configuration alone")
+    confirm_seeds: int = _opt(
+        2,
+        lo=0,
+        doc="new training seeds per confirmed trial; the exported best has the best "
+        "mean selection score over its seeds",
+    )
+    ensemble_top: int = _opt(
+        1,
+        lo=1,
+        hi=100,
+        doc="the export averages the best k <= ensemble_top confirmed "
+        "configurations (each over its seeds), k chosen by the validation score "
+        "(scoring.validation; devel rho by default); "
+        "1: the chosen configuration alone",
+    )
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", self.name):
@@ -109,11 +137,15 @@ class ResourcesConfig:
 
     cpu: float = _opt(1.0, lo=0.0, lo_open=True, hi=1024.0)
     gpu: float = _opt(0.0, lo=0.0, hi=1.0, doc="a fraction shares one GPU between trials (0.25: four trials)")
-    memory_gb: typing.Optional[float] = _opt(
-        None, lo=0.0, lo_open=True, hi=65536.0,
+    memory_gb: float | None = _opt(
+        None,
+        lo=0.0,
+        lo_open=True,
+        hi=65536.0,
         doc="memory a trial may use for its models, optimizer state and a batch's activations: Ray reserves it "
-            "on a node, and a configuration that needs more ends at once as 'out of memory' instead of "
-            "endangering the node; null = no reservation")
+        "on a node, and a configuration that needs more ends at once as 'out of memory' instead of "
+        "endangering the node; null = no reservation",
+    )
 
 
 @dataclass(frozen=True)
@@ -127,8 +159,9 @@ class SchedulerConfig:
 
     def __post_init__(self) -> None:
         if self.grace_period > self.max_epochs:
-            raise UserError(f"scheduler.grace_period ({self.grace_period}) is above scheduler.max_epochs "
-                            f"({self.max_epochs})")
+            raise UserError(
+                f"scheduler.grace_period ({self.grace_period}) is above scheduler.max_epochs ({self.max_epochs})"
+            )
 
 
 @dataclass(frozen=True)
@@ -139,11 +172,15 @@ class SearcherConfig:
     n_startup_trials: int = _opt(4, lo=0, doc="random trials before TPE models the space")
     multivariate: bool = _opt(True)
     group: bool = _opt(True, doc="TPE groups conditional parameters (needs multivariate)")
-    points_to_evaluate: list = _opt([], doc="configurations to try first (section: {key: value})")
+    points_to_evaluate: list = _opt([], doc="configurations to try first (section: {key: value})")  # noqa: RUF009 - _opt makes a default_factory for a list
 
 
-CONTROL = {"experiment": ExperimentConfig, "resources": ResourcesConfig, "scheduler": SchedulerConfig,
-           "searcher": SearcherConfig}
+CONTROL = {
+    "experiment": ExperimentConfig,
+    "resources": ResourcesConfig,
+    "scheduler": SchedulerConfig,
+    "searcher": SearcherConfig,
+}
 
 
 def parse_duration(value: Any, where: str) -> float | None:
@@ -243,8 +280,10 @@ def _parse_param(section: str, key: str, definition: Mapping[str, Any], annotati
     kinds = [k for k in KINDS if k in definition]
     extra = set(definition) - set(KINDS) - {"step", "log", "when"}
     if len(kinds) != 1 or extra:
-        raise UserError(f"{where}: a distribution has exactly one of {', '.join(KINDS)} "
-                        f"(plus optional step, log, when); got keys {', '.join(map(str, definition))}")
+        raise UserError(
+            f"{where}: a distribution has exactly one of {', '.join(KINDS)} "
+            f"(plus optional step, log, when); got keys {', '.join(map(str, definition))}"
+        )
     kind = kinds[0]
     args = definition[kind]
     base = _base_type(annotation)
@@ -308,6 +347,14 @@ def _parse_space(data: Any, source: str) -> Space:
     for key in data:
         if key not in CONTROL and key not in SECTIONS:
             raise UserError(f"unknown section '{key}'; allowed: {', '.join([*CONTROL, *SECTIONS])}")
+    experiment = data.get("experiment")
+    if isinstance(experiment, dict) and renamed_metric(str(experiment.get("metric"))):
+        new = renamed_metric(str(experiment["metric"]))
+        log.warning(
+            f"warning: {source}: experiment.metric {experiment['metric']} is called {new} now (the "
+            f"branch's validation score); read as {new}"
+        )
+        data = {**data, "experiment": {**experiment, "metric": new}}
     control = {name: build(cls, data.get(name), name) for name, cls in CONTROL.items()}
     fixed: dict[str, dict[str, Any]] = {}
     params: list[Param] = []
@@ -322,8 +369,10 @@ def _parse_space(data: Any, source: str) -> Space:
             if cls is SpectrogramConfig:
                 spectrograms = tuple(dict.fromkeys(built))
     if len(spectrograms) > MAX_SPECTROGRAM_SETTINGS:
-        raise UserError(f"spectrogram: {len(spectrograms)} distinct settings to extract (at most "
-                        f"{MAX_SPECTROGRAM_SETTINGS}); search fewer spectrogram choices")
+        raise UserError(
+            f"spectrogram: {len(spectrograms)} distinct settings to extract (at most "
+            f"{MAX_SPECTROGRAM_SETTINGS}); search fewer spectrogram choices"
+        )
     space = Space(fixed, tuple(params), spectrograms=spectrograms, source=source, **control)
     _check_points(space)
     return space
@@ -347,8 +396,10 @@ def _parse_section(section: str, cls: type, data: Any) -> tuple[dict[str, Any], 
                 raise UserError(f"{section}.{key} cannot be searched: {FIXED[section, key]}; give it one value")
             p = _parse_param(section, key, value, types[key], fields[key].metadata)
             if cls is SpectrogramConfig and p.kind != "choice":
-                raise UserError(f"spectrogram.{key}: spectrogram settings can be searched with choice only "
-                                f"(each distinct setting is extracted once, up front)")
+                raise UserError(
+                    f"spectrogram.{key}: spectrogram settings can be searched with choice only "
+                    f"(each distinct setting is extracted once, up front)"
+                )
             params.append(p)
         else:
             fixed[key] = check_value(value, types[key], fields[key].metadata, f"{section}.{key}")
@@ -379,8 +430,10 @@ def _check_combinations(section: str, cls: type, fixed: Mapping[str, Any], param
     options = [_options(p) for p in params]
     count = math.prod(len(o) for o in options)
     if count > MAX_COMBINATIONS:
-        raise UserError(f"{section}: {count} combinations of searched values to check (at most "
-                        f"{MAX_COMBINATIONS}); search fewer {section} keys or values")
+        raise UserError(
+            f"{section}: {count} combinations of searched values to check (at most "
+            f"{MAX_COMBINATIONS}); search fewer {section} keys or values"
+        )
     built = []
     for combo in itertools.product(*options):
         values, named = dict(fixed), []

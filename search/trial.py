@@ -10,14 +10,21 @@ checkpoints.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from auttention import import_tensorflow_quietly
+from auttention import log as logs
+from auttention.formatting import format_rho
+from auttention.record import CHECKPOINT_REPORT, FUSION, NETWORKS, TRIAL_PREFIX, EpochReport, metric_name
+
+from .compat import wrap_function
 from .keys import column_name
-from .selection import SELECTION
+from .resources import configure_tensorflow, trial_resources
 
 if TYPE_CHECKING:
     from .space import Space
@@ -42,7 +49,7 @@ def memory_needed(trainer) -> int:
 def out_of_memory(exc: BaseException, space: Space) -> TrialOutOfMemory:
     """A one-line reason for a trial that ran out of memory, with what to change."""
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    first = first[first.find("OOM"):] if "OOM" in first else first
+    first = first[first.find("OOM") :] if "OOM" in first else first
     if space.resources.memory_gb:
         advice = f"it needs more than resources.memory_gb={space.resources.memory_gb:g}; lower units or batch_size, or raise it"
     else:
@@ -59,7 +66,7 @@ def describe(trial_id: str, config: dict[str, Any], space: Space) -> str:
             continue
         text = f"{value:.3g}" if isinstance(value, float) else str(value)
         values.append(f"{column_name(p.name)}={text}")
-    text = f"trial_{trial_id} " + " ".join(values)
+    text = f"{TRIAL_PREFIX}{trial_id} " + " ".join(values)
     return text if len(text) <= 240 else text[:237] + "..."
 
 
@@ -71,11 +78,9 @@ def make_trainable(space: Space, spectrograms: dict, functionals=None):
     from ray import tune
     from ray.tune import PlacementGroupFactory
 
-    from .compat import wrap_function
-    from .resources import trial_resources
-
-    base = wrap_function(tune.with_parameters(run_trial, space=space, spectrograms=spectrograms,
-                                              functionals=functionals))
+    base: Any = wrap_function(
+        tune.with_parameters(run_trial, space=space, spectrograms=spectrograms, functionals=functionals)
+    )
 
     class AuttentionTrial(base):
         @classmethod
@@ -89,16 +94,14 @@ def make_trainable(space: Space, spectrograms: dict, functionals=None):
     return AuttentionTrial
 
 
-def run_trial(config: dict[str, Any], space: Space | None = None, spectrograms: dict | None = None,
-              functionals=None) -> None:
+def run_trial(
+    config: dict[str, Any], space: Space | None = None, spectrograms: dict | None = None, functionals=None
+) -> None:
     """The Tune function trainable (bound with tune.with_parameters(space=..., spectrograms=...,
     functionals=...)): the engine's two autoencoders trained epoch by epoch and scored, each scored epoch
     checkpointed and reported."""
     import ray
     from ray import tune
-
-    from auttention import import_tensorflow_quietly
-    from auttention import log as logs
 
     logs.setup()  # this worker's lines go to the trial actor's log, by the same policy as the driver's
     import_tensorflow_quietly()
@@ -107,8 +110,7 @@ def run_trial(config: dict[str, Any], space: Space | None = None, spectrograms: 
     from auttention.engine import Engine, Hooks, selection_score
     from auttention.training import TrainingDiverged
 
-    from .resources import configure_tensorflow
-
+    assert space is not None and spectrograms is not None, "bound by tune.with_parameters (make_trainable)"
     cfg = space.trial_config(config)
     configure_tensorflow(space.resources.cpu, space.resources.gpu)
     spec = spectrograms[cfg.spectrogram.hash()].get()  # search.sources: this node's one copy
@@ -126,17 +128,26 @@ def run_trial(config: dict[str, Any], space: Space | None = None, spectrograms: 
         if checkpoint:
             with checkpoint.as_directory() as folder:
                 engine = Engine.load(folder, cfg, spec, log_dir=trial_dir / "tensorboard", functionals=functionals)
-                history = json.loads((Path(folder) / "metrics.json").read_text()).get("history", [])
+                last = EpochReport.from_result(json.loads((Path(folder) / CHECKPOINT_REPORT).read_text()))
+                history = list(last.history)
         else:
             engine = Engine.new(cfg, spec, log_dir=trial_dir / "tensorboard", functionals=functionals)
         needed = sum(memory_needed(t) for t in engine.trainers.values())
         if space.resources.memory_gb and needed > space.resources.memory_gb * 2**30:
             raise MemoryError(f"OOM: training both autoencoders needs about {needed / 2**30:.2f} GiB")
 
-        def scored(metrics: dict[str, Any]) -> None:
-            history.append(metrics[exp.metric])
-            _report({**metrics, "max_epochs": max_epochs, "node_id": node, "history": list(history),
-                     SELECTION: selection_score(history, exp.select, exp.select_last)}, engine)
+        def scored(report: EpochReport) -> None:
+            history.append(report.score(exp.metric))
+            _report(
+                dataclasses.replace(
+                    report,
+                    max_epochs=max_epochs,
+                    node_id=node,
+                    history=tuple(history),
+                    selection_score=selection_score(history, exp.select, exp.select_last),
+                ),
+                engine,
+            )
 
         engine.run(max_epochs, Hooks(scored=scored), score_every=exp.report_every)
     except TrainingDiverged as exc:
@@ -148,19 +159,17 @@ def run_trial(config: dict[str, Any], space: Space | None = None, spectrograms: 
         raise error from None
 
 
-def _report(metrics: dict, engine) -> None:
-    """Checkpoint both models with the epoch's metrics and report them to Tune."""
+def _report(report: EpochReport, engine) -> None:
+    """Checkpoint both models with the epoch's report and report it to Tune."""
     from ray import tune
 
     with tempfile.TemporaryDirectory(prefix="auttention-ckpt-") as folder:
         engine.save(folder)
-        (Path(folder) / "metrics.json").write_text(json.dumps(metrics))
-        reported = {k: v for k, v in metrics.items() if k != "history"}
-        tune.report(reported, checkpoint=tune.Checkpoint.from_directory(folder))
+        (Path(folder) / CHECKPOINT_REPORT).write_text(json.dumps(report.to_json()))
+        tune.report(report.to_result(), checkpoint=tune.Checkpoint.from_directory(folder))
     # the actor's log (dashboard: Actors -> this trial -> Logs) shows its progress as it goes
-    from auttention.formatting import format_rho
-
+    scores = " ".join(f"{metric_name(b)} {format_rho(report.score(metric_name(b)))}" for b in (FUSION, *NETWORKS))
     logging.getLogger(__name__).info(
-        f"{tune.get_context().get_trial_name()} epoch {metrics['epoch']}/{metrics['max_epochs']}: "
-        + " ".join(f"{name} {format_rho(metrics[name])}" for name in ("fusion_rho", "attention_rho", "seq2seq_rho"))
-        + f" ({metrics['epoch_seconds']:.1f} s)")
+        f"{tune.get_context().get_trial_name()} epoch {report.epoch}/{report.max_epochs}: "
+        f"{scores} ({report.seconds:.1f} s)"
+    )

@@ -482,3 +482,46 @@ def test_labels_saved_by_a_spreadsheet_through_the_cli(corpus):
     labels.write_bytes(text.encode("utf-16-le"))
     one_error_line(*cli("baseline", "--data", corpus, "--jobs", "1"), f"{labels}", "UTF-16 without a byte-order mark",
                    "CSV UTF-8")
+
+
+# ---------------------------------------------------------------- numbers in the CSVs a command reads
+
+def test_non_finite_prediction_is_one_line(corpus, tmp_path):
+    """`score` with a prediction nan, inf or empty: one line naming the file, the line and the clip."""
+    labels = corpus / "lab" / "labels.csv"
+    names = [name for name in labels_of(corpus) if name.startswith("devel_")]
+    for bad in ("nan", "inf", "", "-Infinity"):
+        preds = tmp_path / "predictions.csv"
+        preds.write_text(f"file_name,prediction\n{names[0]},3\n{names[1]},{bad}\n{names[2]},5\n")
+        one_error_line(*cli("score", "--predictions", preds, "--labels", labels),
+                       f"{preds}, line 3 ({names[1]}): prediction is ", "not a finite number; fix or remove that row")
+
+
+def test_non_finite_feature_is_one_line(corpus, tmp_path):
+    """`evaluate` on a feature CSV with an infinite value: one line naming the file, line, clip and column;
+    no predictions written."""
+    from auttention.features import feature_frame
+
+    labels = labels_of(corpus)
+    names = sorted(labels)
+    frame = feature_frame(names, [name.split("_")[0] for name in names], [labels[n] for n in names],
+                          np.arange(2 * len(names), dtype=float).reshape(-1, 2), "x")
+    frame.loc[4, "x_0001"] = np.inf
+    features = tmp_path / "features.csv"
+    frame.to_csv(features, index=False)
+    out = tmp_path / "out" / "predictions.csv"
+    one_error_line(*cli("evaluate", "--features", features, "--out", out),
+                   f"{features}, line 6 ({names[4]}): x_0001 is inf, not a finite number")
+    assert not out.exists()
+
+
+def test_unreachable_tracking_server_is_one_line_before_ray(tmp_path):
+    """`run --mlflow` at an address nothing listens on: one line, before Ray starts or a run folder is made."""
+    from conftest import free_port
+
+    space = tmp_path / "tiny.yaml"
+    space.write_text(yaml.safe_dump(TINY_SPACE))
+    uri = f"http://127.0.0.1:{free_port()}"
+    code, out, err = cli("run", space, "--runs", tmp_path / "runs", "--cache", tmp_path / "cache", "--mlflow", uri)
+    one_error_line(code, out, err, f"--mlflow {uri}: no MLflow tracking server answers there", "correct the address")
+    assert "ray" not in out.lower() and not (tmp_path / "runs").exists()

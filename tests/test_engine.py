@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from auttention.config import AttentionConfig, PipelineConfig, Seq2seqConfig, TrainingConfig
-from auttention.engine import FUSION, NETWORKS, Engine, Hooks, selection_score
+from auttention.engine import Engine, Hooks, selection_score
+from auttention.record import FUSION, NETWORKS, EpochReport
 from auttention.errors import UserError
 from auttention.spectrogram import Spectrograms
 from auttention.training import Trainer
@@ -100,7 +101,7 @@ def test_the_order_of_the_networks_epochs_changes_no_number(tmp_path):
     # one network alone (the `train` step's engine): no fusion, and no scoring without scoring settings
     assert set(alone.features()) == {name}
     with pytest.raises(ValueError, match="scoring"):
-        alone.score_devel()
+        alone.score()
 
 
 def test_scored_epochs_hooks_and_a_saved_pair_scores_the_same(tmp_path):
@@ -111,13 +112,16 @@ def test_scored_epochs_hooks_and_a_saved_pair_scores_the_same(tmp_path):
     trained, reported = [], []
     engine.run(3, Hooks(trained=lambda n, e, loss: trained.append((n, e)), scored=reported.append), score_every=2)
     assert trained == [(n, e) for e in (1, 2, 3) for n in engine.trainers]
-    assert [m["epoch"] for m in reported] == [2, 3] and engine.history == reported
+    assert [r.epoch for r in reported] == [2, 3] and engine.history == reported
     last = reported[-1]
-    assert {f"{b}_rho" for b in (*NETWORKS, FUSION)} <= set(last) and {f"{n}_loss" for n in NETWORKS} <= set(last)
-    assert last["seq2seq_loss"] == engine.trainers["seq2seq"].losses[-1]
+    assert set(last.scores) == {*NETWORKS, FUSION} and set(last.losses) == set(NETWORKS)
+    assert last.losses["seq2seq"] == engine.trainers["seq2seq"].losses[-1]
+    # the flat dict a trial reports, and back
+    assert EpochReport.from_result(last.to_result()).scores == last.scores
+    assert {"fusion_score", "fusion_c", "seq2seq_loss", "epoch", "epoch_seconds"} <= set(last.to_result())
     features, evaluations = engine.evaluate()
     assert set(features) == {*NETWORKS, FUSION}
-    assert evaluations[FUSION].devel_rho == last["fusion_rho"]  # the same features, the same choice
+    assert evaluations[FUSION].score == last.score("fusion_score")  # the same features, the same choice
     engine.save(tmp_path / "ckpt")
     loaded = Engine.load(tmp_path / "ckpt", cfg, spec)
     assert loaded.epoch == 3

@@ -10,7 +10,8 @@ import pytest
 
 from auttention.config import ScoringConfig
 from search.export import configurations_ensemble, ensemble_scores
-from search.selection import SELECTION, Candidate
+from auttention.record import Predictions
+from search.selection import Candidate, SeedRun
 
 N = 40
 
@@ -25,16 +26,15 @@ def _candidate(tid: str, score: float, truth: pd.DataFrame, noise: list[np.ndarr
                ) -> Candidate:
     """A confirmed configuration whose seeds predict the label plus `noise` (one array per seed); its held-out
     predictions are devel's (fold 0) under `validation` devel, devel's and train's (fold 1) under swap."""
-    seeds, predictions = [], []
+    runs = []
     for i, n in enumerate(noise):
         pred = np.clip(np.round(truth["label"].to_numpy() + n), 1, 9)
         table = pd.DataFrame({"file_name": truth["file_name"], "prediction": pred})
-        predictions.append({part: table[truth["partition"] == part].reset_index(drop=True) for part in ("devel", "test")})
+        parts = {part: table[truth["partition"] == part].reset_index(drop=True) for part in ("devel", "test")}
         held = table[truth["partition"].isin(["devel"] if validation == "devel" else ["train", "devel"])].copy()
         held.insert(1, "fold", np.where(held["file_name"].str.startswith("devel"), 0, 1))
-        predictions[-1]["held_out"] = held.reset_index(drop=True)
-        seeds.append({"seed": i, SELECTION: score, "test_rho": None})
-    return Candidate(tid, None, "", 3, score, seeds=seeds, predictions=predictions)
+        runs.append(SeedRun(i, score, None, 3, Predictions(**parts, held_out=held.reset_index(drop=True))))
+    return Candidate(tid, None, None, "", 3, score, runs=runs)
 
 
 def test_k_is_chosen_by_devel_and_each_member_says_what_it_adds():
@@ -59,7 +59,7 @@ def test_k_is_chosen_by_devel_and_each_member_says_what_it_adds():
     assert all(row["score"] == pytest.approx(row["devel_rho"]) for row in out["by_k"])  # devel: the score is devel's
     # the order is the mean selection score over seeds, whatever the list's order; a diverged one is left out
     shaky = _candidate("d", 0.9, truth, [rng.normal(0, 1, n)])
-    shaky.seeds.append({"seed": 1, SELECTION: float("nan"), "test_rho": None, "diverged": "loss NaN"})
+    shaky.runs.append(SeedRun(1, float("nan"), None, 2, diverged="loss NaN"))
     again = configurations_ensemble([cands[2], shaky, cands[0], cands[1]], truth, scoring, top=3)
     assert [row["devel_rho"] for row in again["by_k"]] == pytest.approx(list(by_k.values()))
     # off (top 1) or a single configuration: nothing to average
@@ -95,7 +95,7 @@ def test_k_follows_the_validation_score_not_devel_alone():
     assert out["k"] == max(scores, key=lambda k: (scores[k], -k))
     assert "swap" in out["chosen_by"]
     one = ensemble_scores(cands[0], truth, scoring)
-    held = one["predictions"]["held_out"].merge(truth, on="file_name")
+    held = one["predictions"].held_out.merge(truth, on="file_name")
     assert set(held["fold"]) == {0, 1} and len(held) == 2 * N  # train and devel both held out once
     assert one["score"] == pytest.approx(fold_score(held["label"].to_numpy(), held["prediction"].to_numpy(),
                                                     held["fold"].to_numpy()))

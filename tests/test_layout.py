@@ -105,3 +105,68 @@ def test_auttention_never_imports_ray_or_search():
             continue
         roots = {target.split(".")[0] for target in imported_names(path, name)}
         assert not roots & {"ray", "search"}, f"{path.relative_to(ROOT)} imports {sorted(roots & {'ray', 'search'})}"
+
+
+# Third-party packages that take a second or more to import (measured over numpy + pandas: TensorFlow 6 s,
+# scikit-learn and scipy.stats 1 s, Ray 0.6 s): imported inside the functions that need them, so that a
+# command pays only for what it uses. Everything else is imported at the top of its module.
+EXPENSIVE = {"tensorflow", "keras", "ray", "optuna", "mlflow", "matplotlib", "sklearn", "scipy", "librosa"}
+
+
+def top_level_imports(path: Path, name: str) -> set[str]:
+    """The absolute module names `path` imports outside functions (TYPE_CHECKING blocks left out)."""
+    tree = ast.parse(path.read_text(), str(path))
+    inner = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+             for n in ast.walk(f)}
+    inner |= {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
+              and "TYPE_CHECKING" in ast.unparse(block.test) for n in ast.walk(block)}
+    return {t for node in ast.walk(tree) if id(node) not in inner
+            for t in _targets(node, path, name)}
+
+
+def _targets(node: ast.AST, path: Path, name: str) -> set[str]:
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    if isinstance(node, ast.Import):
+        return {alias.name for alias in node.names}
+    if isinstance(node, ast.ImportFrom):
+        if node.level:
+            base = package.split(".")
+            base = base[: len(base) - (node.level - 1)]
+            target = ".".join(base + ([node.module] if node.module else []))
+        else:
+            target = node.module or ""
+        return {target} | {f"{target}.{alias.name}" for alias in node.names}
+    return set()
+
+
+def expensive_modules() -> set[str]:
+    """The first-party modules whose import (at their top level, transitively) loads an EXPENSIVE package."""
+    modules = first_party_modules()
+    tops = {m: top_level_imports(p, m) for m, p in modules.items()}
+    costly = {m for m, targets in tops.items() if {t.split(".")[0] for t in targets} & EXPENSIVE}
+    while True:
+        more = {m for m, targets in tops.items() if m not in costly and targets & costly}
+        if not more:
+            return costly
+        costly |= more
+
+
+def test_function_level_imports_are_only_of_expensive_modules():
+    costly = expensive_modules()
+    modules = first_party_modules()
+    cheap_inside = []
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text(), str(path))
+        for fn in ast.walk(tree):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(fn):
+                targets = _targets(node, path, name)
+                if not targets:
+                    continue
+                roots = {t.split(".")[0] for t in targets}
+                first_party = {t for t in targets if t in modules}
+                if roots & EXPENSIVE or first_party & costly or (targets & {"__main__"}):
+                    continue
+                cheap_inside.append(f"{path.relative_to(ROOT)}:{node.lineno} {sorted(targets)[0]}")
+    assert not cheap_inside, ("import these at the top of the module (they are cheap): " + ", ".join(cheap_inside))

@@ -171,7 +171,7 @@ def test_awkward_run_escaped_errored_unknown_labels(searched, tmp_path):
     shutil.copytree(searched, run, ignore=shutil.ignore_patterns("report"))
     trials = pd.read_csv(run / "trials.csv", dtype={"trial_id": str, "error": object})
     victim = trials["trial_id"].iloc[-1]
-    trials.loc[trials.index[-1], ["status", "best_fusion_rho", "epochs", "error"]] = \
+    trials.loc[trials.index[-1], ["status", "best_fusion_score", "epochs", "error"]] = \
         ["errored", np.nan, 0, "RuntimeError: <script>alert('x')</script> & more"]
     trials.to_csv(run / "trials.csv", index=False)
     for name in ("progress.csv", "result.json"):
@@ -233,7 +233,7 @@ def test_importance_edge_cases():
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     one = _study([0.5, None], [{"a/x": 0.1, "a/c": "p"}, {"a/x": 0.2, "a/c": "q"}])
     result, notes, n = compute_importances(one)
-    assert result == {} and n == 1 and "at least 2" in notes[0] and "1 stopped by ASHA" in notes[0]
+    assert result == {} and n == 1 and "at least 2" in notes[0] and "1 stopped early" in notes[0]
     single = _study([0.5, 0.6, 0.7], [{"a/x": x} for x in (0.1, 0.2, 0.3)])
     result, notes, n = compute_importances(single)
     assert result == {} and "Only one searched parameter (a/x)" in notes[0]
@@ -270,3 +270,62 @@ def test_page_in_headless_chromium(report, tmp_path):
         assert (pixels[1200:] < 128).mean() > 0.005
         if os.environ.get("AUTTENTION_REPORT_SHOTS"):
             shutil.copy(shot, Path(os.environ["AUTTENTION_REPORT_SHOTS"]) / shot.name)
+
+
+def test_headline_and_choice_name_the_validation_score(report, searched):
+    """Under scoring.validation swap the headline figure is the swap score the trials were ranked by (devel's
+    rho beside it, named), and "How it was chosen" says the trials were ranked by their swap scores."""
+    metrics = json.loads((searched / "best" / "metrics.json").read_text())
+    summary = re.search(r'<p class="summary">(.*?)</p>', report.read_text(encoding="utf-8")).group(1)
+    assert f"best fusion score (swap ρ) {metrics['fusion']['score']:.3f} " in summary, summary
+    assert f"devel ρ {metrics['fusion']['devel_rho']:.3f}" in summary, summary
+    assert "of their swap scores" in section_text(report, "best")
+
+
+def _report_cli(run: Path) -> tuple[int, str]:
+    from click.testing import CliRunner
+
+    from search.cli import main
+
+    result = CliRunner().invoke(main, ["report", str(run)], catch_exceptions=False)
+    return result.exit_code, result.stderr
+
+
+@pytest.mark.parametrize("damage, named", [
+    (lambda run: (run / "trials.csv").write_text((run / "trials.csv").read_text()[:-25]), "trials.csv"),
+    (lambda run: (run / "trials.csv").write_text((run / "trials.csv").read_text() + "x,y\n"), "trials.csv"),
+    (lambda run: (run / "space.yaml").write_text("experiment: {name: [\n"), "space.yaml"),
+    (lambda run: (run / "best" / "metrics.json").write_text('{"trial_id": "0001", "fusion": {'), "metrics.json"),
+    (lambda run: (run / "best" / "metrics.json").write_text("[1, 2]"), "metrics.json"),
+], ids=["trials-cut-mid-line", "trials-ragged-row", "space-yaml", "metrics-cut", "metrics-not-a-record"])
+def test_damaged_run_folder_is_one_line(searched, tmp_path, damage, named):
+    run = tmp_path / "damaged"
+    shutil.copytree(searched, run, ignore=shutil.ignore_patterns("report"))
+    damage(run)
+    code, err = _report_cli(run)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
+    assert named in lines[0] and "--resume" in lines[0] and "Traceback" not in err
+    assert not (run / "report").exists()
+
+
+def test_run_folder_of_an_earlier_version_still_reads(searched, tmp_path):
+    """A run folder written before the validation score got its own name (metric fusion_rho, trials.csv's
+    best_fusion_rho, progress.csv's fusion_rho) is reported as it is."""
+    run = tmp_path / "earlier"
+    shutil.copytree(searched, run, ignore=shutil.ignore_patterns("report"))
+    space = (run / "space.yaml").read_text().replace("fusion_score", "fusion_rho")
+    (run / "space.yaml").write_text(space)
+    trials = (run / "trials.csv").read_text()
+    (run / "trials.csv").write_text(trials.replace("best_fusion_score", "best_fusion_rho"))
+    for progress in (run / "tune").glob("trial_*/progress.csv"):
+        header, rest = progress.read_text().split("\n", 1)
+        for branch in ("attention", "seq2seq", "fusion"):
+            header = header.replace(f"{branch}_score", f"{branch}_rho")
+        progress.write_text(header + "\n" + rest)
+    code, err = _report_cli(run)
+    assert code == 0, err
+    text = (run / "report" / "index.html").read_text(encoding="utf-8")
+    best = pd.read_csv(searched / "trials.csv")["best_fusion_score"].iloc[0]
+    assert f"{best:.3f}" in section_text(run / "report" / "index.html", "top")
+    assert "Traceback" not in text

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import logging
 import re
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 
 import numpy as np
 import optuna
@@ -31,8 +36,8 @@ def test_outputs_complete_and_consistent(finished, tiny):
     # trial reported at that epoch, through the one pipeline implementation
     from search.rundata import read_progress
 
-    progress = read_progress(run_dir / "tune" / f"trial_{best_row['trial_id']}", "fusion_rho")
-    reported = progress.set_index("epoch").loc[metrics["epoch"], "fusion_rho"]
+    progress = read_progress(run_dir / "tune" / f"trial_{best_row['trial_id']}", "fusion_score")
+    reported = progress.set_index("epoch").loc[metrics["epoch"], "fusion_score"]
     # the space scores by scoring.validation swap: what a trial reports and is chosen by is the swap score
     assert metrics["fusion"]["validation"] == "swap" and metrics["fusion"]["score_name"] == "swap"
     assert metrics["fusion"]["score"] == pytest.approx(reported, abs=1e-9)
@@ -129,12 +134,12 @@ def test_honest_searcher_states_directly():
     def space(trial):
         trial.suggest_float("x", 0, 1)
 
-    searcher = HonestOptunaSearch(space=space, metric="m", mode="max", seed=0)
-    searcher.set_search_properties("m", "max", {})
-    endings = {"done": ({"m": 0.5, "epoch": 3, "max_epochs": 3}, False),
-               "asha": ({"m": 0.4, "epoch": 1, "max_epochs": 3}, False),
-               "crash": ({"m": 0.1, "epoch": 1, "max_epochs": 3}, True),
-               "nan": ({"m": float("nan"), "epoch": 3, "max_epochs": 3}, False)}
+    searcher = HonestOptunaSearch(space=space, metric="fusion_score", mode="max", seed=0)
+    searcher.set_search_properties("fusion_score", "max", {})
+    endings = {"done": ({"fusion_score": 0.5, "epoch": 3, "max_epochs": 3}, False),
+               "asha": ({"fusion_score": 0.4, "epoch": 1, "max_epochs": 3}, False),
+               "crash": ({"fusion_score": 0.1, "epoch": 1, "max_epochs": 3}, True),
+               "nan": ({"fusion_score": float("nan"), "epoch": 3, "max_epochs": 3}, False)}
     for trial_id in endings:
         searcher.suggest(trial_id)
     for trial_id, (result, error) in endings.items():
@@ -152,7 +157,7 @@ def test_trial_id_one_helper_for_ranking_and_trials_csv(tmp_path):
     from types import SimpleNamespace
 
     from search.export import trials_table
-    from search.selection import Candidate, trial_id
+    from search.selection import Candidate, SeedRun, trial_id
 
     folder = tmp_path / "trial_ab12_00003"
     folder.mkdir()
@@ -160,10 +165,9 @@ def test_trial_id_one_helper_for_ranking_and_trials_csv(tmp_path):
                              metrics_dataframe=None, config={})
     assert trial_id(result) == "ab12_00003"
     assert trial_id(SimpleNamespace(path=str(folder), metrics={"trial_id": "cd34"})) == "cd34"
-    cand = Candidate("ab12_00003", result, str(folder), 3, 0.4,
-                     seeds=[{"seed": 0, "selection_score": 0.4, "test_rho": None},
-                            {"seed": 1, "selection_score": 0.2, "test_rho": None}])
-    row = trials_table([result], "fusion_rho", [cand]).iloc[0]
+    cand = Candidate("ab12_00003", result, None, str(folder), 3, 0.4,
+                     runs=[SeedRun(0, 0.4, None, 3, trial=True), SeedRun(1, 0.2, None, 3)])
+    row = trials_table([result], "fusion_score", [cand]).iloc[0]
     assert row["trial_id"] == "ab12_00003" and row["confirmation_selection_score"] == pytest.approx(0.3)
     assert row["confirmation_seeds"] == "0=0.400/n/a 1=0.200/n/a"
 
@@ -179,49 +183,85 @@ def test_restored_searcher_settles_the_trial_its_snapshot_missed(tmp_path):
     from search.tuning import LOST, SETTLED, HonestOptunaSearch
 
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}")
-    searcher = HonestOptunaSearch(space=one_float, metric="m", mode="max", seed=0, storage=storage, study_name="s")
-    searcher.set_search_properties("m", "max", {})
+    searcher = HonestOptunaSearch(space=one_float, metric="fusion_score", mode="max", seed=0, storage=storage, study_name="s")
+    searcher.set_search_properties("fusion_score", "max", {})
     searcher.suggest("kept")
-    searcher.on_trial_result("kept", {"m": 0.3, "epoch": 1})
+    searcher.on_trial_result("kept", {"fusion_score": 0.3, "epoch": 1})
     searcher.save(str(tmp_path / "snapshot.pkl"))
     searcher.suggest("lost")  # the driver is killed before the next snapshot
 
-    restored = HonestOptunaSearch(space=one_float, metric="m", mode="max", seed=0, storage=storage, study_name="s")
+    restored = HonestOptunaSearch(space=one_float, metric="fusion_score", mode="max", seed=0, storage=storage, study_name="s")
     restored.restore(str(tmp_path / "snapshot.pkl"))
     trials = optuna.load_study(study_name="s", storage=storage).trials
     assert [t.state.name for t in trials] == ["RUNNING", "FAIL"]
     assert SETTLED not in trials[0].user_attrs and trials[1].user_attrs[SETTLED] == LOST
-    restored.on_trial_complete("kept", {"m": 0.5, "epoch": 3, "max_epochs": 3})
+    restored.on_trial_complete("kept", {"fusion_score": 0.5, "epoch": 3, "max_epochs": 3})
     assert optuna.load_study(study_name="s", storage=storage).trials[0].state.name == "COMPLETE"
+
+
+EPOCH_LINE = r"\s+\S+ epoch \d+/"  # search.tuning.ProgressLog's line for a reported epoch
+
+
+class JumpingClock:
+    """time.monotonic, moved forward by `jump` seconds once `after` logged lines have matched `pattern`: a test
+    spends the time budget at the event it needs (trials that have reported), not at a wall time the machine may
+    not keep. Module level, so that Tune can pickle the run's stopper that holds it."""
+
+    def __init__(self, jump: float, after: int, pattern: str = EPOCH_LINE) -> None:
+        self.offset, self.jump, self.after, self.pattern, self.seen = 0.0, jump, after, pattern, 0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.offset
+
+    def saw(self, line: str) -> None:
+        if re.match(self.pattern, line):
+            self.seen += 1
+            if self.seen == self.after:
+                self.offset = self.jump
+
+
+@contextlib.contextmanager
+def watched_by(clock: JumpingClock) -> Iterator[None]:
+    """The block's log lines (search.*) shown to `clock`."""
+
+    class Watch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            clock.saw(record.getMessage())
+
+    watch = Watch()
+    logging.getLogger("search").addHandler(watch)
+    try:
+        yield
+    finally:
+        logging.getLogger("search").removeHandler(watch)
 
 
 def test_time_budget_leaves_no_running_optuna_trial(tiny):
     """The budget covers the whole search and the run says how it is split, up front and when the trials end
-    (the confirmation planned from what they measured: here too little is left for a run of 2000 epochs).
-    Trials the budget ends are recorded as what happened to them: PRUNED with their epochs, FAIL where they
-    never reported; none stays RUNNING after the search."""
-    import copy
-
-    from conftest import TINY_SPACE
-
+    (the confirmation planned from what is left: here nothing, the clock jumps past the budget once three
+    epochs are reported). Trials the budget ends are recorded as what happened to them: PRUNED with their
+    epochs, FAIL where they never reported; none stays RUNNING after the search."""
     from search.runner import run_search
 
     root, corpus_dir, _ = tiny
     space = copy.deepcopy(TINY_SPACE)
-    space["experiment"].update(name="budget", num_samples=6, time_budget=70, confirm_top=1, confirm_seeds=1)
-    space["scheduler"] = {"type": "none", "max_epochs": 2000}  # more epochs than the budget holds
+    space["experiment"].update(name="budget", num_samples=6, time_budget=3600, confirm_top=1, confirm_seeds=1)
+    space["scheduler"] = {"type": "none", "max_epochs": 2000}  # more epochs than anyone waits for
     path = root / "budget.yaml"
     path.write_text(yaml.safe_dump(space))
-    with captured_log() as lines:
+    clock = JumpingClock(jump=3600, after=3)
+    with watched_by(clock), captured_log() as lines:
         run_dir = run_search(str(path), data=str(corpus_dir), runs=str(root / "runs"),
-                             cache=str(root / "cache-budget"), dashboard=False)
-    split = [line for line in lines if line.startswith("budget: 1m 10s in all: ")]
-    assert len(split) == 1 and "the confirmation 18 s (confirm_share 0.25), export and report 15 s" in split[0]
+                             cache=str(root / "cache-budget"), dashboard=False, clock=clock)
+    assert clock.seen >= 3
+    split = [line for line in lines if line.startswith("budget: 1h 00m in all: ")]
+    assert len(split) == 1 and "the confirmation 15m 00s (confirm_share 0.25), export and report 1m 48s" in split[0]
+    assert any(line.startswith("budget: the trials' share is spent at ") for line in lines)
     planned = [line for line in lines if line.startswith("budget: the trials ended at ")]
     assert len(planned) == 1 and planned[0].endswith("no time for confirmation runs; the best trial's own model is "
                                                      "exported"), planned
     assert not any("training the top" in line for line in lines)
-    assert re.fullmatch(r"search: .+ of the 1m 10s budget; trials.csv and best/ in .+", lines[-2].strip()), lines[-2]
+    assert re.fullmatch(r"search: .+ of the 1h 00m budget; trials.csv and best/ in .+", lines[-2].strip()), lines[-2]
     study = optuna.load_study(study_name="budget", storage=f"sqlite:///{run_dir / 'optuna.db'}")
     states = [t.state for t in study.trials]
     assert optuna.trial.TrialState.PRUNED in states  # cut by the budget after some epochs
@@ -231,6 +271,43 @@ def test_time_budget_leaves_no_running_optuna_trial(tiny):
             assert t.intermediate_values
         if t.state == optuna.trial.TrialState.FAIL:
             assert not t.intermediate_values
+
+
+def test_budget_that_ends_every_trial_before_an_epoch_says_so(tiny):
+    """The trials' share spent before any trial reports an epoch (the clock jumps when the budget's split is
+    said): the run ends in one line that names the time budget, how long the trials had and what to give, not
+    errors there are none of; the study's counts call those trials what they are."""
+    from auttention.errors import UserError
+    from search.runner import run_search
+
+    root, corpus_dir, _ = tiny
+    space = copy.deepcopy(TINY_SPACE)
+    space["experiment"].update(name="nothing", num_samples=2, time_budget=3600, confirm_top=0)
+    path = root / "nothing.yaml"
+    path.write_text(yaml.safe_dump(space))
+    clock = JumpingClock(jump=3600, after=1, pattern=r"budget: 1h 00m in all: ")
+    with watched_by(clock), captured_log() as lines, pytest.raises(UserError) as raised:
+        run_search(str(path), data=str(corpus_dir), runs=str(root / "runs"), cache=str(root / "cache-nothing"),
+                   dashboard=False, clock=clock)
+    assert clock.seen == 1
+    message = str(raised.value)
+    assert message.startswith("the time budget ended every trial before its first epoch: in the trials' "), message
+    assert "raise --time-budget" in message and "errors" not in message
+    counts = [line for line in lines if line.startswith("optuna: ")]
+    assert all("failed" not in line for line in counts), counts
+
+
+def test_resume_refuses_more_trials_in_one_line(finished, tiny):
+    """--resume goes on with the trials the search was started with: another --num-samples is refused before
+    anything starts (a --time-budget is applied: test_resume_after_interruption)."""
+    from auttention.errors import UserError
+    from search.runner import run_search
+
+    root, corpus, space = tiny
+    with pytest.raises(UserError, match=r"^--num-samples 9: a resumed search goes on with the trials it was "
+                                        r"started with \(4\); resume without it, or start a new --name for more$"):
+        run_search(str(space), data=str(corpus), runs=str(root / "runs"), cache=str(root / "cache"),
+                   dashboard=False, resume=True, num_samples=9)
 
 
 def test_spectrogram_cache_reused(finished, tiny):
@@ -300,10 +377,11 @@ def test_resume_after_interruption(tiny):
     study = optuna.load_study(study_name="resumed", storage=f"sqlite:///{run_dir / 'optuna.db'}")
     assert len(study.trials) == 3 and not study.trials[2].state.is_finished()
 
-    out = subprocess.run([sys.executable, "-m", "search.cli", *args, "--resume"], capture_output=True, text=True,
-                         timeout=600)
+    out = subprocess.run([sys.executable, "-m", "search.cli", *args, "--resume", "--time-budget", "2h"],
+                         capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "resuming" in out.stdout
+    assert "budget: 2h 00m in all: " in out.stdout  # the command line's budget, for the rest of the search
     assert "(1 lost when the driver stopped" in out.stdout
     trials = pd.read_csv(run_dir / "trials.csv")
     assert len(trials) == 4 and trials["trial_id"].is_unique
@@ -413,12 +491,29 @@ def test_a_configuration_whose_confirmation_seed_diverged_is_not_chosen():
     """A confirmation seed that diverges is recorded (trials.csv says so) and rules its configuration out,
     however well its other seeds scored."""
     from search.export import _seed_text
-    from search.selection import SELECTION, Candidate, choose
+    from search.selection import Candidate, SeedRun, choose
 
-    steady = Candidate("a", None, "", 3, 0.40, seeds=[{"seed": 0, SELECTION: 0.40, "test_rho": 0.3},
-                                                      {"seed": 1, SELECTION: 0.38, "test_rho": 0.3}])
-    shaky = Candidate("b", None, "", 3, 0.60, seeds=[{"seed": 0, SELECTION: 0.60, "test_rho": 0.5},
-                                                     {"seed": 1, SELECTION: float("nan"), "test_rho": None,
-                                                      "diverged": "training diverged in epoch 2"}])
+    steady = Candidate("a", None, None, "", 3, 0.40, runs=[SeedRun(0, 0.40, 0.3, 3, trial=True), SeedRun(1, 0.38, 0.3, 3)])
+    shaky = Candidate("b", None, None, "", 3, 0.60,
+                      runs=[SeedRun(0, 0.60, 0.5, 3, trial=True),
+                            SeedRun(1, float("nan"), None, 2, diverged="training diverged in epoch 2")])
     assert choose([shaky, steady]) is steady
-    assert _seed_text(shaky.seeds[1]) == "1=diverged" and _seed_text(steady.seeds[1]) == "1=0.380/0.300"
+    assert _seed_text(shaky.runs[1]) == "1=diverged" and _seed_text(steady.runs[1]) == "1=0.380/0.300"
+
+
+def test_dashboard_line_names_a_command_that_prints_the_token(finished):
+    """The dashboard asks for the cluster's token: the line that gives its address names the command that
+    prints the token, and that command, run as the line says, prints the token Ray uses here."""
+    import shlex
+
+    from search.runner import dashboard_line
+
+    line = dashboard_line("127.0.0.1:8265")
+    assert line.startswith("ray: dashboard at http://127.0.0.1:8265 (it asks for this cluster's token: `")
+    command = re.search(r"`([^`]+)` prints it\)$", line).group(1)
+    printed = subprocess.run(shlex.split(command), capture_output=True, text=True, timeout=120)
+    assert printed.returncode == 0, printed.stderr
+    token = printed.stdout.strip().splitlines()[-1]
+    from pathlib import Path
+
+    assert token and token == (Path.home() / ".ray" / "auth_token").read_text().strip()

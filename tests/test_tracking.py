@@ -39,7 +39,7 @@ def test_run_logs_trials_and_best_to_mlflow(tiny, tmp_path):
         assert len(best) == 1 and len(trials) == 2
         for trial in trials:
             assert "training/learning_rate" in trial.data.params or "training.learning_rate" in trial.data.params
-            epochs = client.get_metric_history(trial.info.run_id, "fusion_rho")
+            epochs = client.get_metric_history(trial.info.run_id, "fusion_score")
             assert [m.step for m in sorted(epochs, key=lambda m: m.step)] == list(range(1, len(epochs) + 1))
             assert len(epochs) >= 1 and all(-1 <= m.value <= 1 for m in epochs)
         exported = best[0].data
