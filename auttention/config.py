@@ -235,7 +235,8 @@ class ScoringConfig:
         "come from the SVR refit on train+devel",
     )
     folds: int = _opt(5, lo=2, doc="the number of speaker-disjoint folds of validation: speaker_folds")
-    complexities: list = _opt([1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0], doc="SVR C grid")  # noqa: RUF009 - _opt makes a default_factory for a list
+    # _opt makes a default_factory for a list
+    complexities: list = _opt([1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0], doc="SVR C grid")  # noqa: RUF009
     round: bool = _opt(True, doc="round predictions to whole labels")
     label_min: float = _opt(1.0, doc="predictions are clipped to [label_min, label_max]")
     label_max: float = _opt(9.0)

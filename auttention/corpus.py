@@ -460,7 +460,8 @@ class BadAudioPolicy:
         if self.mode == "fail":
             more = ""
             if len(names) > 1:
-                more = f" (and {len(names) - 1} more bad clip(s): {', '.join(names[1:4])}{', ...' if len(names) > 4 else ''})"
+                listed = ", ".join(names[1:4]) + (", ..." if len(names) > 4 else "")
+                more = f" (and {len(names) - 1} more bad clip(s): {listed})"
             raise BadAudio(paths[names[0]], bad[names[0]] + more)
         for name in names[:MAX_LISTED]:
             self.warn(f"warning: skipping {paths[name]}: {bad[name]}")

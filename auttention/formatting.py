@@ -39,7 +39,9 @@ def format_rho_ci(rho: float | None, ci: Sequence[float] | None, missing: str = 
 VALIDATION_TEXT = {  # what each validation's score is, in the words of every table's footnote
     "devel": "devel rho of the SVR fit on train",
     "swap": "the mean of devel's rho (SVR fit on train) and train's (SVR fit on devel)",
-    "speaker_folds": "the mean rho of speaker-disjoint folds over train+devel, each predicted by the SVR fit on the others",
+    "speaker_folds": (
+        "the mean rho of speaker-disjoint folds over train+devel, each predicted by the SVR fit on the others"
+    ),
 }
 
 
@@ -92,8 +94,9 @@ def table(results: dict[str, Evaluation]) -> str:
         " ".join([f"{name:<{nw}}", *(f"{c:<{w}}" for c, w in zip(cells, widths))]) + f"  {c}" for name, cells, c in rows
     ]
     if labels:
+        validation = next(ev.validation for ev in results.values() if ev.validation != "devel")
         lines.append(
-            f"({labels[0]}: {VALIDATION_TEXT[next(ev.validation for ev in results.values() if ev.validation != 'devel')]}; "
+            f"({labels[0]}: {VALIDATION_TEXT[validation]}; "
             f"C chosen by it; devel from the SVR fit on train, test from the SVR refit on train+devel)"
         )
     if any(ev.test_rho is None for ev in results.values()):

@@ -1,1 +1,2 @@
-"""The distributed layer of auttention-search: the CLI, the Ray Data executor of the one extraction, Ray Tune + Optuna search."""
+"""The distributed layer of auttention-search: the CLI, the Ray Data executor of the one extraction, Ray Tune +
+Optuna search."""

@@ -357,7 +357,8 @@ def pipeline(data: str, config_path: str | None, out: str | None, jobs: int | No
 @on_bad_audio_option
 @user_errors
 def baseline(data: str, config_path: str | None, sample_rate: int, jobs: int | None, on_bad_audio: str) -> None:
-    """A reference: utterance functionals (MFCC, energy, voicing, spectral shape, timing) + the same SVR (devel and test rho)."""
+    """A reference: utterance functionals (MFCC, energy, voicing, spectral shape, timing) + the same SVR (devel and
+    test rho)."""
 
     cfg = make_config(ScoringConfig, "scoring", config_path, {})
     corpus = read_corpus(data)

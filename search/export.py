@@ -261,7 +261,8 @@ def configurations_ensemble(
             for i, o in enumerate(options)
         ],
         "contributions": contributions,
-        "chosen_by": f"the {validation_label(scoring.validation, scoring.folds)} score of the average (test shown, never used to choose)",
+        "chosen_by": f"the {validation_label(scoring.validation, scoring.folds)} score of the average "
+        f"(test shown, never used to choose)",
         **{key: value for key, value in best.items() if key != "seeds"},
     }
 
@@ -344,7 +345,8 @@ def summary(exported: Exported, metric: str, top: int = 5) -> str:
         lines += [
             (
                 f"{what}: its fusion predictions averaged over seeds "
-                f"{', '.join(map(str, seed_ensemble['seeds']))}: {format_scores({**seed_ensemble, 'score_name': label})}"
+                f"{', '.join(map(str, seed_ensemble['seeds']))}: "
+                f"{format_scores({**seed_ensemble, 'score_name': label})}"
             )
         ]
     if across and across["k"] > 1:
@@ -352,7 +354,8 @@ def summary(exported: Exported, metric: str, top: int = 5) -> str:
         lines += [
             (
                 f"exported: the best {across['k']} configurations averaged (each over its seeds; k by {label} "
-                f"score): {format_scores({**across, 'score_name': label})}; each member's contribution to the {label} score (the "
+                f"score): {format_scores({**across, 'score_name': label})}; each member's contribution to the "
+                f"{label} score (the "
                 f"average's minus the others'): {shares}"
             )
         ]

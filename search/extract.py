@@ -158,7 +158,8 @@ def ensure_spectrograms(
     """Every setting's spectrogram folder in `cache` (a local folder or object storage: a URI or a
     storage.Location), extracted with Ray Data where not there yet (extraction.extract): {settings hash: folder}.
 
-    corpus : a corpus, screened here per `policy` ('fail' or 'skip'; default 'fail'; warnings are logged), or one the caller screened already (extraction.screen, e.g. before Ray started)
+    corpus : a corpus, screened here per `policy` ('fail' or 'skip'; default 'fail'; warnings are logged), or one
+        the caller screened already (extraction.screen, e.g. before Ray started)
     """
     screened = corpus if isinstance(corpus, Screened) else screen(corpus, policy)
     executor = RayData(verbose)

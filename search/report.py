@@ -200,14 +200,15 @@ def section_progress(run: RunData, out: Path) -> str:
     text = (
         f"The line is the best {esc(label)} found so far; the points are the trials, coloured by how they "
         f"ended: {int(counts.get('completed', 0))} completed all epochs, {int(counts.get('stopped', 0))} were "
-        f"stopped early by ASHA or the time budget (their scores come from fewer epochs), {int(counts.get('errored', 0))} errored."
+        f"stopped early by ASHA or the time budget (their scores come from fewer epochs), "
+        f"{int(counts.get('errored', 0))} errored."
     )
     if untimed:
         text += f" {untimed} trial(s) reported no epoch and have no place on the wall-time axis."
     if reference_line(run):
         text += (
-            f" The dashed line is the {esc(run.score_name)} ρ of the {FUNCTIONALS} baseline (utterance functionals and the same "
-            f"SVR) on the same clips: the bar to beat."
+            f" The dashed line is the {esc(run.score_name)} ρ of the {FUNCTIONALS} baseline (utterance functionals "
+            f"and the same SVR) on the same clips: the bar to beat."
         )
     return section("progress", f'<p>{text}</p>\n<div class="pair">{"".join(figures)}</div>')
 
@@ -304,8 +305,8 @@ def section_importance(run: RunData, out: Path) -> str:
     failed = sum(t.state == TrialState.FAIL for t in trials)
     intro = (
         f"<p>Optuna's importance evaluators on the persisted study, using only the trials that completed all "
-        f"epochs (COMPLETE): {n} of {len(trials)}. The {pruned} stopped early by ASHA or the budget (PRUNED: their scores come "
-        f"from fewer epochs) and the {failed} that failed or never reported an epoch are left out."
+        f"epochs (COMPLETE): {n} of {len(trials)}. The {pruned} stopped early by ASHA or the budget (PRUNED: their "
+        f"scores come from fewer epochs) and the {failed} that failed or never reported an epoch are left out."
     )
     if results:
         intro += (
@@ -521,8 +522,8 @@ def ensemble_html(best: dict) -> str:
         f"<p>This configuration's fusion predictions averaged over its models of seeds "
         f"{esc(', '.join(map(str, ens.get('seeds', []))))}: devel ρ "
         f"{format_rho_ci(ens.get('devel_rho'), ens.get('devel_rho_ci'), missing='–')}, test ρ "
-        f"{format_rho_ci(ens.get('test_rho'), ens.get('test_rho_ci'), missing='–')}. The table above is the trial's own "
-        f"model (its predictions: best/single/).</p>"
+        f"{format_rho_ci(ens.get('test_rho'), ens.get('test_rho_ci'), missing='–')}. The table above is the "
+        f"trial's own model (its predictions: best/single/).</p>"
     )
     across = best.get("configurations") or {}
     if across.get("k", 1) > 1:
@@ -537,8 +538,8 @@ def ensemble_html(best: dict) -> str:
             f"<p>Exported predictions (best/predictions.*.csv): the best {across['k']} configurations averaged, "
             f"each over its seeds (k chosen by the average's {esc(name)} ρ, never by test): {scored}devel ρ "
             f"{format_rho_ci(across.get('devel_rho'), across.get('devel_rho_ci'), missing='–')}, test ρ "
-            f"{format_rho_ci(across.get('test_rho'), across.get('test_rho_ci'), missing='–')}. What each member adds to "
-            f"{esc(name)} ρ (the average's minus the others'): {shares}.</p>"
+            f"{format_rho_ci(across.get('test_rho'), across.get('test_rho_ci'), missing='–')}. What each member "
+            f"adds to {esc(name)} ρ (the average's minus the others'): {shares}.</p>"
         )
     else:
         text = text.replace(
@@ -622,7 +623,8 @@ def section_top(run: RunData, out: Path, top: int = 10) -> str:
         lines.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     shown = f"The top {len(ranked)} of {len(trials)}" if len(trials) > len(ranked) else f"All {len(trials)}"
     table = (
-        f"<p>{shown} trials by {'selection score' if has_selection else 'best ' + esc(run.label)}; “no.” is the order trials started, the "
+        f"<p>{shown} trials by {'selection score' if has_selection else 'best ' + esc(run.label)}; “no.” is the "
+        f"order trials started, the "
         f"columns after “wall s” are the parameters that differ between trials. Every trial is in "
         f'<a href="../trials.csv">trials.csv</a>.</p>'
         f'<div class="scroll"><table class="trials"><thead><tr>{"".join(f"<th>{h}</th>" for h in head)}'

@@ -172,7 +172,8 @@ class SearcherConfig:
     n_startup_trials: int = _opt(4, lo=0, doc="random trials before TPE models the space")
     multivariate: bool = _opt(True)
     group: bool = _opt(True, doc="TPE groups conditional parameters (needs multivariate)")
-    points_to_evaluate: list = _opt([], doc="configurations to try first (section: {key: value})")  # noqa: RUF009 - _opt makes a default_factory for a list
+    # _opt makes a default_factory for a list
+    points_to_evaluate: list = _opt([], doc="configurations to try first (section: {key: value})")  # noqa: RUF009
 
 
 CONTROL = {

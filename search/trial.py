@@ -51,7 +51,10 @@ def out_of_memory(exc: BaseException, space: Space) -> TrialOutOfMemory:
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     first = first[first.find("OOM") :] if "OOM" in first else first
     if space.resources.memory_gb:
-        advice = f"it needs more than resources.memory_gb={space.resources.memory_gb:g}; lower units or batch_size, or raise it"
+        advice = (
+            f"it needs more than resources.memory_gb={space.resources.memory_gb:g}; lower units or batch_size, "
+            f"or raise it"
+        )
     else:
         advice = "lower units or batch_size, or give trials more memory (resources.gpu, resources.memory_gb)"
     return TrialOutOfMemory(f"out of memory ({first[:160]}); {advice}")
