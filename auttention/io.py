@@ -96,7 +96,10 @@ def refuse_non_finite(path: str | os.PathLike, frame, columns: Sequence[str], cs
     first value in `columns` that is not a finite number; nothing when all are."""
     if not len(columns) or not len(frame):
         return
-    values = frame[list(columns)].apply(lambda column: pd.to_numeric(column, errors="coerce")).to_numpy(dtype=float)
+    table = frame[list(columns)]
+    if not all(pd.api.types.is_numeric_dtype(dtype) for dtype in table.dtypes):  # text where a number belongs
+        table = table.apply(lambda column: pd.to_numeric(column, errors="coerce"))
+    values = table.to_numpy(dtype=float)
     bad = ~np.isfinite(values)
     if not bad.any():
         return
